@@ -1,0 +1,1 @@
+"""BPF C sources, shipped inside the package as ``cgwatch.bpf`` (see pyproject.toml)."""

@@ -1,0 +1,113 @@
+"""The data types that travel between cgwatch's stages.
+
+Everything downstream of the sources sees only :class:`Sample` and
+:class:`Event`; both point at a shared, immutable :class:`Container`, so a
+sample costs one small object and no copies of identity strings.
+
+Examples
+--------
+>>> web = Container(id="4f1c" * 16, name="web-1", runtime="docker")
+>>> s = Sample(1732492800.0, web, "cpu.usage_cores", 0.93)
+>>> s.to_json()
+{'ts': 1732492800.0, 'container': 'web-1', 'metric': 'cpu.usage_cores', 'value': 0.93, 'id': '4f1c4f1c4f1c4f1c4f1c4f1c4f1c4f1c4f1c4f1c4f1c4f1c4f1c4f1c4f1c4f1c', 'runtime': 'docker'}
+>>> Event(1732492801.5, web, "oom_kill", {"pid": 4242, "comm": "java"}).to_json()["fields"]
+{'pid': 4242, 'comm': 'java'}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The runtimes identity can name. ``systemd`` is a plain unit, ``host`` is
+#: everything that belongs to no container and no unit.
+RUNTIMES = (
+    "docker",
+    "containerd",
+    "cri-o",
+    "cri",
+    "podman",
+    "lxc",
+    "nspawn",
+    "systemd",
+    "host",
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Container:
+    """One watched thing: a container, a systemd unit, or the host.
+
+    ``id`` is stable for the container's life (the runtime's full id, the
+    unit name, or ``"host"``); ``name`` is what people read (the short id
+    until the runtime's metadata names it). ``cgroup`` is the container's
+    top cgroup, relative to the cgroup2 mount (``""`` for the root).
+    """
+
+    id: str
+    name: str
+    runtime: str
+    image: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    cgroup: str = ""
+    pod: str = ""
+    """Kubernetes pod uid, where the container belongs to a pod."""
+    qos: str = ""
+    """Kubernetes QoS class (``guaranteed``, ``burstable``, ``besteffort``)."""
+
+    def identity_json(self) -> dict[str, Any]:
+        """The optional identity keys of a recording line (DESIGN.md).
+
+        >>> Container(id="host", name="host", runtime="host").identity_json()
+        {'id': 'host', 'runtime': 'host'}
+        """
+        out: dict[str, Any] = {"id": self.id, "runtime": self.runtime}
+        if self.image:
+            out["image"] = self.image
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        return out
+
+
+HOST = Container(id="host", name="host", runtime="host")
+
+
+@dataclass(slots=True, frozen=True)
+class Sample:
+    """One value of one metric for one container at one time."""
+
+    ts: float
+    container: Container
+    metric: str
+    value: float
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ts": self.ts,
+            "container": self.container.name,
+            "metric": self.metric,
+            "value": self.value,
+        }
+        out.update(self.container.identity_json())
+        return out
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """Something that happened once: ``exec``, ``exit``, ``oom_kill``, ..."""
+
+    ts: float
+    container: Container
+    kind: str
+    fields: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ts": self.ts,
+            "container": self.container.name,
+            "event": self.kind,
+            "fields": dict(self.fields),
+        }
+        out.update(self.container.identity_json())
+        return out
