@@ -1,0 +1,192 @@
+"""Identity: cgroup id → cgroup path → container, runtime, name, image, labels.
+
+A decoder chain, each step small and tested on its own:
+
+- :mod:`.cgroups` — cgroup id (the inode BPF reports) → path, by walking cgroup2;
+- :mod:`.runtimes` — path → :class:`~cgwatch.model.Container` (pure; path patterns);
+- :mod:`.metadata` — Container → the same with name, image, labels from runtime state.
+
+:class:`Resolver` joins them, caches per cgroup id, and tells which
+containers started and stopped between two refreshes.
+
+Examples
+--------
+>>> import os, tempfile
+>>> from pathlib import Path
+>>> top = tempfile.mkdtemp()
+>>> os.makedirs(os.path.join(top, "system.slice", "cron.service"))
+>>> r = Resolver(CgroupTree(Path(top)), Metadata(Path(top, "no-state")))
+>>> started, stopped = r.refresh(now=0.0)
+>>> [c.id for c in started], stopped
+(['cron.service'], [])
+>>> r.container(os.stat(os.path.join(top, "system.slice", "cron.service")).st_ino, 0.0).runtime
+'systemd'
+"""
+
+from __future__ import annotations
+
+from ..model import HOST, Container
+from .cgroups import CgroupTree, find_cgroup2_root
+from .metadata import Metadata
+from .runtimes import identify
+
+__all__ = ["CgroupTree", "Metadata", "Resolver", "find_cgroup2_root", "identify"]
+
+
+class Resolver:
+    """Cgroup ids to Containers, and which containers come and go.
+
+    A container is alive while any cgroup under its ``cgroup`` prefix exists.
+    Systemd units count as containers; the host is always alive and never
+    starts or stops. Ids that are not (or no longer) in the tree, and the
+    root cgroup, are the host.
+
+    The first :meth:`refresh` reports every container then alive as started;
+    a container whose cgroups all went and came back between two refreshes
+    (``docker restart``) is in both lists, stopped and started.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from pathlib import Path
+    >>> top = tempfile.mkdtemp()
+    >>> r = Resolver(CgroupTree(Path(top)), Metadata(Path(top, "no-state")))
+    >>> _ = r.refresh(now=0.0)
+    >>> scope = os.path.join(top, "system.slice", "docker-" + "ab" * 32 + ".scope")
+    >>> os.makedirs(os.path.join(scope, "init"))
+    >>> [c.name for c in r.refresh(now=1.0)[0]]
+    ['abababababab']
+    >>> [c.id for c in r.containers()]
+    ['host', 'abababababababababababababababababababababababababababababababab']
+    >>> os.rmdir(os.path.join(scope, "init")); os.rmdir(scope)
+    >>> [c.runtime for c in r.refresh(now=2.0)[1]]
+    ['docker']
+    """
+
+    def __init__(self, tree: CgroupTree, metadata: Metadata) -> None:
+        self.tree = tree
+        self.metadata = metadata
+        self._ids: dict[int, str] = {}  # cgroup id → container id, any cgroup looked up
+        self._counted: dict[int, str] = {}  # cgroup id → container id, cgroups refresh() counted
+        self._alive: dict[str, int] = {}  # container id → how many of its cgroups exist (> 0)
+        self._byid: dict[str, Container] = {HOST.id: HOST}
+
+    def container(self, cgid: int, now: float) -> Container:
+        """The Container that cgroup ``cgid`` belongs to (HOST when unknown).
+
+        Cached per cgroup id; a container whose metadata was missing is
+        looked up again (paced by :class:`Metadata`), so a later call may
+        return it with its name.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> r = Resolver(CgroupTree(Path(tempfile.mkdtemp())), Metadata())
+        >>> r.container(987654321, now=0.0) is HOST
+        True
+        """
+        cid = self._ids.get(cgid)
+        c = self._byid.get(cid) if cid is not None else None
+        if c is None:
+            path = self.tree.path(cgid, now)
+            if path is None:
+                return HOST
+            c = self._byid[self._learn(cgid, path, now)]
+        if not self.metadata.settled(c):
+            c = self._byid[c.id] = self.metadata.enrich(c, now)
+        return c
+
+    def alive(self, cgid: int) -> bool:
+        """Whether cgroup ``cgid`` existed at the tree's latest walk.
+
+        For BPF sources deciding which map entries to delete: a False for an
+        id created after that walk only restarts its counters, never loses them.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from pathlib import Path
+        >>> top = tempfile.mkdtemp()
+        >>> r = Resolver(CgroupTree(Path(top)), Metadata())
+        >>> _ = r.refresh(now=0.0)
+        >>> r.alive(os.stat(top).st_ino), r.alive(987654321)
+        (True, False)
+        """
+        return cgid in self.tree
+
+    def refresh(self, now: float) -> tuple[list[Container], list[Container]]:
+        """Walk the cgroup tree; return ``(started, stopped)`` since the previous refresh.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> Resolver(CgroupTree(Path(tempfile.mkdtemp())), Metadata()).refresh(now=0.0)
+        ([], [])
+        """
+        added, removed = self.tree.refresh()
+        stopped = [c for c in (self._forget(cgid) for cgid in removed) if c is not None]
+        started = [c for c in (self._count(cgid, path, now) for cgid, path in added.items()) if c is not None]
+        self._prune()
+        self._enrich_alive(now)
+        return [self._byid.get(c.id, c) for c in started], stopped
+
+    def containers(self) -> list[Container]:
+        """Every container alive at the last refresh, the host first, one per id.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> Resolver(CgroupTree(Path(tempfile.mkdtemp())), Metadata()).containers() == [HOST]
+        True
+        """
+        return [HOST] + [self._byid[cid] for cid in self._alive]
+
+    def _learn(self, cgid: int, path: str, now: float) -> str:
+        """Identify ``path``, remember it for ``cgid``; return the container id."""
+        base = identify(path)
+        if base.id not in self._byid:
+            self._byid[base.id] = self.metadata.enrich(base, now)
+        self._ids[cgid] = base.id
+        return base.id
+
+    def _count(self, cgid: int, path: str, now: float) -> Container | None:
+        """A cgroup appeared; return its container if that just started."""
+        cid = self._learn(cgid, path, now)
+        if cid == HOST.id:
+            return None
+        self._counted[cgid] = cid
+        n = self._alive.get(cid, 0)
+        self._alive[cid] = n + 1
+        return self._byid[cid] if n == 0 else None
+
+    def _forget(self, cgid: int) -> Container | None:
+        """A cgroup went away; return its container if that just stopped."""
+        self._ids.pop(cgid, None)
+        cid = self._counted.pop(cgid, None)
+        if cid is None:
+            return None
+        n = self._alive[cid] - 1
+        if n > 0:
+            self._alive[cid] = n
+            return None
+        del self._alive[cid]
+        self.metadata.forget(cid)
+        return self._byid.pop(cid)
+
+    def _prune(self) -> None:
+        """Drop lookups of cgroups that came and went between two refreshes."""
+        for cgid in [k for k in self._ids if k not in self.tree]:
+            del self._ids[cgid]
+        used = {*self._ids.values(), *self._alive, HOST.id}
+        for cid in [k for k in self._byid if k not in used]:
+            del self._byid[cid]
+
+    def _enrich_alive(self, now: float) -> None:
+        """Give metadata another chance on alive containers still unnamed."""
+        for cid in self._alive:
+            c = self._byid[cid]
+            if not self.metadata.settled(c):
+                self._byid[cid] = self.metadata.enrich(c, now)

@@ -1,0 +1,315 @@
+"""Names, images and labels from the container runtimes' own state files.
+
+cgwatch asks no runtime API: it reads the JSON each runtime keeps on disk, so
+it works the same with any client version, costs one small file read per
+container, and needs no socket access. Where the files live (relative to
+``root``, which is ``/`` on a host and a temporary directory in tests):
+
+=============  ==============================================================
+docker         ``var/lib/docker/containers/<id>/config.v2.json``
+containerd     ``run/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/config.json``
+               (the OCI spec; CRI annotations name pod, namespace, container, image)
+CRI-O          ``run/containers/storage/overlay-containers/<id>/userdata/config.json``
+               (then the same under ``var/lib``)
+podman         ``var/lib/containers/storage/overlay-containers/containers.json``
+               and ``<id>/userdata/config.json``; rootless: the same below the
+               user's ``~/.local/share/containers/storage`` (home from ``etc/passwd``)
+=============  ==============================================================
+
+Kubernetes containers are named ``<namespace>/<pod>/<container>`` (a pod's
+sandbox, the pause container, is ``<namespace>/<pod>/POD``); their labels hold
+the pod's labels where the state has them (CRI-O, cri-dockerd) plus
+``io.kubernetes.pod.namespace``, ``io.kubernetes.pod.name`` and
+``io.kubernetes.container.name``. A container of runtime ``cri`` (kubelet's
+cgroupfs driver, where the path does not say) takes the runtime whose state
+holds its id: containerd, then CRI-O, then docker.
+
+Docker writes ``config.v2.json`` shortly *after* the cgroup appears, so a miss
+is normal: it is retried at most every ``retry_after`` seconds until found.
+A file that is unreadable or not the JSON expected keeps the short-id name,
+logs one warning per id on the ``cgwatch.identity`` logger, and is retried
+like a miss; nothing here raises.
+
+Examples
+--------
+>>> from cgwatch.model import Container
+>>> md = Metadata(Path("/nonexistent"))
+>>> md.enrich(Container(id="ab" * 32, name="abababababab", runtime="docker"), 0.0).name
+'abababababab'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..model import Container
+
+log = logging.getLogger("cgwatch.identity")
+
+_NS = "io.kubernetes.pod.namespace"
+_POD = "io.kubernetes.pod.name"
+_CTR = "io.kubernetes.container.name"
+_CRI = "io.kubernetes.cri."
+_CRIO = "io.kubernetes.cri-o."
+_USER_SLICE = re.compile(r"(?:^|/)user-(\d+)\.slice(?:/|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What a runtime's state says about one container."""
+
+    runtime: str
+    name: str
+    image: str = ""
+    labels: Mapping[str, str] | None = None
+
+
+class Metadata:
+    """Runtime metadata for containers, cached per container id.
+
+    Parameters
+    ----------
+    root:
+        Where the host's file system is (``/``; a test's tmp dir).
+    retry_after:
+        Seconds between two looks for an id whose state was missing or bad.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from cgwatch.model import Container
+    >>> root = Path(tempfile.mkdtemp())
+    >>> cid = "4f1c" * 16
+    >>> d = root / "var/lib/docker/containers" / cid
+    >>> c = Container(id=cid, name=cid[:12], runtime="docker")
+    >>> md = Metadata(root, retry_after=10.0)
+    >>> md.enrich(c, 100.0).name, md.settled(c)          # not written yet
+    ('4f1c4f1c4f1c', False)
+    >>> d.mkdir(parents=True)
+    >>> _ = (d / "config.v2.json").write_text(json.dumps(
+    ...     {"Name": "/web-1", "Config": {"Image": "nginx:1.25", "Labels": {"env": "prod"}}}))
+    >>> md.enrich(c, 105.0).name                          # too soon to look again
+    '4f1c4f1c4f1c'
+    >>> w = md.enrich(c, 110.0)
+    >>> w.name, w.image, dict(w.labels), md.settled(c)
+    ('web-1', 'nginx:1.25', {'env': 'prod'}, True)
+    """
+
+    def __init__(self, root: Path = Path("/"), retry_after: float = 10.0) -> None:
+        self.root = root
+        self.retry_after = retry_after
+        self._found: dict[str, _Found] = {}
+        self._tried: dict[str, float] = {}
+        self._warned: set[str] = set()
+
+    def enrich(self, c: Container, now: float) -> Container:
+        """``c`` with the name, image, labels (and runtime, for ``cri``) its state gives.
+
+        Returns ``c`` itself while nothing is known; ``now`` (any clock, in
+        seconds) paces the retries.
+
+        Examples
+        --------
+        >>> from cgwatch.model import HOST
+        >>> Metadata().enrich(HOST, 0.0) is HOST
+        True
+        """
+        found = self._found.get(c.id)
+        if found is None:
+            found = self._look(c, now)
+        if found is None:
+            return c
+        labels = dict(found.labels) if found.labels else dict(c.labels)
+        return replace(
+            c, runtime=found.runtime, name=found.name or c.name, image=found.image or c.image, labels=labels
+        )
+
+    def settled(self, c: Container) -> bool:
+        """True when :meth:`enrich` will never change ``c`` again.
+
+        Examples
+        --------
+        >>> from cgwatch.model import Container
+        >>> Metadata().settled(Container(id="cron.service", name="cron.service", runtime="systemd"))
+        True
+        """
+        return c.runtime not in _READERS or c.id in self._found
+
+    def forget(self, cid: str) -> None:
+        """Drop what is cached for a container id (call when it stopped).
+
+        Examples
+        --------
+        >>> Metadata().forget("gone")
+        """
+        self._found.pop(cid, None)
+        self._tried.pop(cid, None)
+        self._warned.discard(cid)
+
+    def _look(self, c: Container, now: float) -> _Found | None:
+        """Read the state files for ``c`` unless it was tried too recently."""
+        readers = _READERS.get(c.runtime)
+        last = self._tried.get(c.id)
+        if not readers or (last is not None and 0 <= now - last < self.retry_after):
+            return None
+        self._tried[c.id] = now
+        for reader in readers:
+            try:
+                found = reader(self.root, c)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+                self._warn(c, e)
+                return None
+            if found is not None:
+                self._found[c.id] = found
+                self._tried.pop(c.id, None)
+                return found
+        return None
+
+    def _warn(self, c: Container, error: Exception) -> None:
+        """Log one warning per id whose state cannot be read."""
+        if c.id not in self._warned:
+            self._warned.add(c.id)
+            log.warning("cannot read %s metadata of container %s: %s", c.runtime, c.id[:12], error)
+
+
+def _load(path: Path) -> Any | None:
+    """Parsed JSON at ``path``; None when it does not exist (yet)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object (None → empty), else ValueError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return value
+
+
+def _strings(value: Any, what: str) -> dict[str, str]:
+    """A string → string map from a JSON object, dropping non-string values."""
+    return {str(k): v for k, v in _object(value, what).items() if isinstance(v, str)}
+
+
+def _kube(ns: str, pod: str, ctr: str, image: str, labels: Mapping[str, str], runtime: str) -> _Found:
+    """A Kubernetes container: ``<namespace>/<pod>/<container>`` and the pod keys."""
+    out = dict(labels)
+    out.update({_NS: ns, _POD: pod, _CTR: ctr})
+    return _Found(runtime, f"{ns}/{pod}/{ctr}", image, out)
+
+
+def _docker(root: Path, c: Container) -> _Found | None:
+    """docker's ``config.v2.json`` (cri-dockerd's pods included)."""
+    data = _object(_load(root / "var/lib/docker/containers" / c.id / "config.v2.json"), "config.v2.json")
+    if not data:
+        return None
+    config = _object(data.get("Config"), "Config")
+    image = str(config.get("Image") or "")
+    labels = _strings(config.get("Labels"), "Config.Labels")
+    if _POD in labels and _NS in labels:
+        ctr = labels.get(_CTR, "POD")
+        return _kube(labels[_NS], labels[_POD], ctr, image, labels, "docker")
+    name = str(data.get("Name") or "").lstrip("/")
+    return _Found("docker", name, image, labels)
+
+
+def _containerd(root: Path, c: Container) -> _Found | None:
+    """containerd CRI: the OCI spec's ``io.kubernetes.cri.*`` annotations."""
+    path = root / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / c.id / "config.json"
+    spec = _object(_load(path), "config.json")
+    if not spec:
+        return None
+    notes = _strings(spec.get("annotations"), "annotations")
+    ns, pod = notes.get(_CRI + "sandbox-namespace", ""), notes.get(_CRI + "sandbox-name", "")
+    image = notes.get(_CRI + "image-name", "")
+    if not (ns and pod):
+        return _Found("containerd", "", image, {})
+    sandbox = notes.get(_CRI + "container-type") == "sandbox"
+    ctr = "POD" if sandbox else notes.get(_CRI + "container-name", "")
+    return _kube(ns, pod, ctr, image, {}, "containerd")
+
+
+def _crio(root: Path, c: Container) -> _Found | None:
+    """CRI-O: the container's ``userdata/config.json`` annotations."""
+    for base in ("run", "var/lib"):
+        path = root / base / "containers/storage/overlay-containers" / c.id / "userdata/config.json"
+        spec = _object(_load(path), "config.json")
+        notes = _strings(spec.get("annotations"), "annotations")
+        if _POD in notes:
+            labels = _strings(json.loads(notes.get(_CRIO + "Labels") or "{}"), "cri-o Labels")
+            image = notes.get(_CRIO + "ImageName") or notes.get(_CRIO + "Image", "")
+            ctr = notes.get(_CTR) or labels.get(_CTR) or "POD"
+            return _kube(notes.get(_NS, ""), notes[_POD], ctr, image, labels, "cri-o")
+    return None
+
+
+def _podman(root: Path, c: Container) -> _Found | None:
+    """podman: ``containers.json`` of the root or the rootless user's storage."""
+    for storage in _podman_storages(root, c):
+        entries = _load(storage / "overlay-containers/containers.json")
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise ValueError("containers.json is not a JSON list")
+        entry = next((e for e in entries if isinstance(e, dict) and e.get("id") == c.id), None)
+        if entry is not None:
+            return _podman_entry(storage, c, entry)
+    return None
+
+
+def _podman_entry(storage: Path, c: Container, entry: dict[str, Any]) -> _Found:
+    """One ``containers.json`` entry, plus its OCI annotations as labels."""
+    names = entry.get("names") or []
+    meta = _object(json.loads(entry.get("metadata") or "{}"), "metadata")
+    image = str(meta.get("image-name") or entry.get("image") or "")
+    name = str(names[0]) if names else str(meta.get("name") or "")
+    spec = _object(_load(storage / "overlay-containers" / c.id / "userdata/config.json"), "config.json")
+    labels = _strings(spec.get("annotations"), "annotations")
+    if _POD in labels and _NS in labels:
+        return _kube(labels[_NS], labels[_POD], labels.get(_CTR, name), image, labels, "podman")
+    return _Found("podman", name, image, labels)
+
+
+def _podman_storages(root: Path, c: Container) -> list[Path]:
+    """Where podman keeps storage for ``c``: root's, or its rootless user's."""
+    m = _USER_SLICE.search(c.cgroup)
+    home = _home(root, int(m.group(1))) if m else None
+    if home is None:
+        return [root / "var/lib/containers/storage"]
+    return [root / home.lstrip("/") / ".local/share/containers/storage", root / "var/lib/containers/storage"]
+
+
+def _home(root: Path, uid: int) -> str | None:
+    """The home directory of ``uid`` in ``root``'s ``etc/passwd``."""
+    try:
+        lines = (root / "etc/passwd").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2] == str(uid):
+            return fields[5]
+    return None
+
+
+#: Readers tried, in order, for each runtime; ``cri`` is "a CRI runtime, which one unknown".
+_READERS: dict[str, tuple[Callable[[Path, Container], _Found | None], ...]] = {
+    "docker": (_docker,),
+    "containerd": (_containerd,),
+    "cri-o": (_crio,),
+    "podman": (_podman,),
+    "cri": (_containerd, _crio, _docker),
+}
