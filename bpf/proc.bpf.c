@@ -1,0 +1,160 @@
+/* proc.bpf.c: process lifecycle per cgroup, and the rare events worth a line.
+ *
+ * Counts of forks, execs and exits live in a per-CPU hash keyed by cgroup id.
+ * exec and abnormal exits (non-zero code, fatal signal) also go to user space
+ * through the ring buffer; a full ring buffer is counted, never silent.
+ *
+ * The exit code is not an argument of sched_process_exit, so it is taken
+ * where it is one: exit_group(code), or a signal delivered with its default
+ * (fatal) action. It is kept per process until its leader exits.
+ *
+ *   -DCGW_HAVE_EXIT_GROUP   syscalls:sys_enter_exit_group exists (exit codes)
+ *   -DCGW_HAVE_SIGNAL       signal:signal_deliver exists (fatal signals)
+ *   -DCGW_RINGBUF_PAGES=N   ring buffer size, in pages (power of two)
+ *   -DCGW_EXEC_EVENTS=0     count execs but send no exec events
+ */
+#include "cgwatch.h"
+
+#ifndef CGW_RINGBUF_PAGES
+#define CGW_RINGBUF_PAGES 64
+#endif
+#ifndef CGW_EXEC_EVENTS
+#define CGW_EXEC_EVENTS 1
+#endif
+
+struct exit_info {
+    s32 code;
+    s32 sig;
+};
+
+BPF_PERCPU_HASH(proc_stats, u64, struct cgw_proc, CGW_MAX_CGROUPS);
+BPF_TABLE("lru_hash", u32, struct exit_info, exit_info, CGW_MAX_PIDS);
+BPF_RINGBUF_OUTPUT(events, CGW_RINGBUF_PAGES);
+/* index 0: records the ring buffer had no room for */
+BPF_PERCPU_ARRAY(lost, u64, 1);
+
+static __always_inline struct cgw_proc *stats(u64 *cgid)
+{
+    *cgid = bpf_get_current_cgroup_id();
+    struct cgw_proc *p = proc_stats.lookup(cgid);
+    if (p)
+        return p;
+    struct cgw_proc init = {};
+    proc_stats.update(cgid, &init);
+    return proc_stats.lookup(cgid);
+}
+
+static __always_inline struct cgw_event *reserve(u32 kind, u64 cgid)
+{
+    struct cgw_event *e = events.ringbuf_reserve(sizeof(struct cgw_event));
+    if (!e) {
+        int zero = 0;
+        u64 *n = lost.lookup(&zero);
+        if (n)
+            *n += 1;
+        return 0;
+    }
+    e->kind = kind;
+    e->cgroup_id = cgid;
+    e->ts_ns = bpf_ktime_get_ns();
+    e->pid = bpf_get_current_pid_tgid() >> 32;
+    e->code = 0;
+    e->sig = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    return e;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u64 cgid;
+    struct cgw_proc *p = stats(&cgid);
+    if (p)
+        p->forks += 1;
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u64 cgid;
+    struct cgw_proc *p = stats(&cgid);
+    if (p)
+        p->execs += 1;
+#if CGW_EXEC_EVENTS
+    struct cgw_event *e = reserve(CGW_EV_EXEC, cgid);
+    if (!e)
+        return 0;
+    e->path[0] = 0;
+    bpf_probe_read_kernel_str(&e->path, sizeof(e->path),
+                              (void *)args + (args->data_loc_filename & 0xFFFF));
+    events.ringbuf_submit(e, 0);
+#endif
+    return 0;
+}
+
+#ifdef CGW_HAVE_EXIT_GROUP
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct exit_info info = {.code = (s32)(args->error_code & 0xff), .sig = 0};
+    if (info.code)
+        exit_info.update(&tgid, &info);
+    return 0;
+}
+#endif
+
+#ifdef CGW_HAVE_SIGNAL
+/* Signals whose default action ends the process (see signal(7)). */
+static __always_inline int fatal_by_default(int sig)
+{
+    switch (sig) {
+    case 17: /* SIGCHLD */
+    case 18: /* SIGCONT */
+    case 19: /* SIGSTOP */
+    case 20: /* SIGTSTP */
+    case 21: /* SIGTTIN */
+    case 22: /* SIGTTOU */
+    case 23: /* SIGURG */
+    case 28: /* SIGWINCH */
+        return 0;
+    }
+    return sig > 0 && sig < 32;
+}
+
+TRACEPOINT_PROBE(signal, signal_deliver)
+{
+    /* delivered in the receiver's context; SIG_DFL is a null handler */
+    if (args->sa_handler != 0 || !fatal_by_default(args->sig))
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct exit_info info = {.code = 0, .sig = args->sig};
+    exit_info.update(&tgid, &info);
+    return 0;
+}
+#endif
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if ((u32)id != tgid)             /* one exit per process: its leader's */
+        return 0;
+    u64 cgid;
+    struct cgw_proc *p = stats(&cgid);
+    if (p)
+        p->exits += 1;
+    struct exit_info *info = exit_info.lookup(&tgid);
+    if (!info)
+        return 0;
+    struct exit_info copy = *info;
+    exit_info.delete(&tgid);
+    if (p)
+        p->exits_nonzero += 1;
+    struct cgw_event *e = reserve(CGW_EV_EXIT, cgid);
+    if (!e)
+        return 0;
+    e->code = copy.code;
+    e->sig = copy.sig;
+    e->path[0] = 0;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}

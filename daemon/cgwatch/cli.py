@@ -1,0 +1,201 @@
+"""cgwatch's command line (DESIGN.md, "Command line").
+
+User mistakes and unready hosts end with one line on stderr and exit 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO
+
+from .units import parse_duration
+
+log = logging.getLogger("cgwatch")
+
+EXAMPLES = """\
+examples:
+  sudo cgwatch top                                  live table of every container
+  sudo cgwatch record --output rec.jsonl --duration 60s
+  sudo cgwatch record --output - --sources cpu,proc | head
+"""
+
+
+class UsageError(Exception):
+    """A mistake on the command line; the message says which."""
+
+
+def _duration(text: str) -> float:
+    try:
+        value = parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than zero")
+    return value
+
+
+def _sources(text: str) -> list[str]:
+    from .collect import parse_sources
+
+    try:
+        return parse_sources(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cgwatch",
+        description="Watch every container on this host with eBPF.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--interval", type=_duration, default=1.0, metavar="D",
+                        help="collection interval (default 1s)")
+        sp.add_argument("--sources", type=_sources, default=None, metavar="LIST",
+                        help="comma-separated sources (default: cpu,proc,mem,net,cgroupfs)")
+        sp.add_argument("--metadata-root", default="/", metavar="DIR",
+                        help="where runtimes keep their state (default /)")
+
+    rec = sub.add_parser("record", help="capture live Samples and Events as JSON Lines (root)")
+    rec.add_argument("--output", "-o", required=True, metavar="FILE", help="file to write, - for stdout")
+    rec.add_argument("--duration", type=_duration, default=None, metavar="D",
+                     help="stop after this long (default: until interrupted)")
+    common(rec)
+    rec.set_defaults(func=cmd_record)
+
+    top = sub.add_parser("top", help="live per-container table in the terminal (root)")
+    top.add_argument("--iterations", "-n", type=int, default=0, metavar="N",
+                     help="stop after N refreshes (default: until interrupted)")
+    common(top)
+    top.set_defaults(func=cmd_top)
+    return p
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """SIGTERM and SIGINT end the loop cleanly (the file is flushed, programs detached)."""
+    stopped = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal stopped
+        stopped = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield lambda: stopped
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _ticks(interval: float, stopped: Callable[[], bool], until: float | None = None) -> Iterator[float]:
+    """Wall-clock times one interval apart, without drift, until stopped."""
+    nxt = time.monotonic() + interval
+    while not stopped():
+        delay = nxt - time.monotonic()
+        if delay > 0:
+            time.sleep(min(delay, 0.1))
+            continue
+        nxt += interval
+        now = time.time()
+        if until is not None and now > until + 1e-3:
+            return
+        yield now
+        if until is not None and now >= until - 1e-3:
+            return
+
+
+def _open_output(path: str) -> IO[str]:
+    if path == "-":
+        return sys.stdout
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from None
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from .collect import SOURCE_NAMES, open_collector
+    from .record import write_interval
+
+    out = _open_output(args.output)
+    col = open_collector(args.sources or SOURCE_NAMES, args.metadata_root)
+    lines = 0
+    try:
+        with _stop_on_signals() as stopped:
+            until = time.time() + args.duration if args.duration else None
+            for now in _ticks(args.interval, stopped, until):
+                samples, events = col.tick(now)
+                lines += write_interval(out, samples, events)
+    except BrokenPipeError:
+        pass   # `record -o - | head` is fine
+    finally:
+        col.close()
+        if out is not sys.stdout:
+            out.close()
+    log.info("wrote %d lines to %s", lines, args.output)
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from .collect import SOURCE_NAMES, open_collector
+    from .top import render, snapshot
+
+    col = open_collector(args.sources or SOURCE_NAMES, args.metadata_root)
+    console = Console()
+    try:
+        with _stop_on_signals() as stopped:
+            n = 0
+            if console.is_terminal:
+                with Live(render({}), console=console, screen=False, auto_refresh=False) as live:
+                    for now in _ticks(args.interval, stopped):
+                        samples, _ = col.tick(now)
+                        live.update(render(snapshot(samples)), refresh=True)
+                        n += 1
+                        if args.iterations and n >= args.iterations:
+                            break
+            else:   # a pipe or a file: one plain table per interval
+                for now in _ticks(args.interval, stopped):
+                    samples, _ = col.tick(now)
+                    console.print(time.strftime("%H:%M:%S", time.localtime(now)))
+                    console.print(render(snapshot(samples)))
+                    n += 1
+                    if args.iterations and n >= args.iterations:
+                        break
+    finally:
+        col.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * args.verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="cgwatch: %(levelname)s: %(message)s")
+    from .sources.bpf import SetupError
+
+    try:
+        return int(args.func(args))
+    except (SetupError, UsageError) as e:
+        print(f"cgwatch: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""One collection pass per interval: identity, then every source.
+
+:class:`Collector` is what ``record``, ``top`` and (later) the daemon drive:
+``tick(now)`` returns the interval's Samples and Events in time order,
+``container_start`` / ``container_stop`` included.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .identity import Resolver
+from .identity.cgroups import CgroupTree, find_cgroup2_root
+from .identity.metadata import Metadata
+from .model import Event, Sample
+from .sources import SOURCES
+from .sources.base import Source
+from .sources.bpf import SetupError, check_host
+
+log = logging.getLogger("cgwatch")
+
+SOURCE_NAMES = tuple(SOURCES)
+
+
+def _source_class(name: str) -> type:
+    """The class of a source by name, imported on first use (BCC is slow to import)."""
+    try:
+        spec = SOURCES[name]
+    except KeyError:
+        raise ValueError(f"unknown source {name!r} (known: {', '.join(SOURCE_NAMES)})") from None
+    module, cls = spec.split(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Collector:
+    """The sources and the identity they share, polled together."""
+
+    resolver: Resolver
+    sources: list[Source] = field(default_factory=list)
+    _first: bool = True
+
+    def tick(self, now: float) -> tuple[list[Sample], list[Event]]:
+        """Everything that happened in the interval ending at ``now``."""
+        started, stopped = self.resolver.refresh(now)
+        if self._first:    # what already ran when we started did not start now
+            started, stopped, self._first = [], [], False
+        events = [Event(now, c, "container_start", {"cgroup": c.cgroup}) for c in started]
+        events += [Event(now, c, "container_stop", {"cgroup": c.cgroup}) for c in stopped]
+        for s in self.sources:
+            events += s.events()
+        containers = self.resolver.containers()
+        samples: list[Sample] = []
+        for s in self.sources:
+            try:
+                samples += s.collect(now, containers)
+            except OSError as e:   # one source's trouble never costs the interval
+                log.warning("%s: collection failed this interval: %s", s.name, e)
+        events.sort(key=lambda e: e.ts)
+        return samples, events
+
+    def close(self) -> None:
+        for s in reversed(self.sources):
+            s.close()
+        self.sources.clear()
+
+
+def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/") -> Collector:
+    """Check the host, build identity and load every named source.
+
+    A BPF source that fails to load is skipped with a warning (its metrics
+    are absent); a host that cannot load BPF at all raises SetupError.
+    """
+    from pathlib import Path
+
+    root = find_cgroup2_root()
+    if root is None:
+        raise SetupError("no cgroup2 mount found: cgwatch needs cgroup v2 (unified or hybrid)")
+    resolver = Resolver(CgroupTree(root), Metadata(Path(metadata_root)))
+    bpf_wanted = [n for n in names if n != "cgroupfs"]
+    if bpf_wanted:
+        check_host()
+    col = Collector(resolver)
+    for name in names:
+        cls = _source_class(name)
+        try:
+            col.sources.append(cls() if name == "cgroupfs" else cls(resolver))
+        except SetupError as e:
+            log.warning("%s", e)
+    if bpf_wanted and not any(s.name in bpf_wanted for s in col.sources):
+        col.close()
+        raise SetupError("no BPF program could be loaded; see the warnings above")
+    return col
+
+
+def parse_sources(text: str) -> list[str]:
+    """A comma-separated --sources value, checked.
+
+    >>> parse_sources("cpu,proc")
+    ['cpu', 'proc']
+    >>> parse_sources("cpu,gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown source 'gpu' (known: cpu, proc, mem, net, cgroupfs)
+    """
+    out = [n.strip() for n in text.split(",") if n.strip()]
+    for n in out:
+        if n not in SOURCE_NAMES:
+            raise ValueError(f"unknown source {n!r} (known: {', '.join(SOURCE_NAMES)})")
+    return out
+
+
+def all_metrics(names: Iterable[str] = SOURCE_NAMES) -> dict[str, str]:
+    """metric name -> source name, for every metric a source may produce."""
+    out = {}
+    for n in names:
+        for m in _source_class(n).metrics:
+            out[m] = n
+    return out

@@ -1,0 +1,121 @@
+"""CPU per container from ``bpf/cpu.bpf.c``: on-CPU time, context switches,
+run-queue latency.
+
+``cpu.usage_cores`` is on-CPU nanoseconds over wall nanoseconds, so 1.0 is one
+core kept busy. Run-queue latency comes from a log2 histogram per cgroup; its
+p99 is interpolated inside the bucket that holds the 99th percentile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from ..model import Container, Sample
+from .bpf import PerCpuTable, Probe, kernel_version, raw_tracepoints
+from .kernel import KernelSource, rate_samples
+
+RUNQ_SLOTS = 26  # CGW_RUNQ_SLOTS in cgwatch.h
+
+
+def hist_quantile(slots: Sequence[float], q: float) -> float | None:
+    """The q-quantile, in microseconds, of a log2 histogram of microseconds.
+
+    Slot 0 holds [0, 2) us, slot i > 0 holds [2^i, 2^(i+1)) us; the value is
+    interpolated linearly inside its slot.
+
+    >>> hist_quantile([0, 0, 0, 100], 0.5)        # all in [8, 16) us
+    12.0
+    >>> hist_quantile([50, 0, 0, 50], 0.99)       # the top of [8, 16)
+    15.84
+    >>> hist_quantile([0, 0], 0.99) is None
+    True
+    """
+    total = float(sum(slots))
+    if total <= 0:
+        return None
+    want = q * total
+    seen = 0.0
+    for i, n in enumerate(slots):
+        if n <= 0:
+            continue
+        if seen + n >= want:
+            lo = 0.0 if i == 0 else float(2**i)
+            hi = float(2 ** (i + 1))
+            return lo + (hi - lo) * (want - seen) / n
+        seen += n
+    return float(2 ** len(slots))
+
+
+class CpuSource(KernelSource):
+    """sched_switch accounting (+ sched_wakeup* for run-queue latency)."""
+
+    name = "cpu"
+    program = "cpu"
+    metrics = (
+        "cpu.usage_cores",
+        "cpu.ctx_switches",
+        "cpu.involuntary_ctx_switches",
+        "cpu.runq_latency_avg_ms",
+        "cpu.runq_latency_p99_ms",
+    )
+    RUNQ_METRICS = ("cpu.runq_latency_avg_ms", "cpu.runq_latency_p99_ms")
+
+    def __init__(self, resolver, cflags: Iterable[str] = (), runq: bool = True) -> None:  # type: ignore[no-untyped-def]
+        self.runq = runq
+        self.probes = (Probe("sched", "sched_switch", "CGW_HAVE_SWITCH", self.metrics),)
+        if runq:
+            self.probes += (
+                Probe("sched", "sched_wakeup", "CGW_HAVE_WAKEUP", self.RUNQ_METRICS),
+                Probe("sched", "sched_wakeup_new", "CGW_HAVE_WAKEUP_NEW", self.RUNQ_METRICS),
+            )
+        self.tables = ("cpu_stats",)
+        super().__init__(resolver, cflags)
+        if self.runq_enabled:
+            self.readers["runq_stats"] = PerCpuTable(self.bpf["runq_stats"])
+            self._prev["runq_stats"] = {}
+        else:
+            self.absent |= set(self.RUNQ_METRICS)
+
+    @property
+    def runq_enabled(self) -> bool:
+        return "-DCGW_RUNQ" in self.cflags
+
+    def extra_flags(self, have: list[str]) -> list[str]:
+        if self.runq and {"-DCGW_HAVE_WAKEUP", "-DCGW_HAVE_WAKEUP_NEW"} <= set(have):
+            return ["-DCGW_RUNQ"]
+        if raw_tracepoints():
+            flags = ["-DCGW_RAW_SWITCH"]
+            if kernel_version() >= (5, 18):   # prev_state became the 4th raw argument
+                flags.append("-DCGW_SWITCH_STATE")
+            return flags
+        return []
+
+    def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
+        dt = self.interval(now)
+        if dt <= 0:
+            return []
+        containers = list(containers)
+        cpu = self.deltas("cpu_stats", now)
+        out = rate_samples(now, cpu, containers, 3, {
+            "cpu.usage_cores": lambda d: float(d[0]) / 1e9 / dt,
+            "cpu.ctx_switches": lambda d: float(d[1]) / dt,
+            "cpu.involuntary_ctx_switches": lambda d: float(d[2]) / dt,
+        }, self.absent)
+        if self.runq_enabled:
+            runq = self.deltas("runq_stats", now)
+            out += rate_samples(now, runq, (), 2 + RUNQ_SLOTS, {
+                "cpu.runq_latency_avg_ms": _runq_avg_ms,
+                "cpu.runq_latency_p99_ms": _runq_p99_ms,
+            }, self.absent)
+        return out
+
+
+def _runq_avg_ms(d: np.ndarray) -> float | None:
+    return float(d[1]) / float(d[0]) / 1e6 if d[0] else None
+
+
+def _runq_p99_ms(d: np.ndarray) -> float | None:
+    us = hist_quantile(d[2:].tolist(), 0.99)
+    return None if us is None else us / 1000.0

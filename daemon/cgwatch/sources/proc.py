@@ -1,0 +1,71 @@
+"""Process lifecycle per container from ``bpf/proc.bpf.c``.
+
+Counts (forks, execs, abnormal exits) are per-second rates; ``exec`` and
+``exit`` events (non-zero code or fatal signal) arrive through the ring buffer.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterable
+from typing import Any
+
+from ..model import Container, Event, Sample
+from .bpf import Probe
+from .kernel import KernelSource, cstr, rate_samples
+
+EV_EXEC, EV_EXIT = 1, 2
+
+
+def signal_name(sig: int) -> str:
+    """The conventional name of a signal number.
+
+    >>> signal_name(9), signal_name(11), signal_name(99)
+    ('SIGKILL', 'SIGSEGV', 'SIG99')
+    """
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}"
+
+
+class ProcSource(KernelSource):
+    name = "proc"
+    program = "proc"
+    tables = ("proc_stats",)
+    metrics = ("proc.forks", "proc.execs", "proc.exits_nonzero")
+    probes = (
+        Probe("sched", "sched_process_fork", "CGW_HAVE_FORK", ("proc.forks",)),
+        Probe("sched", "sched_process_exec", "CGW_HAVE_EXEC", ("proc.execs",)),
+        Probe("sched", "sched_process_exit", "CGW_HAVE_EXIT", ("proc.exits_nonzero",)),
+        Probe("syscalls", "sys_enter_exit_group", "CGW_HAVE_EXIT_GROUP"),
+        Probe("signal", "signal_deliver", "CGW_HAVE_SIGNAL"),
+    )
+
+    def extra_flags(self, have: list[str]) -> list[str]:
+        if "-DCGW_HAVE_EXIT_GROUP" not in have and "-DCGW_HAVE_SIGNAL" not in have:
+            self.absent.add("proc.exits_nonzero")
+        return ["-DCGW_RINGBUF_PAGES=256"]
+
+    def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
+        dt = self.interval(now)
+        if dt <= 0:
+            return []
+        d = self.deltas("proc_stats", now)
+        return rate_samples(now, d, containers, 4, {
+            "proc.forks": lambda v: float(v[0]) / dt,
+            "proc.execs": lambda v: float(v[1]) / dt,
+            "proc.exits_nonzero": lambda v: float(v[3]) / dt,
+        }, self.absent)
+
+    def decode(self, rec: Any, container: Container, ts: float) -> Event | None:
+        if rec.kind == EV_EXEC:
+            return Event(ts, container, "exec", {
+                "pid": rec.pid, "comm": cstr(rec.comm), "filename": cstr(rec.path),
+            })
+        if rec.kind == EV_EXIT:
+            fields: dict[str, Any] = {"pid": rec.pid, "comm": cstr(rec.comm), "code": rec.code}
+            if rec.sig:
+                fields["signal"] = signal_name(rec.sig)
+            return Event(ts, container, "exit", fields)
+        return None
