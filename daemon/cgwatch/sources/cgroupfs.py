@@ -1,0 +1,454 @@
+"""What the kernel already counts per cgroup: memory, tasks, quota, io, PSI.
+
+Unified hosts keep it all in one cgroup2 directory. Hybrid hosts keep
+``cpu.stat`` usage, members and PSI there, and memory, pids, blkio and the
+cpu quota in v1 trees, found from ``/proc/<pid>/cgroup`` of a member since
+runtimes do not always mirror the cgroup2 path in v1. Without a member the
+same relative path is tried; a member in a v1 tree's root is ignored (the
+root's figures are the whole host's).
+
+A figure the host does not keep is absent, never 0. Tasks: ``pids.current``
+(v2, then v1), else ``cgroup.threads`` lines over the cgroup2 subtree (both
+count threads). v1 io comes from the first blkio file listing a device:
+newer kernels fill ``blkio.throttle.*`` only once the device has a throttle
+rule, so a bare ``Total 0`` means unknown, not idle.
+
+>>> Layout.detect("41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw").unified
+PosixPath('/sys/fs/cgroup')
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..model import Container, Event, Sample
+from .base import Rates
+
+log = logging.getLogger(__name__)
+
+#: the v1 controllers read here
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")
+_V1_OTHERS = ("cpuset", "devices", "freezer", "net_cls", "net_prio", "perf_event", "hugetlb",
+              "rdma", "misc")
+#: v1 ``memory.limit_in_bytes`` at or above this means no limit (PAGE_COUNTER_MAX pages)
+V1_UNLIMITED = 2**62
+#: v1 block io files, best first (recursive, then the 3.10-era and bfq ones)
+_BLKIO = ("blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_service_bytes",
+          "blkio.io_service_bytes_recursive", "blkio.bfq.io_service_bytes_recursive")
+_MAX_SCAN = 64  # descendant directories searched for a member process
+_BUF = 65536
+_warned: set[str] = set()
+Parse = Callable[[str], dict[str, float]]
+
+
+def _warn_once(kind: str, msg: str, level: int = logging.WARNING) -> None:
+    """The first problem with each kind of file at ``level``, later ones at debug."""
+    log.log(level if kind not in _warned else logging.DEBUG, "%s", msg)
+    _warned.add(kind)
+
+
+def _read_file(path: str) -> str:
+    """One small file: one open, (nearly always) one read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, _BUF)]
+        while len(chunks[-1]) == _BUF:
+            chunks.append(os.read(fd, _BUF))
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii", "replace")
+
+
+def _read_text(path: str | Path) -> str | None:
+    try:
+        return _read_file(str(path))
+    except OSError:
+        return None
+
+
+@dataclass(slots=True)
+class Layout:
+    """Where the cgroup trees are mounted.
+
+    ``v1`` maps each controller to its mount; comounted controllers
+    (``cpu,cpuacct``) share one path. Only mounts of a whole tree count:
+    cgwatch runs in the host's cgroup namespace, where /proc/<pid>/cgroup
+    paths are relative to those mounts.
+    """
+
+    unified: Path | None = None
+    v1: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def detect(cls, mountinfo_text: str | None = None) -> Layout:
+        """Parse /proc/self/mountinfo (or the text given); a tree's first mount wins.
+
+        >>> lay = Layout.detect(
+        ...     "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\\n"
+        ...     "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\\n")
+        >>> lay.unified, lay.v1["cpuacct"]
+        (PosixPath('/sys/fs/cgroup/unified'), PosixPath('/sys/fs/cgroup/cpu,cpuacct'))
+        """
+        if mountinfo_text is None:
+            mountinfo_text = _read_file("/proc/self/mountinfo")
+        out = cls()
+        for line in mountinfo_text.splitlines():
+            left, sep, right = line.partition(" - ")
+            a, b = left.split(), right.split()
+            if not sep or len(a) < 5 or len(b) < 3 or a[3] != "/":
+                continue
+            mnt = a[4]
+            for code in ("\\040", "\\011", "\\012", "\\134"):  # octal escapes
+                mnt = mnt.replace(code, chr(int(code[1:], 8)))
+            if b[0] == "cgroup2" and out.unified is None:
+                out.unified = Path(mnt)
+            elif b[0] == "cgroup":
+                for o in b[2].split(","):
+                    if o in V1_CONTROLLERS or o in _V1_OTHERS or o.startswith("name="):
+                        out.v1.setdefault(o, Path(mnt))
+        return out
+
+
+def _rel(proc_path: str) -> str | None:
+    """A /proc/<pid>/cgroup path relative to its mount; None outside our namespace."""
+    rel = proc_path.strip("/")
+    return None if ".." in rel.split("/") else rel
+
+
+def _proc_cgroups(proc_root: Path, pid: int) -> dict[str, str]:
+    """/proc/<pid>/cgroup as {controller: path}; cgroup2 under key ``""``."""
+    out: dict[str, str] = {}
+    for line in (_read_text(proc_root / str(pid) / "cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            out.update((c, parts[2]) for c in parts[1].split(","))
+    return out
+
+
+def _pids(d: Path) -> list[int]:
+    return [int(x) for x in (_read_text(d / "cgroup.procs") or "").split()[:3] if x.isdigit()]
+
+
+def _members(layout: Layout, rel: str) -> Iterator[tuple[int, str]]:
+    """(pid, relative dir it is in): the top dir first, then descendants."""
+    if layout.unified is None:  # v1-only host: look where the runtime put it
+        for c in [c for c in ("name=systemd", "memory", "pids", "cpu") if c in layout.v1]:
+            yield from ((p, rel) for p in _pids(layout.v1[c] / rel))
+        return
+    queue, seen = [rel], 0
+    while queue and seen < _MAX_SCAN:
+        r = queue.pop(0)
+        seen += 1
+        yield from ((p, r) for p in _pids(layout.unified / r))
+        try:
+            with os.scandir(layout.unified / r) as it:
+                queue += [f"{r}/{e.name}".lstrip("/")
+                          for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            pass
+
+
+def resolve_v1(layout: Layout, cgroup_rel_path: str,
+               proc_root: Path | str = "/proc") -> tuple[dict[str, Path], bool]:
+    """The v1 directory of each controller read here, for one cgroup.
+
+    The bool says whether a member process vouched for them; ``False``
+    means nobody was home and the same relative path was guessed. A
+    controller with no usable directory is left out.
+
+    >>> resolve_v1(Layout(unified=Path("/nonexistent")), "docker/abc")
+    ({}, True)
+    """
+    rel = cgroup_rel_path.strip("/")
+    if not layout.v1:
+        return {}, True
+    for pid, found in _members(layout, rel):
+        cg = _proc_cgroups(Path(proc_root), pid)
+        if layout.unified is not None and _rel(cg.get("", "/..")) != found:
+            continue  # exited or moved since cgroup.procs was read
+        suffix = found[len(rel):].strip("/")
+        dirs: dict[str, Path] = {}
+        for c in V1_CONTROLLERS:
+            r = _rel(cg[c]) if c in cg and c in layout.v1 else None
+            if r is not None and suffix and r.endswith("/" + suffix):
+                r = r[: -len(suffix) - 1]  # the member sits in a child: climb to the top
+            if r is not None and (r or not rel):  # a member in the v1 root: host-wide
+                dirs[c] = layout.v1[c] / r
+        return dirs, True
+    guess = {c: layout.v1[c] / rel for c in V1_CONTROLLERS if c in layout.v1}
+    return {c: d for c, d in guess.items() if rel and d.is_dir()}, False
+
+
+class _Dir:
+    """One cgroup directory being read; remembers whether a file was missing."""
+
+    __slots__ = ("path", "missing")
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = None if path is None else str(path)
+        self.missing = False
+
+    def get(self, name: str, parse: Parse) -> dict[str, float] | None:
+        """The figures in one file: None when it is not there, {} when malformed."""
+        if self.path is None:
+            return None
+        path = os.path.join(self.path, name)
+        try:
+            text = _read_file(path)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENODEV):  # ENODEV: removed while open
+                self.missing = True
+            else:  # EOPNOTSUPP: PSI switched off at boot; anything else is odd
+                level = logging.DEBUG if e.errno == errno.EOPNOTSUPP else logging.WARNING
+                _warn_once(name, f"cgroupfs: {path}: {e.strerror}", level)
+            return None
+        try:
+            return parse(text)
+        except (ValueError, IndexError, ZeroDivisionError):
+            _warn_once(name, f"cgroupfs: {path}: malformed: {text[:80]!r}")
+            return {}
+
+    def gone(self) -> bool:
+        return self.missing and not os.path.isdir(self.path or "")
+
+
+def _pick(**names: str) -> Parse:
+    """Some ``key value`` lines (cpu.stat, memory.events, ...), renamed."""
+    def parse(text: str) -> dict[str, float]:
+        pairs = (line.split() for line in text.splitlines() if line.strip())
+        return {names[k]: float(int(v)) for k, v in pairs if k in names}
+    return parse
+
+
+def _num(key: str, scale: float = 1.0) -> Parse:
+    """One number, or ``quota period`` (cpu.max); ``max``, -1 and v1's huge number: {}."""
+    def parse(text: str) -> dict[str, float]:
+        f = text.split()
+        if f[0] == "max":
+            return {}
+        v = int(f[0]) / (int(f[1]) if len(f) > 1 else 1)
+        return {} if v < 0 or v >= V1_UNLIMITED else {key: v * scale}
+    return parse
+
+
+def _io_stat(text: str) -> dict[str, float]:
+    """v2 io.stat summed over devices; an empty file means no io yet."""
+    r = w = 0
+    for line in text.splitlines():
+        kv = dict(item.split("=", 1) for item in line.split()[1:])
+        r, w = r + int(kv.get("rbytes", 0)), w + int(kv.get("wbytes", 0))
+    return {"io_read_bytes": float(r), "io_write_bytes": float(w)}
+
+
+def _blkio(text: str) -> dict[str, float]:
+    """v1 ``MAJ:MIN Op bytes`` lines summed; {} when no device is listed."""
+    rw: dict[str, int] = {}
+    for f in map(str.split, text.splitlines()):
+        if len(f) == 3 and ":" in f[0]:
+            rw[f[1]] = rw.get(f[1], 0) + int(f[2])  # Sync, Async, Discard, Total: unused
+        elif f and not (len(f) == 2 and f[0] == "Total" and f[1].isdigit()):
+            raise ValueError(f)
+    return {"io_read_bytes": rw.get("Read", 0) * 1.0,
+            "io_write_bytes": rw.get("Write", 0) * 1.0} if rw else {}
+
+
+def _psi_some(key: str) -> Parse:
+    """The ``total=`` µs of a *.pressure file's ``some`` line."""
+    def parse(text: str) -> dict[str, float]:
+        f = text.split("\n", 1)[0].split()
+        if f[0] != "some" or not f[-1].startswith("total="):
+            raise ValueError(f)
+        return {key: float(int(f[-1][6:]))}
+    return parse
+
+
+def _threads(v2: _Dir) -> dict[str, float]:
+    """Lines of cgroup.threads over the subtree (walked only when it has children)."""
+    nested = (v2.get("cgroup.stat", _pick(nr_descendants="n")) or {}).get("n", 1) > 0
+    top, total, found = v2.path or "", 0, False
+    for d, _, _ in os.walk(top) if nested else [(top, [], [])]:
+        text = _read_text(os.path.join(d, "cgroup.threads"))
+        if text is not None:
+            found, total = True, total + len(text.split())
+    return {"tasks": float(total)} if found else {}
+
+
+def _read_raw(layout: Layout, rel: str,
+              v1_dirs: dict[str, Path]) -> tuple[dict[str, float] | None, bool]:
+    """The readings (None: the cgroup vanished) and whether a v1 dir vanished."""
+    v2 = _Dir(None if layout.unified is None else layout.unified / rel)
+    v1 = {c: _Dir(p) for c, p in v1_dirs.items()}
+    cpu, cpuacct, mem, blk, pids = (v1.get(c, _Dir(None)) for c in V1_CONTROLLERS)
+    out: dict[str, float] = {}
+
+    def first(*tries: tuple[_Dir, str, Parse], need: bool = False) -> dict[str, float]:
+        """The first file that is there (with ``need``: that has figures)."""
+        for d, name, parse in tries:
+            got = d.get(name, parse)
+            if got is not None and (got or not need):
+                out.update(got)
+                return got
+        return {}
+
+    periods = {"nr_periods": "nr_periods", "nr_throttled": "nr_throttled"}
+    got = v2.get("cpu.stat", _pick(usage_usec="cpu_usage_usec", **periods))
+    if got is None and v2.gone():
+        return None, False
+    out.update(got or {})
+    if "cpu_usage_usec" not in out:
+        first((cpuacct, "cpuacct.usage", _num("cpu_usage_usec", 1e-3)))
+    if "nr_periods" not in out:
+        first((cpu, "cpu.stat", _pick(**periods)))
+    if (lim := v2.get("cpu.max", _num("cpu_limit_cores"))) is not None:
+        out.update(lim)
+    else:  # v1: quota -1 = none
+        q = cpu.get("cpu.cfs_quota_us", _num("q")) or {}
+        p = cpu.get("cpu.cfs_period_us", _num("p")) or {}
+        if q.get("q", 0) > 0 and p.get("p", 0) > 0:
+            out["cpu_limit_cores"] = q["q"] / p["p"]
+    first((v2, "memory.current", _num("mem_usage_bytes")),
+          (mem, "memory.usage_in_bytes", _num("mem_usage_bytes")))
+    first((v2, "memory.max", _num("mem_limit_bytes")),
+          (mem, "memory.limit_in_bytes", _num("mem_limit_bytes")))
+    oom = _pick(oom_kill="oom_kills")
+    first((v2, "memory.events", oom), (mem, "memory.oom_control", oom))
+    first((v2, "memory.stat", _pick(pgmajfault="major_faults")),  # v1: hierarchical total_*
+          (mem, "memory.stat", _pick(total_pgmajfault="major_faults")))
+    if not first((v2, "pids.current", _num("tasks")), (pids, "pids.current", _num("tasks"))):
+        out.update(_threads(v2) if v2.path else {})
+    first((v2, "io.stat", _io_stat), *((blk, name, _blkio) for name in _BLKIO), need=True)
+    for res in ("cpu", "memory", "io"):
+        first((v2, f"{res}.pressure", _psi_some(f"psi_{res}_some_usec")))
+    if v2.gone() or v2.path is None and all(d.path is None or d.gone() for d in v1.values()):
+        return None, False
+    return out, any(d.gone() for d in v1.values())
+
+
+def read_cgroup(layout: Layout, cgroup_rel_path: str, v1_dirs: dict[str, Path] | None = None,
+                *, proc_root: Path | str = "/proc") -> dict[str, float] | None:
+    """The raw readings of one cgroup, or None if it has vanished.
+
+    Counters (cumulative): ``cpu_usage_usec``, ``nr_periods``,
+    ``nr_throttled``, ``io_read_bytes``, ``io_write_bytes``, ``oom_kills``,
+    ``major_faults``, ``psi_{cpu,memory,io}_some_usec``. Gauges:
+    ``mem_usage_bytes``, ``mem_limit_bytes``, ``cpu_limit_cores``, ``tasks``. A figure this host
+    does not keep, or a malformed file, leaves its key out. ``v1_dirs``
+    (from :func:`resolve_v1`) is resolved here when not given.
+
+    >>> import shutil, tempfile
+    >>> root = Path(tempfile.mkdtemp()); (root / "docker/abc").mkdir(parents=True)
+    >>> _ = (root / "docker/abc/memory.current").write_text("4096\\n")
+    >>> _ = (root / "docker/abc/memory.max").write_text("max\\n")
+    >>> read_cgroup(Layout(unified=root), "docker/abc")
+    {'mem_usage_bytes': 4096.0}
+    >>> read_cgroup(Layout(unified=root), "docker/gone") is None
+    True
+    >>> shutil.rmtree(root)
+    """
+    rel = cgroup_rel_path.strip("/")
+    if v1_dirs is None:
+        v1_dirs = resolve_v1(layout, rel, proc_root)[0]
+    return _read_raw(layout, rel, v1_dirs)[0]
+
+
+#: gauges: (metric, reading)
+_GAUGES = (("cpu.limit_cores", "cpu_limit_cores"), ("mem.usage_bytes", "mem_usage_bytes"),
+           ("mem.limit_bytes", "mem_limit_bytes"), ("proc.count", "tasks"))
+#: per-second rates of counters: (metric, reading, scale); PSI µs/s x 1e-4 = percent
+_RATES = (("cpu.cgroup_usage_cores", "cpu_usage_usec", 1e-6), ("mem.oom_kills", "oom_kills", 1.0),
+          ("mem.major_faults", "major_faults", 1.0),
+          ("io.read_bytes", "io_read_bytes", 1.0), ("io.write_bytes", "io_write_bytes", 1.0),
+          ("psi.cpu_some", "psi_cpu_some_usec", 1e-4),
+          ("psi.memory_some", "psi_memory_some_usec", 1e-4),
+          ("psi.io_some", "psi_io_some_usec", 1e-4))
+
+
+class CgroupfsSource:
+    """The cgroupfs figures of every container, as DESIGN.md metrics.
+
+    ``layout`` defaults to this host's; ``proc_root`` is for tests. Counters
+    become per-second rates (a container's first interval gives gauges
+    only); PSI is percent of wall time from the exact ``total=`` µs.
+
+    >>> import shutil, tempfile
+    >>> root = Path(tempfile.mkdtemp()); (root / "web").mkdir()
+    >>> _ = (root / "web/memory.current").write_text("512\\n")
+    >>> _ = (root / "web/memory.max").write_text("1024\\n")
+    >>> web = Container(id="w", name="web", runtime="docker", cgroup="web")
+    >>> [(s.metric, s.value) for s in CgroupfsSource(Layout(unified=root)).collect(10.0, [web])]
+    [('mem.usage_bytes', 512.0), ('mem.limit_bytes', 1024.0), ('mem.usage_ratio', 0.5)]
+    >>> shutil.rmtree(root)
+    """
+
+    name = "cgroupfs"
+    metrics = (*(m for m, _ in _GAUGES), "cpu.throttled_ratio", "mem.usage_ratio",
+               *(m for m, _, _ in _RATES))
+
+    def __init__(self, layout: Layout | None = None, *, proc_root: Path | str = "/proc") -> None:
+        self.layout = Layout.detect() if layout is None else layout
+        self.proc_root = Path(proc_root)
+        self._rates = Rates()
+        #: container id -> (cgroup rel path, v1 dirs, vouched for by a member)
+        self._paths: dict[str, tuple[str, dict[str, Path], bool]] = {}
+
+    def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
+        """Samples for the interval ending at ``now``; vanished cgroups give none.
+
+        >>> src = CgroupfsSource(Layout(unified=Path("/nonexistent")))
+        >>> src.collect(1.0, [Container(id="x", name="x", runtime="docker", cgroup="x")])
+        []
+        """
+        out: list[Sample] = []
+        alive: set[str] = set()
+        for c in containers:
+            if c.runtime == "host":  # the root's figures include every container
+                continue
+            alive.add(c.id)
+            rel = c.cgroup.strip("/")
+            p = self._paths.get(c.id)
+            if p is None or p[0] != rel or not p[2]:
+                p = self._paths[c.id] = (rel, *resolve_v1(self.layout, rel, self.proc_root))
+            raw, stale = _read_raw(self.layout, rel, p[1])
+            if raw is None or stale:  # resolve again next time
+                del self._paths[c.id]
+            if raw is not None:
+                out += self._samples(now, c, raw)
+        self._rates.forget_except(alive)
+        for cid in [k for k in self._paths if k not in alive]:
+            del self._paths[cid]
+        return out
+
+    def _samples(self, now: float, c: Container, raw: dict[str, float]) -> list[Sample]:
+        out = [Sample(now, c, m, raw[k]) for m, k in _GAUGES if k in raw]
+        if "nr_periods" in raw and "nr_throttled" in raw:
+            dp = self._rates.delta((c.id, "nr_periods"), raw["nr_periods"])
+            dt = self._rates.delta((c.id, "nr_throttled"), raw["nr_throttled"])
+            if dp and dt is not None and "cpu_limit_cores" in raw:
+                out.append(Sample(now, c, "cpu.throttled_ratio", min(1.0, dt / dp)))
+        if raw.get("mem_limit_bytes", 0) > 0 and "mem_usage_bytes" in raw:
+            ratio = raw["mem_usage_bytes"] / raw["mem_limit_bytes"]
+            out.append(Sample(now, c, "mem.usage_ratio", ratio))
+        for m, k, scale in _RATES:
+            r = self._rates.rate((c.id, m), now, raw[k]) if k in raw else None
+            if r is not None:
+                out.append(Sample(now, c, m, r * scale))
+        return out
+
+    def events(self) -> list[Event]:
+        """cgroupfs has no discrete events (OOM kills come as a rate).
+
+        >>> CgroupfsSource(Layout()).events()
+        []
+        """
+        return []
+
+    def close(self) -> None:
+        """Nothing to release: files are opened and closed per read.
+
+        >>> CgroupfsSource(Layout()).close()
+        """
