@@ -1,0 +1,117 @@
+"""What happens around the numbers: dead cgroups, full ring buffers, the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cgwatch.identity import CgroupTree, Metadata, Resolver, find_cgroup2_root
+from cgwatch.sources.cpu import CpuSource
+from cgwatch.sources.proc import ProcSource
+from tests.conftest import burner, hexid
+
+CGWATCH = str(Path(sys.executable).with_name("cgwatch"))
+
+
+def resolver() -> Resolver:
+    root = find_cgroup2_root()
+    assert root is not None
+    return Resolver(CgroupTree(root), Metadata())
+
+
+@pytest.mark.bpf
+def test_dead_cgroups_leave_the_maps(cgroups):
+    """Once a container's cgroup is gone, its entries are deleted from the BPF maps."""
+    res = resolver()
+    src = CpuSource(res)
+    try:
+        c = cgroups(f"system.slice/docker-{hexid()}.scope")
+        cgid = c.cgid
+        c.run(burner())
+        time.sleep(0.3)
+        res.refresh(time.time())
+        src.collect(time.time(), res.containers())
+        assert cgid in src.readers["cpu_stats"].read()
+        c.stop()
+        time.sleep(1.1)          # identity re-walks at most once a second
+        res.refresh(time.time())
+        src.collect(time.time(), res.containers())
+        assert cgid not in src.readers["cpu_stats"].read()
+        assert cgid not in src.readers["runq_stats"].read()
+    finally:
+        src.close()
+
+
+@pytest.mark.bpf
+def test_ring_buffer_overflow_is_counted_and_reported(cgroups, caplog):
+    """Events that did not fit are counted and named in a warning, never dropped silently."""
+    res = resolver()
+    src = ProcSource(res, ring_pages=1)       # 4 KiB: about 20 exec records
+    try:
+        c = cgroups(f"docker/{hexid()}")
+        c.run(["/bin/sh", "-c", "for i in $(seq 200); do /bin/true; done"]).wait()
+        with caplog.at_level(logging.WARNING, logger="cgwatch.sources"):
+            events = src.events()
+        assert 0 < len(events) < 200
+        assert src.lost_events >= 200 - len(events) - 5   # a few are other processes' execs
+        assert any("ring buffer full" in r.getMessage() and "lost" in r.getMessage() for r in caplog.records)
+    finally:
+        src.close()
+
+
+@pytest.mark.bpf
+def test_record_writes_design_jsonl(cgroups, tmp_path):
+    """`cgwatch record` writes time-ordered JSON Lines with id and runtime on every line."""
+    cid = hexid()
+    c = cgroups(f"machine.slice/libpod-{cid}.scope")
+    c.run(["/bin/sh", "-c", "while :; do /bin/true; sleep 0.01; done"])
+    out = tmp_path / "rec.jsonl"
+    r = subprocess.run(
+        [CGWATCH, "record", "--output", str(out), "--duration", "2s", "--interval", "500ms"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines
+    assert [x["ts"] for x in lines] == sorted(x["ts"] for x in lines)
+    mine = [x for x in lines if x["id"] == cid]
+    assert {x["runtime"] for x in mine} == {"podman"}
+    assert {x["container"] for x in mine} == {cid[:12]}
+    metrics = {x["metric"] for x in mine if "metric" in x}
+    assert {"cpu.usage_cores", "proc.execs", "mem.page_faults", "net.rx_bytes"} <= metrics
+    execs = [x for x in mine if x.get("event") == "exec"]
+    assert execs and all(set(x["fields"]) == {"pid", "comm", "filename"} for x in execs)
+    assert all(isinstance(x["value"], float) for x in mine if "metric" in x)
+
+
+def test_not_root_is_one_clear_line(tmp_path):
+    """Without root: one line saying what to do, exit code 2, no traceback."""
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", CGWATCH]
+    else:
+        cmd = [CGWATCH]
+    r = subprocess.run([*cmd, "record", "-o", "-", "--duration", "1s"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["cgwatch: loading BPF programs needs root: run it with sudo"]
+
+
+def test_bad_duration_is_a_usage_error():
+    r = subprocess.run([CGWATCH, "record", "-o", "-", "--duration", "soon"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "'soon' is not a duration" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    r = subprocess.run([CGWATCH, "record", "-o", str(tmp_path / "no" / "such" / "f.jsonl")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"cgwatch: cannot write {tmp_path}/no/such/f.jsonl: No such file or directory"]
