@@ -8,6 +8,8 @@ p99 is interpolated inside the bucket that holds the 99th percentile.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -97,6 +99,7 @@ class CpuSource(KernelSource):
         if dt <= 0:
             return []
         containers = list(containers)
+        flush_cpus()
         cpu = self.deltas("cpu_stats", now)
         out = rate_samples(now, cpu, containers, 3, {
             "cpu.usage_cores": lambda d: float(d[0]) / 1e9 / dt,
@@ -110,6 +113,25 @@ class CpuSource(KernelSource):
                 "cpu.runq_latency_p99_ms": _runq_p99_ms,
             }, self.absent)
         return out
+
+
+def flush_cpus() -> None:
+    """Make every CPU we may run on switch once, so running slices are charged.
+
+    On-CPU time is charged when a task is switched out, and a busy task alone
+    on a CPU may not be switched out for seconds: its time would arrive in
+    lumps. Moving this thread across the CPUs makes each of them switch from
+    whatever runs there to us, which charges the running slice up to now.
+    It costs two context switches per CPU per interval.
+    """
+    allowed = os.sched_getaffinity(0)
+    try:
+        for cpu in sorted(allowed):
+            os.sched_setaffinity(0, {cpu})
+    except OSError:     # a CPU went offline meanwhile: the next interval catches up
+        pass
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def _runq_avg_ms(d: np.ndarray) -> float | None:
