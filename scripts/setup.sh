@@ -22,7 +22,7 @@ pkgs=(python3-bpfcc python3-systemd python3-venv)
 # distribution's default flavour (see docs/install.md for why that is safe).
 kver=$(uname -r)
 [[ -d /lib/modules/$kver/build/include ]] || pkgs+=(linux-headers-amd64)
-((want_test)) && pkgs+=(bpftrace systemd)
+((want_test)) && pkgs+=(bpftrace)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -40,7 +40,7 @@ if ((${#missing[@]})); then
 fi
 
 # --- kernel headers for BCC -------------------------------------------------
-if [[ ! -e /lib/modules/$kver/build/include/linux/kconfig.h ]]; then
+if [[ ! -d /lib/modules/$kver/build/include ]]; then
     hdr=$(ls -d /usr/src/linux-headers-*-amd64 /usr/src/linux-headers-*-arm64 2>/dev/null | sort -V | tail -1 || true)
     [[ -n "$hdr" ]] || die "no kernel headers under /usr/src: install linux-headers for $kver"
     say "kernel $kver has no packaged headers; using $hdr (safe: cgwatch reads only tracepoint arguments and helper results)"
