@@ -113,3 +113,21 @@ def test_live_container_cgroup():
             proc.wait()
         for d in reversed(made):  # deepest first
             rmdir_retrying(d)
+
+
+def test_a_shared_v1_memory_cgroup_is_not_reported_as_the_containers(cgroups):
+    """On a hybrid host, a container whose processes sit in a bigger, shared v1
+    memory group (here: this test's own) gets no memory figures rather than
+    everybody's."""
+    from tests.conftest import hexid, v1_memory_parent
+
+    if v1_memory_parent() is None:
+        pytest.skip("not a hybrid host")
+    cid = hexid()
+    c = cgroups(f"docker/{cid}")
+    c.run(["sleep", "30"])
+    src = CgroupfsSource(Layout.detect())
+    got = {s.metric for s in src.collect(time.time(), [Container(id=cid, name="x", runtime="docker",
+                                                                  cgroup=f"docker/{cid}")])}
+    assert "proc.count" in got
+    assert not {"mem.usage_bytes", "mem.limit_bytes", "mem.usage_ratio"} & got

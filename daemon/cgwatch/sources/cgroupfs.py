@@ -153,6 +153,21 @@ def _members(layout: Layout, rel: str) -> Iterator[tuple[int, str]]:
             pass
 
 
+def _exclusive(v1_dir: Path, rel: str, proc_root: Path, sample: int = 64) -> bool:
+    """Whether a v1 cgroup that does not mirror the container's path holds only
+    the container's processes. A shared one (the container was started inside
+    some bigger v1 group) would report other processes' memory as its own.
+    """
+    pids = (_read_text(v1_dir / "cgroup.procs") or "").split()[:sample]
+    for p in pids:
+        if not p.isdigit():
+            continue
+        mine = _rel(_proc_cgroups(proc_root, int(p)).get("", "/.."))
+        if mine is not None and mine != rel and not mine.startswith(rel + "/"):
+            return False
+    return True
+
+
 def resolve_v1(layout: Layout, cgroup_rel_path: str,
                proc_root: Path | str = "/proc") -> tuple[dict[str, Path], bool]:
     """The v1 directory of each controller read here, for one cgroup.
@@ -178,7 +193,9 @@ def resolve_v1(layout: Layout, cgroup_rel_path: str,
             if r is not None and suffix and r.endswith("/" + suffix):
                 r = r[: -len(suffix) - 1]  # the member sits in a child: climb to the top
             if r is not None and (r or not rel):  # a member in the v1 root: host-wide
-                dirs[c] = layout.v1[c] / r
+                d = layout.v1[c] / r
+                if r == rel or r.endswith("/" + rel) or _exclusive(d, rel, Path(proc_root)):
+                    dirs[c] = d
         return dirs, True
     guess = {c: layout.v1[c] / rel for c in V1_CONTROLLERS if c in layout.v1}
     return {c: d for c, d in guess.items() if rel and d.is_dir()}, False
