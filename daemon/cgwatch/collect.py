@@ -19,10 +19,13 @@ from .model import Event, Sample
 from .sources import SOURCES
 from .sources.base import Source
 from .sources.bpf import SetupError, check_host
+from .sources.cgroups import CgroupFeed
 
 log = logging.getLogger("cgwatch")
 
 SOURCE_NAMES = tuple(SOURCES)
+#: with cgroup events feeding identity, the whole tree is re-walked this often (s)
+FULL_WALK_EVERY = 60.0
 
 
 def _source_class(name: str) -> type:
@@ -41,10 +44,16 @@ class Collector:
 
     resolver: Resolver
     sources: list[Source] = field(default_factory=list)
+    feed: CgroupFeed | None = None
     _first: bool = True
 
     def tick(self, now: float) -> tuple[list[Sample], list[Event]]:
         """Everything that happened in the interval ending at ``now``."""
+        if self.feed is not None:
+            changes, complete = self.feed.poll()
+            self.resolver.tree.apply(changes)
+            if not complete:
+                self.resolver.tree.mark_stale()
         started, stopped = self.resolver.refresh(now)
         if self._first:    # what already ran when we started did not start now
             started, stopped, self._first = [], [], False
@@ -66,6 +75,9 @@ class Collector:
         for s in reversed(self.sources):
             s.close()
         self.sources.clear()
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
 
 
 def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/") -> Collector:
@@ -79,15 +91,20 @@ def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/"
     root = find_cgroup2_root()
     if root is None:
         raise SetupError("no cgroup2 mount found: cgwatch needs cgroup v2 (unified or hybrid)")
-    resolver = Resolver(CgroupTree(root), Metadata(Path(metadata_root)))
     bpf_wanted = [n for n in names if n != "cgroupfs"]
+    feed = None
     if bpf_wanted:
         check_host()
-    col = Collector(resolver)
+        try:
+            feed = CgroupFeed()
+        except (RuntimeError, SetupError) as e:
+            log.warning("%s", e)
+    tree = CgroupTree(root, walk_every=FULL_WALK_EVERY if feed else None)
+    col = Collector(Resolver(tree, Metadata(Path(metadata_root))), feed=feed)
     for name in names:
         cls = _source_class(name)
         try:
-            col.sources.append(cls() if name == "cgroupfs" else cls(resolver))
+            col.sources.append(cls() if name == "cgroupfs" else cls(col.resolver))
         except SetupError as e:
             log.warning("%s", e)
     if bpf_wanted and not any(s.name in bpf_wanted for s in col.sources):

@@ -158,3 +158,17 @@ def test_units_count_as_containers(host: Host) -> None:
     started, _ = r.refresh(0.0)
     assert ids(started) == ["user@1000.service", "user@1000.service/dbus.service"]
     assert all(c.runtime == "systemd" for c in started)
+
+
+def test_a_removed_cgroups_last_counts_still_name_its_container(host: Host) -> None:
+    """Sources read a dead cgroup's final counters right after the refresh that
+    saw it go: they still belong to the container, and cost no re-walk."""
+    r = host.resolver
+    cgid = host.mkdir(DOCKER_A)
+    r.refresh(0.0)
+    assert r.container(cgid, 0.0).id == A
+    host.rmtree(DOCKER_A)
+    assert ids(r.refresh(5.0)[1]) == [A]
+    assert r.container(cgid, 5.0).id == A and not r.alive(cgid)
+    r.refresh(10.0)
+    assert r.container(cgid, 10.0) is HOST        # one interval later it is forgotten

@@ -114,3 +114,32 @@ def test_unwritable_output_is_one_line(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"cgwatch: cannot write {tmp_path}/no/such/f.jsonl: No such file or directory"]
+
+
+@pytest.mark.bpf
+def test_containers_are_learned_from_cgroup_events_without_rewalking(cgroups, monkeypatch):
+    """New and removed cgroups arrive as kernel events; the tree is not walked for them."""
+    from cgwatch.collect import open_collector
+    from cgwatch.identity import cgroups as tree_mod
+
+    col = open_collector(["proc"])
+    try:
+        assert col.feed is not None
+        col.tick(time.time())                         # the one start-up walk
+        walks = []
+        real_walk = tree_mod.walk
+        monkeypatch.setattr(tree_mod, "walk", lambda root: walks.append(root) or real_walk(root))
+        cid = hexid()
+        c = cgroups(f"system.slice/docker-{cid}.scope")
+        c.run(["/bin/true"]).wait()
+        _, events = col.tick(time.time())
+        assert [(e.kind, e.container.id) for e in events if e.kind.startswith("container_")] == [
+            ("container_start", cid)]
+        assert [e.container.id for e in events if e.kind == "exec" and e.fields["filename"] == "/bin/true"] == [cid]
+        c.stop()
+        _, events = col.tick(time.time())
+        assert [(e.kind, e.container.id) for e in events if e.kind.startswith("container_")] == [
+            ("container_stop", cid)]
+        assert walks == []
+    finally:
+        col.close()

@@ -70,6 +70,9 @@ class Resolver:
         self._counted: dict[int, str] = {}  # cgroup id → container id, cgroups refresh() counted
         self._alive: dict[str, int] = {}  # container id → how many of its cgroups exist (> 0)
         self._byid: dict[str, Container] = {HOST.id: HOST}
+        # cgroups removed at the latest refresh: their last counts, read right
+        # after it, still belong to their container (and need no re-walk)
+        self._gone: dict[int, Container] = {}
 
     def container(self, cgid: int, now: float) -> Container:
         """The Container that cgroup ``cgid`` belongs to (HOST when unknown).
@@ -89,6 +92,9 @@ class Resolver:
         cid = self._ids.get(cgid)
         c = self._byid.get(cid) if cid is not None else None
         if c is None:
+            gone = self._gone.get(cgid)
+            if gone is not None:
+                return gone
             path = self.tree.path(cgid, now)
             if path is None:
                 return HOST
@@ -125,7 +131,8 @@ class Resolver:
         >>> Resolver(CgroupTree(Path(tempfile.mkdtemp())), Metadata()).refresh(now=0.0)
         ([], [])
         """
-        added, removed = self.tree.refresh()
+        added, removed = self.tree.refresh(now)
+        self._gone = {}
         stopped = [c for c in (self._forget(cgid) for cgid in removed) if c is not None]
         started = [c for c in (self._count(cgid, path, now) for cgid, path in added.items()) if c is not None]
         self._prune()
@@ -164,7 +171,9 @@ class Resolver:
 
     def _forget(self, cgid: int) -> Container | None:
         """A cgroup went away; return its container if that just stopped."""
-        self._ids.pop(cgid, None)
+        known = self._ids.pop(cgid, None)
+        if known is not None and known in self._byid:
+            self._gone[cgid] = self._byid[known]
         cid = self._counted.pop(cgid, None)
         if cid is None:
             return None

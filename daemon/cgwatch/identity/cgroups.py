@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -100,6 +101,10 @@ class CgroupTree:
         The cgroup2 mount point (:func:`find_cgroup2_root`).
     min_refresh:
         Seconds between two re-walks that a lookup of an unknown id may cause.
+    walk_every:
+        With a feed of cgroup events (:meth:`apply`), :meth:`refresh` walks
+        the whole tree only this often, as a safety net; without one
+        (``None``) every refresh walks.
 
     Examples
     --------
@@ -117,17 +122,21 @@ class CgroupTree:
     True
     """
 
-    def __init__(self, root: Path, min_refresh: float = 1.0) -> None:
+    def __init__(self, root: Path, min_refresh: float = 1.0, walk_every: float | None = None) -> None:
         self.root = root
         self.min_refresh = min_refresh
+        self.walk_every = walk_every
         self._paths: dict[int, str] = {}
         self._added: dict[int, str] = {}
         self._removed: dict[int, str] = {}
         self._walked_at: float | None = None
+        self._full_walk_at: float | None = None
+        self._stale = True
 
-    def refresh(self) -> tuple[dict[int, str], dict[int, str]]:
-        """Walk the tree; return ``(added, removed)`` since the previous call, id → path.
+    def refresh(self, now: float | None = None) -> tuple[dict[int, str], dict[int, str]]:
+        """Return ``(added, removed)`` since the previous call, id → path.
 
+        Walks the tree unless events keep it current (see ``walk_every``).
         A cgroup renamed in place is both removed (old path) and added (new).
 
         Examples
@@ -136,10 +145,48 @@ class CgroupTree:
         >>> CgroupTree(Path(tempfile.mkdtemp())).refresh()[1]
         {}
         """
-        self._update()
+        due = (
+            self.walk_every is None or now is None or self._stale
+            or self._full_walk_at is None or not 0 <= now - self._full_walk_at < self.walk_every
+        )
+        if due:
+            self._update()
+            self._stale = False
+            self._full_walk_at = now
         added, removed = self._added, self._removed
         self._added, self._removed = {}, {}
         return added, removed
+
+    def apply(self, changes: Iterable[tuple[int, str, bool]]) -> None:
+        """Fold cgroup events, in order, into the tree: ``(id, path, removed)``.
+
+        Paths may carry a leading slash (as the kernel's tracepoints give them).
+        When events were lost, call :meth:`mark_stale` and the next refresh walks.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> t = CgroupTree(Path(tempfile.mkdtemp()), walk_every=60.0)
+        >>> _ = t.refresh(now=0.0)
+        >>> t.apply([(7, "/docker/abc", False), (8, "/tmp-x", False), (8, "/tmp-x", True)])
+        >>> t.refresh(now=1.0)
+        ({7: 'docker/abc'}, {})
+        >>> t.apply([(7, "/docker/abc", True)]); t.refresh(now=2.0)
+        ({}, {7: 'docker/abc'})
+        """
+        for cgid, path, removed in changes:
+            path = path.strip("/")
+            if removed:
+                old = self._paths.pop(cgid, None)
+                if old is not None:
+                    self._note_removed(cgid, old)
+            elif self._paths.get(cgid) != path:
+                self._paths[cgid] = path
+                self._added[cgid] = path
+
+    def mark_stale(self) -> None:
+        """Events were lost: the next :meth:`refresh` walks the whole tree."""
+        self._stale = True
 
     def path(self, cgid: int, now: float) -> str | None:
         """The path of cgroup ``cgid``, or None when it is not (or no longer) there.
