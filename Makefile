@@ -16,6 +16,7 @@ run: setup
 	$(VENV)/bin/cgwatch top
 
 test: setup-test
+	$(VENV)/bin/ruff check daemon tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup-test

@@ -21,12 +21,10 @@ BPF_PERCPU_ARRAY(lost, u64, 1);
 
 static __always_inline int send(u64 id, u32 removed, void *args, u32 loc)
 {
-    struct cgw_cgroup_event *e = events.ringbuf_reserve(sizeof(*e));
-    if (!e) {
+    struct cgw_cgroup_event *e = events.ringbuf_reserve(sizeof(struct cgw_cgroup_event));
+    if (!e) {                /* counted, so user space can say so */
         int zero = 0;
-        u64 *n = lost.lookup(&zero);
-        if (n)
-            *n += 1;
+        lost.increment(zero);
         return 0;
     }
     e->id = id;

@@ -51,11 +51,9 @@ TRACEPOINT_PROBE(exceptions, page_fault_user)
 TRACEPOINT_PROBE(oom, mark_victim)
 {
     struct cgw_event *e = events.ringbuf_reserve(sizeof(struct cgw_event));
-    if (!e) {
+    if (!e) {                /* counted, so user space can say so */
         int zero = 0;
-        u64 *n = lost.lookup(&zero);
-        if (n)
-            *n += 1;
+        lost.increment(zero);
         return 0;
     }
     e->kind = CGW_EV_OOM;

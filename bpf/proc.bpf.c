@@ -47,11 +47,9 @@ static __always_inline struct cgw_proc *stats(u64 *cgid)
 static __always_inline struct cgw_event *reserve(u32 kind, u64 cgid)
 {
     struct cgw_event *e = events.ringbuf_reserve(sizeof(struct cgw_event));
-    if (!e) {
+    if (!e) {                /* counted, so user space can say so */
         int zero = 0;
-        u64 *n = lost.lookup(&zero);
-        if (n)
-            *n += 1;
+        lost.increment(zero);
         return 0;
     }
     e->kind = kind;

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from cgwatch.identity.cgroups import find_cgroup2_root
 
 

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from cgwatch.identity import CgroupTree, Metadata, Resolver
 from cgwatch.model import HOST, Container
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cgwatch.identity.runtimes import identify, unescape
 from cgwatch.model import HOST
 

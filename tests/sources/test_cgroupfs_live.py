@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cgwatch.model import Container
 from cgwatch.sources.cgroupfs import CgroupfsSource, Layout
 

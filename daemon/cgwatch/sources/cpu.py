@@ -9,7 +9,6 @@ p99 is interpolated inside the bucket that holds the 99th percentile.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Iterable, Sequence
 
 import numpy as np

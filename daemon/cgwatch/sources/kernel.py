@@ -9,7 +9,6 @@ deleted from the maps after their last counts were taken.
 
 from __future__ import annotations
 
-import ctypes as ct
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -42,6 +41,8 @@ class KernelSource:
     tables: tuple[str, ...] = ()
     probes: tuple[Probe, ...] = ()
     metrics: tuple[str, ...] = ()
+    #: metric -> index of the counter (in the first table's struct) it is the rate of
+    rate_fields: dict[str, int] = {}
 
     def __init__(self, resolver: Resolver, cflags: Iterable[str] = ()) -> None:
         self.resolver = resolver
@@ -63,6 +64,16 @@ class KernelSource:
 
     def decode(self, rec: Any, container: Container, ts: float) -> Event | None:
         return None
+
+    def collect(self, now: float, containers: Iterable[Container]) -> list[Any]:
+        """Per-second rates of ``rate_fields`` for every container."""
+        dt = self.interval(now)
+        if dt <= 0:
+            return []
+        table = self.tables[0]
+        d = self.deltas(table, now)
+        fields = {m: (lambda v, i=i: float(v[i]) / dt) for m, i in self.rate_fields.items()}
+        return rate_samples(now, d, containers, self.readers[table].nfields, fields, self.absent)
 
     # -- counters ----------------------------------------------------------------
     def interval(self, now: float) -> float:
@@ -139,7 +150,8 @@ class KernelSource:
 def cstr(buf: Any) -> str:
     """A NUL-terminated C char array as text.
 
-    >>> cstr((ct.c_char * 8)(*b"sh\\0xx"))
+    >>> import ctypes
+    >>> cstr((ctypes.c_char * 8)(*b"sh\\0xx"))
     'sh'
     """
     return bytes(buf).split(b"\0", 1)[0].decode("utf-8", "replace")

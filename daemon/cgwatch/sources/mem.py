@@ -6,12 +6,11 @@ pid and comm, in the victim's container.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from ..model import Container, Event, Sample
+from ..model import Container, Event
 from .bpf import Probe, raw_tracepoints, tracepoint_fields
-from .kernel import KernelSource, cstr, rate_samples
+from .kernel import KernelSource, cstr
 
 EV_OOM = 3
 
@@ -21,6 +20,7 @@ class MemSource(KernelSource):
     program = "mem"
     tables = ("mem_stats",)
     metrics = ("mem.page_faults",)
+    rate_fields = {"mem.page_faults": 0}  # fields of struct cgw_mem
     probes = (
         Probe("exceptions", "page_fault_user", "CGW_HAVE_FAULT", ("mem.page_faults",)),
         Probe("oom", "mark_victim", "CGW_HAVE_OOM"),
@@ -34,14 +34,6 @@ class MemSource(KernelSource):
             flags.append("-DCGW_RAW_FAULT")
         return flags
 
-    def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
-        dt = self.interval(now)
-        if dt <= 0:
-            return []
-        d = self.deltas("mem_stats", now)
-        return rate_samples(now, d, containers, 1, {
-            "mem.page_faults": lambda v: float(v[0]) / dt,
-        }, self.absent)
 
     def decode(self, rec: Any, container: Container, ts: float) -> Event | None:
         if rec.kind != EV_OOM:

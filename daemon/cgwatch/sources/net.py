@@ -4,11 +4,8 @@ IPv4/IPv6 sockets, and TCP retransmits (see docs/metrics.md for the hooks).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from ..model import Container, Sample
 from .bpf import Probe
-from .kernel import KernelSource, rate_samples
+from .kernel import KernelSource
 
 
 class NetSource(KernelSource):
@@ -16,6 +13,7 @@ class NetSource(KernelSource):
     program = "net"
     tables = ("net_stats",)
     metrics = ("net.rx_bytes", "net.tx_bytes", "net.tcp_retransmits")
+    rate_fields = {"net.rx_bytes": 0, "net.tx_bytes": 1, "net.tcp_retransmits": 2}  # fields of struct cgw_net
     probes = (
         Probe("sock", "sock_send_length", "CGW_HAVE_SEND_LENGTH", ("net.tx_bytes",)),
         Probe("sock", "sock_recv_length", "CGW_HAVE_RECV_LENGTH", ("net.rx_bytes",)),
@@ -29,13 +27,3 @@ class NetSource(KernelSource):
         self.absent |= {"net.rx_bytes", "net.tx_bytes"}
         return []
 
-    def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
-        dt = self.interval(now)
-        if dt <= 0:
-            return []
-        d = self.deltas("net_stats", now)
-        return rate_samples(now, d, containers, 3, {
-            "net.rx_bytes": lambda v: float(v[0]) / dt,
-            "net.tx_bytes": lambda v: float(v[1]) / dt,
-            "net.tcp_retransmits": lambda v: float(v[2]) / dt,
-        }, self.absent)

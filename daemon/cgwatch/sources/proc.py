@@ -10,9 +10,9 @@ import signal
 from collections.abc import Iterable
 from typing import Any
 
-from ..model import Container, Event, Sample
+from ..model import Container, Event
 from .bpf import Probe
-from .kernel import KernelSource, cstr, rate_samples
+from .kernel import KernelSource, cstr
 
 EV_EXEC, EV_EXIT = 1, 2
 
@@ -34,6 +34,7 @@ class ProcSource(KernelSource):
     program = "proc"
     tables = ("proc_stats",)
     metrics = ("proc.forks", "proc.execs", "proc.exits_nonzero")
+    rate_fields = {"proc.forks": 0, "proc.execs": 1, "proc.exits_nonzero": 3}  # fields of struct cgw_proc
     probes = (
         Probe("sched", "sched_process_fork", "CGW_HAVE_FORK", ("proc.forks",)),
         Probe("sched", "sched_process_exec", "CGW_HAVE_EXEC", ("proc.execs",)),
@@ -53,16 +54,6 @@ class ProcSource(KernelSource):
             self.absent.add("proc.exits_nonzero")
         return [f"-DCGW_RINGBUF_PAGES={self.ring_pages}"]
 
-    def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
-        dt = self.interval(now)
-        if dt <= 0:
-            return []
-        d = self.deltas("proc_stats", now)
-        return rate_samples(now, d, containers, 4, {
-            "proc.forks": lambda v: float(v[0]) / dt,
-            "proc.execs": lambda v: float(v[1]) / dt,
-            "proc.exits_nonzero": lambda v: float(v[3]) / dt,
-        }, self.absent)
 
     def decode(self, rec: Any, container: Container, ts: float) -> Event | None:
         if rec.kind == EV_EXEC:
