@@ -158,6 +158,8 @@ def cmd_top(args: argparse.Namespace) -> int:
 
     col = open_collector(args.sources or SOURCE_NAMES, args.metadata_root)
     console = Console()
+    if not console.is_terminal:     # a pipe or file: no wrapping at 80 columns
+        console = Console(width=200)
     try:
         with _stop_on_signals() as stopped:
             n = 0

@@ -57,16 +57,23 @@ class Container:
     """Kubernetes QoS class (``guaranteed``, ``burstable``, ``besteffort``)."""
 
     def identity_json(self) -> dict[str, Any]:
-        """The optional identity keys of a recording line (DESIGN.md).
+        """The optional identity keys of a recording line (DESIGN.md), plus
+        ``pod`` and ``qos`` for Kubernetes containers.
 
         >>> Container(id="host", name="host", runtime="host").identity_json()
         {'id': 'host', 'runtime': 'host'}
+        >>> Container(id="c1", name="c1", runtime="cri-o", pod="0e5a-1c2d", qos="burstable").identity_json()
+        {'id': 'c1', 'runtime': 'cri-o', 'pod': '0e5a-1c2d', 'qos': 'burstable'}
         """
         out: dict[str, Any] = {"id": self.id, "runtime": self.runtime}
         if self.image:
             out["image"] = self.image
         if self.labels:
             out["labels"] = dict(self.labels)
+        if self.pod:
+            out["pod"] = self.pod
+        if self.qos:
+            out["qos"] = self.qos
         return out
 
 

@@ -16,8 +16,8 @@ COLUMNS = (
     ("EXEC/s", "proc.execs", "{:.1f}"),
     ("FAULT/s", "mem.page_faults", "{:.0f}"),
     ("RUNQ p99 ms", "cpu.runq_latency_p99_ms", "{:.2f}"),
-    ("NET rx/s", "net.rx_bytes", "bytes"),
-    ("NET tx/s", "net.tx_bytes", "bytes"),
+    ("RX/s", "net.rx_bytes", "bytes"),
+    ("TX/s", "net.tx_bytes", "bytes"),
 )
 
 

@@ -142,3 +142,23 @@ def test_containers_are_learned_from_cgroup_events_without_rewalking(cgroups, mo
         assert walks == []
     finally:
         col.close()
+
+
+@pytest.mark.bpf
+def test_top_shows_the_busy_container_first(cgroups, tmp_path):
+    """`cgwatch top` (here into a pipe) lists the burner, named from docker's state, on top."""
+    cid = hexid()
+    state = tmp_path / "var/lib/docker/containers" / cid
+    state.mkdir(parents=True)
+    (state / "config.v2.json").write_text(json.dumps({"Name": "/web-1", "Config": {"Image": "nginx:1.27"}}))
+    c = cgroups(f"system.slice/docker-{cid}.scope")
+    c.run(burner())
+    r = subprocess.run([CGWATCH, "top", "-n", "2", "--metadata-root", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    tables = r.stdout.split("CONTAINER")
+    assert len(tables) == 3                       # two refreshes
+    last = tables[-1].splitlines()
+    assert last[0].split()[:3] == ["RUNTIME", "CPU", "MEM"]
+    first_row = last[1].split()
+    assert first_row[:2] == ["web-1", "docker"] and float(first_row[2]) > 0.8
