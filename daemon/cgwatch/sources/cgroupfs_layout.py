@@ -1,0 +1,169 @@
+"""Where a container's cgroup files are: the mounts, and on hybrid hosts the
+v1 directories of a cgroup2 container, found through a member process.
+
+>>> Layout.detect("41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw").unified
+PosixPath('/sys/fs/cgroup')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: the v1 controllers read here
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")
+_V1_OTHERS = ("cpuset", "devices", "freezer", "net_cls", "net_prio", "perf_event", "hugetlb",
+              "rdma", "misc")
+_MAX_SCAN = 64  # descendant directories searched for a member process
+_BUF = 65536
+
+
+def read_file(path: str) -> str:
+    """One small file: one open, (nearly always) one read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, _BUF)]
+        while len(chunks[-1]) == _BUF:
+            chunks.append(os.read(fd, _BUF))
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii", "replace")
+
+
+def read_text(path: str | Path) -> str | None:
+    try:
+        return read_file(str(path))
+    except OSError:
+        return None
+
+
+@dataclass(slots=True)
+class Layout:
+    """Where the cgroup trees are mounted.
+
+    ``v1`` maps each controller to its mount; comounted controllers
+    (``cpu,cpuacct``) share one path. Only mounts of a whole tree count:
+    cgwatch runs in the host's cgroup namespace, where /proc/<pid>/cgroup
+    paths are relative to those mounts.
+    """
+
+    unified: Path | None = None
+    v1: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def detect(cls, mountinfo_text: str | None = None) -> Layout:
+        """Parse /proc/self/mountinfo (or the text given); a tree's first mount wins.
+
+        >>> lay = Layout.detect(
+        ...     "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\\n"
+        ...     "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\\n")
+        >>> lay.unified, lay.v1["cpuacct"]
+        (PosixPath('/sys/fs/cgroup/unified'), PosixPath('/sys/fs/cgroup/cpu,cpuacct'))
+        """
+        if mountinfo_text is None:
+            mountinfo_text = read_file("/proc/self/mountinfo")
+        out = cls()
+        for line in mountinfo_text.splitlines():
+            left, sep, right = line.partition(" - ")
+            a, b = left.split(), right.split()
+            if not sep or len(a) < 5 or len(b) < 3 or a[3] != "/":
+                continue
+            mnt = a[4]
+            for code in ("\\040", "\\011", "\\012", "\\134"):  # octal escapes
+                mnt = mnt.replace(code, chr(int(code[1:], 8)))
+            if b[0] == "cgroup2" and out.unified is None:
+                out.unified = Path(mnt)
+            elif b[0] == "cgroup":
+                for o in b[2].split(","):
+                    if o in V1_CONTROLLERS or o in _V1_OTHERS or o.startswith("name="):
+                        out.v1.setdefault(o, Path(mnt))
+        return out
+
+
+def _rel(proc_path: str) -> str | None:
+    """A /proc/<pid>/cgroup path relative to its mount; None outside our namespace."""
+    rel = proc_path.strip("/")
+    return None if ".." in rel.split("/") else rel
+
+
+def _proc_cgroups(proc_root: Path, pid: int) -> dict[str, str]:
+    """/proc/<pid>/cgroup as {controller: path}; cgroup2 under key ``""``."""
+    out: dict[str, str] = {}
+    for line in (read_text(proc_root / str(pid) / "cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            out.update((c, parts[2]) for c in parts[1].split(","))
+    return out
+
+
+def _pids(d: Path) -> list[int]:
+    return [int(x) for x in (read_text(d / "cgroup.procs") or "").split()[:3] if x.isdigit()]
+
+
+def _members(layout: Layout, rel: str) -> Iterator[tuple[int, str]]:
+    """(pid, relative dir it is in): the top dir first, then descendants."""
+    if layout.unified is None:  # v1-only host: look where the runtime put it
+        for c in [c for c in ("name=systemd", "memory", "pids", "cpu") if c in layout.v1]:
+            yield from ((p, rel) for p in _pids(layout.v1[c] / rel))
+        return
+    queue, seen = [rel], 0
+    while queue and seen < _MAX_SCAN:
+        r = queue.pop(0)
+        seen += 1
+        yield from ((p, r) for p in _pids(layout.unified / r))
+        try:
+            with os.scandir(layout.unified / r) as it:
+                queue += [f"{r}/{e.name}".lstrip("/")
+                          for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            pass
+
+
+def _exclusive(v1_dir: Path, rel: str, proc_root: Path, sample: int = 64) -> bool:
+    """Whether a v1 cgroup that does not mirror the container's path holds only
+    the container's processes. A shared one (the container was started inside
+    some bigger v1 group) would report other processes' memory as its own.
+    """
+    pids = (read_text(v1_dir / "cgroup.procs") or "").split()[:sample]
+    for p in pids:
+        if not p.isdigit():
+            continue
+        mine = _rel(_proc_cgroups(proc_root, int(p)).get("", "/.."))
+        if mine is not None and mine != rel and not mine.startswith(rel + "/"):
+            return False
+    return True
+
+
+def resolve_v1(layout: Layout, cgroup_rel_path: str,
+               proc_root: Path | str = "/proc") -> tuple[dict[str, Path], bool]:
+    """The v1 directory of each controller read here, for one cgroup.
+
+    The bool says whether a member process vouched for them; ``False``
+    means nobody was home and the same relative path was guessed. A
+    controller with no usable directory is left out.
+
+    >>> resolve_v1(Layout(unified=Path("/nonexistent")), "docker/abc")
+    ({}, True)
+    """
+    rel = cgroup_rel_path.strip("/")
+    if not layout.v1:
+        return {}, True
+    for pid, found in _members(layout, rel):
+        cg = _proc_cgroups(Path(proc_root), pid)
+        if layout.unified is not None and _rel(cg.get("", "/..")) != found:
+            continue  # exited or moved since cgroup.procs was read
+        suffix = found[len(rel):].strip("/")
+        dirs: dict[str, Path] = {}
+        for c in V1_CONTROLLERS:
+            r = _rel(cg[c]) if c in cg and c in layout.v1 else None
+            if r is not None and suffix and r.endswith("/" + suffix):
+                r = r[: -len(suffix) - 1]  # the member sits in a child: climb to the top
+            if r is not None and (r or not rel):  # a member in the v1 root: host-wide
+                d = layout.v1[c] / r
+                if r == rel or r.endswith("/" + rel) or _exclusive(d, rel, Path(proc_root)):
+                    dirs[c] = d
+        return dirs, True
+    guess = {c: layout.v1[c] / rel for c in V1_CONTROLLERS if c in layout.v1}
+    return {c: d for c, d in guess.items() if rel and d.is_dir()}, False
