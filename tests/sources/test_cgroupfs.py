@@ -215,7 +215,7 @@ def test_vanished_cgroup_gives_no_samples(unified):
 
 
 def test_cgroup_vanishing_mid_read_is_quiet(unified, monkeypatch, caplog):
-    real = cgroupfs._read_file
+    real = cgroupfs.read_file
 
     def read_then_remove(path: str) -> str:
         text = real(path)
@@ -223,7 +223,7 @@ def test_cgroup_vanishing_mid_read_is_quiet(unified, monkeypatch, caplog):
             shutil.rmtree(unified / REL)
         return text
 
-    monkeypatch.setattr(cgroupfs, "_read_file", read_then_remove)
+    monkeypatch.setattr(cgroupfs, "read_file", read_then_remove)
     with caplog.at_level(logging.DEBUG, logger="cgwatch.sources.cgroupfs"):
         assert read_cgroup(Layout(unified=unified), REL) is None
         assert CgroupfsSource(Layout(unified=unified)).collect(1.0, [container()]) == []
