@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from cgwatch.identity.cgroups import find_cgroup2_root
 
 

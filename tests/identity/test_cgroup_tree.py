@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from cgwatch.identity import cgroups
 from cgwatch.identity.cgroups import CgroupTree, cgroup2_mounts, find_cgroup2_root, walk
 

@@ -6,6 +6,7 @@ import os
 import secrets
 
 import pytest
+
 from cgwatch.identity import CgroupTree, Metadata, Resolver, find_cgroup2_root
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups needs root")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from cgwatch.identity.metadata import Metadata
 from cgwatch.identity.runtimes import identify
 from cgwatch.model import HOST, Container

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from cgwatch.identity import CgroupTree, Metadata, Resolver
 from cgwatch.model import HOST, Container
 

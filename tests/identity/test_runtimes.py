@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from cgwatch.identity.runtimes import identify, unescape
 from cgwatch.model import HOST
 

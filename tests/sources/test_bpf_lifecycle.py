@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from cgwatch.identity import CgroupTree, Metadata, Resolver, find_cgroup2_root
 from cgwatch.sources.cpu import CpuSource
 from cgwatch.sources.proc import ProcSource
-
 from tests.conftest import burner, hexid
 
 CGWATCH = str(Path(sys.executable).with_name("cgwatch"))

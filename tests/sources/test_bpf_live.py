@@ -7,9 +7,9 @@ import sys
 import time
 
 import pytest
+
 from cgwatch.collect import open_collector
 from cgwatch.model import Sample
-
 from tests.conftest import burner, hexid, pod_uid
 
 pytestmark = pytest.mark.bpf

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+
 from cgwatch.identity import CgroupTree, Metadata, Resolver, find_cgroup2_root
 from cgwatch.sources import bpf
 from cgwatch.sources.bpf import Probe, SetupError, check_host

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from cgwatch.model import HOST, Container
 from cgwatch.sources import cgroupfs
 from cgwatch.sources.cgroupfs import CgroupfsSource, Layout, read_cgroup, resolve_v1

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from cgwatch.model import Container
 from cgwatch.sources.cgroupfs import CgroupfsSource, Layout
 

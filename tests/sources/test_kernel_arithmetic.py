@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cgwatch.model import HOST, Container
 from cgwatch.sources.cpu import CpuSource, hist_quantile
 from cgwatch.sources.kernel import KernelSource, rate_samples
