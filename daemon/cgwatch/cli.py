@@ -7,6 +7,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -24,6 +25,8 @@ examples:
   sudo cgwatch top                                  live table of every container
   sudo cgwatch record --output rec.jsonl --duration 60s
   sudo cgwatch record --output - --sources cpu,proc | head
+  cgwatch rules check rules/
+  cgwatch replay --rules rules/default.yaml --input rec.jsonl
 """
 
 
@@ -80,7 +83,72 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop after N refreshes (default: until interrupted)")
     common(top)
     top.set_defaults(func=cmd_top)
+
+    rules = sub.add_parser("rules", help="check rule files, run rule unit tests")
+    rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    chk = rsub.add_parser("check", help="validate rule files; errors as FILE:LINE:COL: message")
+    chk.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    chk.set_defaults(func=cmd_rules_check)
+    tst = rsub.add_parser("test", help="run rule unit tests (input series, expected alerts)")
+    tst.add_argument("paths", nargs="+", metavar="FILE")
+    tst.set_defaults(func=cmd_rules_test)
+
+    rep = sub.add_parser("replay", help="evaluate rules over a recording; alerts as JSON Lines")
+    rep.add_argument("--rules", "-r", action="append", required=True, metavar="PATH",
+                     help="rule file or directory (repeatable)")
+    rep.add_argument("--input", "-i", required=True, metavar="FILE", help="a recording (JSON Lines)")
+    rep.add_argument("--output", "-o", default="-", metavar="FILE", help="alerts file, - for stdout (default)")
+    rep.set_defaults(func=cmd_replay)
     return p
+
+
+def _load_rules_or_fail(paths: list[str]) -> list[object]:
+    from .rules.load import load_rules
+
+    rules, errors = load_rules(paths)
+    if errors:
+        for e in errors:
+            print(e.format(), file=sys.stderr)
+        raise UsageError(f"{len(errors)} error(s) in the rules; nothing was evaluated")
+    return rules
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from .rules.check import check
+
+    return check(args.paths)
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from .rules.testing import run_test_files
+
+    return run_test_files(args.paths)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .record import RecordingError, read_recording
+    from .rules.engine import Engine
+
+    rules = _load_rules_or_fail(args.rules)
+    engine = Engine(rules)
+    out = _open_output(args.output)
+    n = 0
+    try:
+        for alert in engine.feed(read_recording(args.input)):
+            out.write(json.dumps(alert.to_json(), separators=(",", ":"), ensure_ascii=False))
+            out.write("\n")
+            n += 1
+    except RecordingError as e:
+        raise UsageError(str(e)) from None
+    except BrokenPipeError:
+        pass
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    log.info("%d alert state changes", n)
+    return 0
 
 
 @contextmanager

@@ -118,3 +118,42 @@ class Event:
         }
         out.update(self.container.identity_json())
         return out
+
+
+#: alert states, in the order an alert passes through them
+ALERT_STATES = ("pending", "firing", "resolved")
+
+
+@dataclass(slots=True, frozen=True)
+class Alert:
+    """A change of a rule's state for one container (DESIGN.md, "Alerts output")."""
+
+    ts: float
+    rule: str
+    container: Container
+    state: str
+    severity: str
+    value: float | None
+    summary: str
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """One line of alerts JSONL: DESIGN.md's keys, then ``id`` and ``labels``.
+
+        >>> web = Container(id="4f1c", name="web-1", runtime="docker")
+        >>> Alert(1732492830.0, "cpu-hog", web, "firing", "warning", 0.97, "web-1 hot").to_json()
+        {'ts': 1732492830.0, 'rule': 'cpu-hog', 'container': 'web-1', 'state': 'firing', 'severity': 'warning', 'value': 0.97, 'summary': 'web-1 hot', 'id': '4f1c'}
+        """
+        out: dict[str, Any] = {
+            "ts": self.ts,
+            "rule": self.rule,
+            "container": self.container.name,
+            "state": self.state,
+            "severity": self.severity,
+            "value": self.value,
+            "summary": self.summary,
+            "id": self.container.id,
+        }
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        return out

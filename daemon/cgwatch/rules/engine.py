@@ -1,0 +1,294 @@
+"""The rules engine: Samples and Events in, alert state changes out.
+
+The same engine runs live, over a recording (``cgwatch replay``) and in rule
+unit tests, and time comes only from the samples, so a recording replays to
+the same alerts anywhere.
+
+Evaluation follows Prometheus:
+
+- A threshold rule is evaluated for a container whenever a batch of samples
+  (one timestamp) brought a metric it reads, and again while it is pending or
+  firing. Its condition holding makes it *pending*; holding for ``for:``
+  makes it *firing* (at once with no ``for:``); not holding any more makes a
+  firing alert *resolved* and a pending one silently inactive.
+- A metric without a sample in the last ``stale_after`` seconds has no value,
+  and a condition that reads a missing value is false.
+- An event rule fires once per matching event; it has no resolution.
+- ``container_stop`` resolves everything firing for that container.
+
+Cost follows what changed: rules are indexed by the metrics they read, a
+sample of a metric no rule reads costs one dict lookup, and only the metrics
+some window function needs keep history (and only as far back as needed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ..model import Alert, Container, Event, Sample
+
+log = logging.getLogger("cgwatch.rules")
+
+#: a metric is stale (has no value) this long after its last sample, as in Prometheus
+STALE_AFTER = 300.0
+#: no window keeps more samples than this, whatever the interval
+MAX_WINDOW_SAMPLES = 100_000
+
+INACTIVE, PENDING, FIRING = 0, 1, 2
+
+
+class Series:
+    """One container's recent values of the metrics rules read; the evaluation
+    context of threshold expressions."""
+
+    __slots__ = ("container", "now", "stale_after", "_last", "_hist", "_keep", "dirty", "selected")
+
+    def __init__(self, container: Container, keep: Mapping[str, float], stale_after: float) -> None:
+        self.container = container
+        self.now = 0.0
+        self.stale_after = stale_after
+        self._last: dict[str, tuple[float, float]] = {}
+        self._hist: dict[str, deque[tuple[float, float]]] = {}
+        self._keep = keep
+        self.dirty: set[str] = set()
+        self.selected: dict[int, bool] = {}
+
+    def push(self, metric: str, ts: float, value: float) -> None:
+        self._last[metric] = (ts, value)
+        keep = self._keep.get(metric)
+        if keep:
+            h = self._hist.get(metric)
+            if h is None:
+                h = self._hist[metric] = deque(maxlen=MAX_WINDOW_SAMPLES)
+            h.append((ts, value))
+            horizon = ts - keep
+            while h[0][0] <= horizon:
+                h.popleft()
+        self.dirty.add(metric)
+
+    # -- the expression Context --------------------------------------------------
+    def last(self, metric: str) -> float | None:
+        got = self._last.get(metric)
+        if got is None or self.now - got[0] > self.stale_after:
+            return None
+        return got[1]
+
+    def window(self, metric: str, seconds: float, now: float) -> Sequence[tuple[float, float]]:
+        h = self._hist.get(metric)
+        if not h:
+            return ()
+        start = now - seconds
+        out = []
+        for item in reversed(h):
+            if item[0] <= start:
+                break
+            if item[0] <= now:
+                out.append(item)
+        out.reverse()
+        return out
+
+    def field(self, name: str) -> object | None:
+        return _container_field(self.container, name)
+
+
+class EventContext:
+    """The evaluation context of an event rule's ``where:``."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+
+    def last(self, metric: str) -> float | None:
+        return None
+
+    def window(self, metric: str, seconds: float, now: float) -> Sequence[tuple[float, float]]:
+        return ()
+
+    def field(self, name: str) -> object | None:
+        if name.startswith("event."):
+            return self.event.fields.get(name[6:])
+        return _container_field(self.event.container, name)
+
+
+def _container_field(c: Container, name: str) -> object | None:
+    if name.startswith("container."):
+        key = name[10:]
+        if key in ("name", "id", "image", "runtime", "pod", "qos", "cgroup"):
+            return getattr(c, key)
+    return None
+
+
+class Engine:
+    """Evaluates a rule set over a stream of Samples and Events."""
+
+    def __init__(self, rules: Sequence[Any], stale_after: float = STALE_AFTER) -> None:
+        self.rules = [r for r in rules if r.enabled]
+        self.stale_after = stale_after
+        self._by_metric: dict[str, tuple[int, ...]] = {}
+        self._by_event: dict[str, tuple[int, ...]] = {}
+        keep: dict[str, float] = {}
+        by_metric: dict[str, list[int]] = {}
+        by_event: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rules):
+            if r.expr is not None:
+                for m in r.expr.metrics:
+                    by_metric.setdefault(m, []).append(i)
+                for m, w in r.expr.windows.items():
+                    keep[m] = max(keep.get(m, 0.0), w)
+            elif r.event is not None:
+                by_event.setdefault(r.event, []).append(i)
+        self._by_metric = {m: tuple(v) for m, v in by_metric.items()}
+        self._by_event = {k: tuple(v) for k, v in by_event.items()}
+        self._keep = keep
+        self._series: dict[str, Series] = {}
+        self._dirty: dict[str, Series] = {}
+        # (rule index, container id) -> [state, since, value]
+        self._active: dict[tuple[int, str], list[Any]] = {}
+        self._now: float | None = None
+
+    # -- input -----------------------------------------------------------------
+    def push_sample(self, s: Sample) -> None:
+        """Take one sample; nothing is evaluated until :meth:`flush`."""
+        if s.metric not in self._by_metric:
+            return
+        cid = s.container.id
+        ser = self._series.get(cid)
+        if ser is None:
+            ser = self._series[cid] = Series(s.container, self._keep, self.stale_after)
+        elif ser.container is not s.container:   # renamed (metadata arrived): select again
+            ser.container = s.container
+            ser.selected.clear()
+        ser.push(s.metric, s.ts, s.value)
+        self._dirty[cid] = ser
+
+    def push_event(self, e: Event) -> list[Alert]:
+        """Evaluate the event rules for one event (and resolve on container_stop)."""
+        out: list[Alert] = []
+        if e.kind == "container_stop":
+            out += self._stop(e.container, e.ts)
+        rules = self._by_event.get(e.kind, ())
+        if rules:
+            ctx = EventContext(e)
+            for i in rules:
+                r = self.rules[i]
+                if not r.select.matches(e.container):
+                    continue
+                if r.where is not None and not r.where.evaluate(ctx, e.ts):
+                    continue
+                out.append(self._alert(r, e.container, e.ts, "firing", None, dict(e.fields)))
+        return out
+
+    def flush(self, now: float | None = None) -> list[Alert]:
+        """Evaluate what the samples since the last flush touched, at ``now``
+        (default: the newest sample's time), and the pending and firing alerts."""
+        if now is None:
+            now = max((s._last[m][0] for s in self._dirty.values() for m in s.dirty), default=self._now)
+            if now is None:
+                return []
+        self._now = now
+        out: list[Alert] = []
+        done: set[tuple[int, str]] = set()
+        for cid, ser in self._dirty.items():
+            ser.now = now
+            todo: set[int] = set()
+            for m in ser.dirty:
+                todo.update(self._by_metric[m])
+            ser.dirty.clear()
+            for i in sorted(todo):
+                done.add((i, cid))
+                self._evaluate(i, ser, now, out)
+        self._dirty.clear()
+        for key in [k for k in self._active if k not in done]:
+            ser = self._series.get(key[1])
+            if ser is not None:
+                ser.now = now
+                self._evaluate(key[0], ser, now, out)
+        return out
+
+    def feed(self, items: Iterable[Sample | Event]) -> Iterator[Alert]:
+        """Drive the engine over a time-ordered stream (a recording); each
+        batch of one timestamp is evaluated when the next begins."""
+        cur: float | None = None
+        for item in items:
+            if cur is not None and item.ts > cur:
+                yield from self.flush(cur)
+            cur = item.ts if cur is None else max(cur, item.ts)
+            if isinstance(item, Sample):
+                self.push_sample(item)
+            else:
+                yield from self.flush(cur) if self._dirty else ()
+                yield from self.push_event(item)
+        if cur is not None:
+            yield from self.flush(cur)
+
+    # -- state machine -----------------------------------------------------------
+    def _evaluate(self, i: int, ser: Series, now: float, out: list[Alert]) -> None:
+        r = self.rules[i]
+        sel = ser.selected.get(i)
+        if sel is None:
+            sel = ser.selected[i] = r.select.matches(ser.container)
+        if not sel:
+            return
+        key = (i, ser.container.id)
+        holds = r.expr.evaluate(ser, now)
+        st = self._active.get(key)
+        if holds:
+            value = r.expr.value(ser, now)
+            if st is None:
+                st = self._active[key] = [PENDING, now, value]
+            else:
+                st[2] = value
+            if st[0] == PENDING and now - st[1] >= r.for_s:
+                st[0] = FIRING
+                out.append(self._alert(r, ser.container, now, "firing", value))
+        elif st is not None:
+            del self._active[key]
+            if st[0] == FIRING:
+                value = r.expr.value(ser, now)   # stale data has none: keep the last one seen
+                out.append(self._alert(r, ser.container, now, "resolved", st[2] if value is None else value))
+
+    def _stop(self, c: Container, ts: float) -> list[Alert]:
+        out = []
+        for key in [k for k in self._active if k[1] == c.id]:
+            st = self._active.pop(key)
+            if st[0] == FIRING:
+                out.append(self._alert(self.rules[key[0]], c, ts, "resolved", st[2]))
+        self._series.pop(c.id, None)
+        self._dirty.pop(c.id, None)
+        return out
+
+    def _alert(self, r: Any, c: Container, ts: float, state: str, value: float | None,
+               event: Mapping[str, Any] | None = None) -> Alert:
+        return Alert(ts, r.name, c, state, r.severity, value,
+                     summarize(r, c, value, event), dict(r.labels))
+
+    def firing(self) -> list[tuple[str, Container, str, str, float | None]]:
+        """What is firing now: (rule, container, severity, summary, value)."""
+        out = []
+        for (i, cid), st in self._active.items():
+            if st[0] == FIRING:
+                r, c = self.rules[i], self._series[cid].container
+                out.append((r.name, c, r.severity, summarize(r, c, st[2], None), st[2]))
+        return out
+
+    @property
+    def active(self) -> int:
+        """How many alerts are pending or firing now."""
+        return len(self._active)
+
+
+def summarize(r: Any, c: Container, value: float | None, event: Mapping[str, Any] | None) -> str:
+    """The alert's one-line summary: the rule's template, or a plain default."""
+    if r.summary is not None:
+        return str(r.summary.render({
+            "container": c.name, "id": c.id, "image": c.image, "runtime": c.runtime,
+            "labels": dict(c.labels), "value": value, "rule": r.name, "severity": r.severity,
+            "event": dict(event or {}),
+        }))
+    if value is None:
+        return f"{r.name}: {c.name}"
+    return f"{r.name}: {c.name} at {value:.4g}"

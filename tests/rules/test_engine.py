@@ -1,0 +1,173 @@
+"""The rules engine over streams of Samples and Events: for:, select, missing
+data, staleness, event rules, determinism and bounded memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cgwatch.model import Container, Event, Sample
+from cgwatch.rules.engine import Engine
+from cgwatch.rules.load import load_rules
+
+WEB = Container(id="w" * 64, name="web-1", runtime="docker", image="nginx:1.27", labels={"env": "prod"})
+DB = Container(id="d" * 64, name="db-1", runtime="podman", image="postgres:16")
+
+
+def rules_from(tmp_path: Path, text: str) -> list:
+    f = tmp_path / "r.yaml"
+    f.write_text(text)
+    rules, errors = load_rules([str(f)])
+    assert errors == [], [e.format() for e in errors]
+    return rules
+
+
+def series(c: Container, metric: str, values: list[float | None], start: float = 0.0, step: float = 1.0):
+    return [Sample(start + i * step, c, metric, v) for i, v in enumerate(values) if v is not None]
+
+
+def run(rules, items) -> list[tuple[float, str, str, str]]:
+    items = sorted(items, key=lambda x: x.ts)
+    return [(a.ts, a.rule, a.container.name, a.state) for a in Engine(rules).feed(items)]
+
+
+HOT = """
+rules:
+  - name: hot
+    expr: cpu.usage_cores > 0.9
+    for: 10s
+    severity: warning
+    summary: "{{ container }} at {{ value }}"
+"""
+
+
+def test_for_pending_then_firing_then_resolved(tmp_path):
+    rules = rules_from(tmp_path, HOT)
+    got = run(rules, series(WEB, "cpu.usage_cores", [0.5] * 5 + [0.95] * 20 + [0.2] * 5))
+    assert got == [(15.0, "hot", "web-1", "firing"), (25.0, "hot", "web-1", "resolved")]
+
+
+def test_a_condition_shorter_than_for_never_fires(tmp_path):
+    rules = rules_from(tmp_path, HOT)
+    assert run(rules, series(WEB, "cpu.usage_cores", ([0.95] * 9 + [0.1]) * 5)) == []
+
+
+def test_alert_lines_carry_value_severity_and_summary(tmp_path):
+    rules = rules_from(tmp_path, HOT)
+    alerts = list(Engine(rules).feed(series(WEB, "cpu.usage_cores", [0.97] * 12)))
+    assert [a.to_json() for a in alerts] == [{
+        "ts": 10.0, "rule": "hot", "container": "web-1", "state": "firing", "severity": "warning",
+        "value": 0.97, "summary": "web-1 at 0.97", "id": WEB.id}]
+
+
+def test_select_by_name_image_runtime_and_labels(tmp_path):
+    rules = rules_from(tmp_path, """
+rules:
+  - name: prod-nginx-hot
+    select: {name: "web-*", image: "nginx*", runtime: docker, labels: {env: prod}}
+    expr: cpu.usage_cores > 0.9
+    severity: info
+""")
+    staging = Container(id="s" * 64, name="web-2", runtime="docker", image="nginx:1.27", labels={"env": "staging"})
+    items = [*series(WEB, "cpu.usage_cores", [1.0] * 3), *series(DB, "cpu.usage_cores", [1.0] * 3),
+             *series(staging, "cpu.usage_cores", [1.0] * 3)]
+    assert run(rules, items) == [(0.0, "prod-nginx-hot", "web-1", "firing")]
+
+
+def test_a_metric_without_data_makes_the_condition_false(tmp_path):
+    rules = rules_from(tmp_path, """
+rules:
+  - name: near-limit
+    expr: cpu.usage_cores > 0.9 * cpu.limit_cores
+    severity: warning
+""")
+    no_limit = series(WEB, "cpu.usage_cores", [5.0] * 10)
+    assert run(rules, no_limit) == []
+    with_limit = no_limit + series(WEB, "cpu.limit_cores", [2.0] * 10)
+    assert run(rules, with_limit)[0] == (0.0, "near-limit", "web-1", "firing")
+
+
+def test_stale_data_resolves_and_container_stop_resolves(tmp_path):
+    rules = rules_from(tmp_path, HOT.replace("for: 10s", "for: 0s"))
+    items = series(WEB, "cpu.usage_cores", [1.0] * 3) + series(DB, "cpu.usage_cores", [1.0] * 3)
+    items += series(DB, "cpu.usage_cores", [1.0], start=400.0)        # db still reports, web went quiet
+    items.append(Event(500.0, DB, "container_stop", {}))
+    assert run(rules, items) == [
+        (0.0, "hot", "web-1", "firing"), (0.0, "hot", "db-1", "firing"),
+        (400.0, "hot", "web-1", "resolved"), (500.0, "hot", "db-1", "resolved"),
+    ]
+
+
+def test_event_rules_with_where(tmp_path):
+    rules = rules_from(tmp_path, """
+rules:
+  - name: shell-in-container
+    event: exec
+    where: event.comm in ["sh", "bash"] and container.image != "busybox"
+    severity: warning
+    summary: "{{ container }} ran {{ event.filename }}"
+""")
+    items = [Event(1.0, WEB, "exec", {"pid": 1, "comm": "nginx", "filename": "/usr/sbin/nginx"}),
+             Event(2.0, WEB, "exec", {"pid": 2, "comm": "sh", "filename": "/bin/sh"})]
+    alerts = list(Engine(rules).feed(items))
+    assert [(a.ts, a.state, a.summary) for a in alerts] == [(2.0, "firing", "web-1 ran /bin/sh")]
+
+
+def test_unread_metrics_cost_nothing_and_windows_stay_bounded(tmp_path):
+    rules = rules_from(tmp_path, """
+rules:
+  - name: avg-hot
+    expr: avg(cpu.usage_cores, 5m) > 0.9
+    severity: info
+""")
+    e = Engine(rules)
+    for s in series(WEB, "mem.page_faults", [1.0] * 100):
+        e.push_sample(s)
+    assert e._series == {}
+    for s in series(WEB, "cpu.usage_cores", [0.5] * 10_000):
+        e.push_sample(s)
+    e.flush()
+    assert len(e._series[WEB.id]._hist["cpu.usage_cores"]) <= 301
+
+
+def test_replay_is_deterministic_and_writes_design_jsonl(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    lines = [s.to_json() for s in series(WEB, "cpu.usage_cores", [0.5] * 5 + [0.95] * 20 + [0.1] * 3,
+                                         start=1732492800.0)]
+    lines.insert(7, {"ts": 1732492806.5, "container": "web-1", "event": "oom_kill", "fields": {"pid": 9, "comm": "x"}})
+    rec.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (tmp_path / "r.yaml").write_text(HOT + """
+  - name: oom
+    event: oom_kill
+    severity: critical
+""")
+    cmd = [str(Path(sys.executable).with_name("cgwatch")), "replay", "--rules", str(tmp_path / "r.yaml"),
+           "--input", str(rec)]
+    first = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    second = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert first == second
+    got = [json.loads(x) for x in first.splitlines()]
+    assert [(x["ts"] - 1732492800.0, x["rule"], x["state"]) for x in got] == [
+        (6.5, "oom", "firing"), (15.0, "hot", "firing"), (25.0, "hot", "resolved")]
+    assert set(got[1]) == {"ts", "rule", "container", "state", "severity", "value", "summary", "id"}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("not json", "not JSON"),
+    ('{"ts": "soon", "container": "w", "metric": "m", "value": 1}', '"ts" must be a number'),
+    ('{"ts": 1, "container": "w", "metric": "m"}', 'a sample needs a numeric "value"'),
+    ('{"ts": 1, "container": "w"}', 'a line needs "metric"'),
+])
+def test_a_bad_recording_line_is_one_error_naming_file_and_line(tmp_path, line, message):
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text('{"ts": 0, "container": "w", "metric": "m", "value": 1}\n' + line + "\n")
+    (tmp_path / "r.yaml").write_text(HOT)
+    r = subprocess.run([str(Path(sys.executable).with_name("cgwatch")), "replay", "-r", str(tmp_path / "r.yaml"),
+                        "-i", str(rec)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"cgwatch: {rec}:2: ") and message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
