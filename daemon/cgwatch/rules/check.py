@@ -13,7 +13,34 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import IO
 
-from .load import load
+from .load import Rule, load
+
+#: metrics that come from cgwatch itself rather than a source
+DERIVED_METRICS = frozenset({"anomaly.score"})
+
+
+def unknown_metric_warnings(rules: Sequence[Rule]) -> list[str]:
+    """Warnings for metrics that no source collects: a typo reads as "no
+    data" forever, and a rule that can never fire is worse than an error.
+
+    >>> from cgwatch.rules.expr import compile_expr
+    >>> r = Rule("hot", "warning", expr=compile_expr("cpu.usage_core > 1"), file="r.yaml", line=3)
+    >>> unknown_metric_warnings([r])
+    ["r.yaml:3: warning: rule 'hot' reads cpu.usage_core, which no source collects (did you mean cpu.usage_cores?)"]
+    """
+    from difflib import get_close_matches
+
+    from ..collect import all_metrics
+
+    known = set(all_metrics()) | DERIVED_METRICS
+    out = []
+    for r in rules:
+        for m in sorted(r.expr.metrics if r.expr is not None else ()):
+            if m not in known:
+                near = get_close_matches(m, sorted(known), n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                out.append(f"{r.file}:{r.line}: warning: rule '{r.name}' reads {m}, which no source collects{hint}")
+    return out
 
 
 def check(paths: Sequence[str | os.PathLike[str]], out: IO[str] | None = None, err: IO[str] | None = None) -> int:
@@ -50,6 +77,8 @@ def check(paths: Sequence[str | os.PathLike[str]], out: IO[str] | None = None, e
     got = load(paths)
     for e in got.errors:
         print(e.format(), file=err)
+    for line in unknown_metric_warnings(got.rules):
+        print(line, file=err)
     bad = {e.file for e in got.errors}
     rules = Counter(r.file for r in got.rules)
     disabled = Counter(r.file for r in got.rules if not r.enabled)
