@@ -18,17 +18,17 @@
 #define CGW_COMM_LEN 16
 #define CGW_PATH_LEN 128
 
-/* cpu.bpf.c: one per cgroup, per CPU */
+/* cpu.bpf.c: one per cgroup, per CPU. The run-queue fields exist only when
+ * it is built with -DCGW_RUNQ (user space reads the width from the map). */
 struct cgw_cpu {
     u64 oncpu_ns;
     u64 switches;
     u64 involuntary;
-};
-
-struct cgw_runq {
-    u64 count;
-    u64 sum_ns;
-    u64 slots[CGW_RUNQ_SLOTS];
+#ifdef CGW_RUNQ
+    u64 runq_count;
+    u64 runq_sum_ns;
+    u64 runq_slots[CGW_RUNQ_SLOTS];
+#endif
 };
 
 /* proc.bpf.c */

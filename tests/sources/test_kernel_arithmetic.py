@@ -32,6 +32,7 @@ class FakeReader:
     def __init__(self) -> None:
         self.map: dict[int, np.ndarray] = {}
         self.deleted: list[int] = []
+        self.nfields = 3
 
     def read(self) -> dict[int, np.ndarray]:
         return {k: v.copy() for k, v in self.map.items()}
@@ -113,18 +114,18 @@ def test_a_recreated_counter_restarts_instead_of_going_negative():
 def test_runq_latency_from_the_histogram_delta():
     """avg from sum/count, p99 from the interval's histogram only."""
     res = FakeResolver({10: WEB})
-    s = source(CpuSource, res, ("cpu_stats", "runq_stats"), t0=0.0)
+    s = source(CpuSource, res, ("cpu_stats",), t0=0.0)
     s.cflags = ["-DCGW_RUNQ"]
-    before = np.zeros(28, dtype=np.uint64)
-    before[0], before[1], before[2 + 12] = 1000, 1000 * 5_000_000, 1000   # old: 1000 waits of ~4 ms
-    s.readers["runq_stats"].map = {10: before}
-    s.readers["cpu_stats"].map = {10: u64(0, 0, 0)}
+    s.readers["cpu_stats"].nfields = 31
+    before = np.zeros(31, dtype=np.uint64)          # oncpu, switches, invol, count, sum, 26 slots
+    before[3], before[4], before[5 + 12] = 1000, 1000 * 5_000_000, 1000   # old: 1000 waits of ~4 ms
+    s.readers["cpu_stats"].map = {10: before}
     s.collect(1.0, [WEB])
     after = before.copy()
-    after[0] += 100
-    after[1] += 100 * 20_000        # 100 waits of 20 us
-    after[2 + 4] += 100             # slot 4: [16, 32) us
-    s.readers["runq_stats"].map = {10: after}
+    after[3] += 100
+    after[4] += 100 * 20_000        # 100 waits of 20 us
+    after[5 + 4] += 100             # slot 4: [16, 32) us
+    s.readers["cpu_stats"].map = {10: after}
     out = {x.metric: x.value for x in s.collect(2.0, [WEB]) if x.container is WEB}
     assert out["cpu.runq_latency_avg_ms"] == pytest.approx(0.02)
     assert 0.016 <= out["cpu.runq_latency_p99_ms"] < 0.032
@@ -132,9 +133,10 @@ def test_runq_latency_from_the_histogram_delta():
 
 def test_no_wakeups_means_no_latency_sample_not_zero():
     res = FakeResolver({10: WEB})
-    s = source(CpuSource, res, ("cpu_stats", "runq_stats"), t0=0.0)
+    s = source(CpuSource, res, ("cpu_stats",), t0=0.0)
     s.cflags = ["-DCGW_RUNQ"]
-    s.readers["cpu_stats"].map = {10: u64(0, 0, 0)}
+    s.readers["cpu_stats"].nfields = 31
+    s.readers["cpu_stats"].map = {10: np.zeros(31, dtype=np.uint64)}
     metrics = {x.metric for x in s.collect(1.0, [WEB])}
     assert "cpu.usage_cores" in metrics
     assert "cpu.runq_latency_p99_ms" not in metrics and "cpu.runq_latency_avg_ms" not in metrics

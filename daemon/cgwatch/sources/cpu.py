@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..model import Container, Sample
-from .bpf import PerCpuTable, Probe, kernel_version, raw_tracepoints
+from .bpf import Probe, kernel_version, raw_tracepoints
 from .kernel import KernelSource, rate_samples
 
 RUNQ_SLOTS = 26  # CGW_RUNQ_SLOTS in cgwatch.h
@@ -73,10 +73,7 @@ class CpuSource(KernelSource):
             )
         self.tables = ("cpu_stats",)
         super().__init__(resolver, cflags)
-        if self.runq_enabled:
-            self.readers["runq_stats"] = PerCpuTable(self.bpf["runq_stats"])
-            self._prev["runq_stats"] = {}
-        else:
+        if not self.runq_enabled:
             self.absent |= set(self.RUNQ_METRICS)
 
     @property
@@ -84,34 +81,30 @@ class CpuSource(KernelSource):
         return "-DCGW_RUNQ" in self.cflags
 
     def extra_flags(self, have: list[str]) -> list[str]:
+        if not raw_tracepoints():      # classic sched_switch: no task to key wake-ups by
+            return []
+        flags = ["-DCGW_RAW_SWITCH"]
+        if kernel_version() >= (5, 18):   # prev_state became the 4th raw argument
+            flags.append("-DCGW_SWITCH_STATE")
         if self.runq and {"-DCGW_HAVE_WAKEUP", "-DCGW_HAVE_WAKEUP_NEW"} <= set(have):
-            return ["-DCGW_RUNQ"]
-        if raw_tracepoints():
-            flags = ["-DCGW_RAW_SWITCH"]
-            if kernel_version() >= (5, 18):   # prev_state became the 4th raw argument
-                flags.append("-DCGW_SWITCH_STATE")
-            return flags
-        return []
+            flags.append("-DCGW_RUNQ")
+        return flags
 
     def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
         dt = self.interval(now)
         if dt <= 0:
             return []
-        containers = list(containers)
         flush_cpus()
-        cpu = self.deltas("cpu_stats", now)
-        out = rate_samples(now, cpu, containers, 3, {
-            "cpu.usage_cores": lambda d: float(d[0]) / 1e9 / dt,
-            "cpu.ctx_switches": lambda d: float(d[1]) / dt,
-            "cpu.involuntary_ctx_switches": lambda d: float(d[2]) / dt,
-        }, self.absent)
+        d = self.deltas("cpu_stats", now)
+        fields = {
+            "cpu.usage_cores": lambda v: float(v[0]) / 1e9 / dt,
+            "cpu.ctx_switches": lambda v: float(v[1]) / dt,
+            "cpu.involuntary_ctx_switches": lambda v: float(v[2]) / dt,
+        }
         if self.runq_enabled:
-            runq = self.deltas("runq_stats", now)
-            out += rate_samples(now, runq, (), 2 + RUNQ_SLOTS, {
-                "cpu.runq_latency_avg_ms": _runq_avg_ms,
-                "cpu.runq_latency_p99_ms": _runq_p99_ms,
-            }, self.absent)
-        return out
+            fields["cpu.runq_latency_avg_ms"] = _runq_avg_ms
+            fields["cpu.runq_latency_p99_ms"] = _runq_p99_ms
+        return rate_samples(now, d, containers, self.readers["cpu_stats"].nfields, fields, self.absent)
 
 
 def flush_cpus() -> None:
@@ -124,8 +117,9 @@ def flush_cpus() -> None:
     It costs two context switches per CPU per interval.
     """
     allowed = os.sched_getaffinity(0)
+    cpus = sorted(allowed)
     try:
-        for cpu in sorted(allowed):
+        for cpu in [*cpus, cpus[0]]:      # and back: leaving the last CPU flushes it too
             os.sched_setaffinity(0, {cpu})
     except OSError:     # a CPU went offline meanwhile: the next interval catches up
         pass
@@ -133,10 +127,11 @@ def flush_cpus() -> None:
         os.sched_setaffinity(0, allowed)
 
 
+# struct cgw_cpu with -DCGW_RUNQ: oncpu_ns, switches, involuntary, runq_count, runq_sum_ns, slots...
 def _runq_avg_ms(d: np.ndarray) -> float | None:
-    return float(d[1]) / float(d[0]) / 1e6 if d[0] else None
+    return float(d[4]) / float(d[3]) / 1e6 if d[3] else None
 
 
 def _runq_p99_ms(d: np.ndarray) -> float | None:
-    us = hist_quantile(d[2:].tolist(), 0.99)
+    us = hist_quantile(d[5:].tolist(), 0.99)
     return None if us is None else us / 1000.0
