@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated sources (default: cpu,proc,mem,net,cgroupfs)")
         sp.add_argument("--metadata-root", default="/", metavar="DIR",
                         help="where runtimes keep their state (default /)")
+        sp.add_argument("--no-exit-codes", dest="exit_codes", action="store_false",
+                        help="do not hook exit_group (saves ~40 ns on every syscall of the host; "
+                             "exits by fatal signals are still reported)")
 
     rec = sub.add_parser("record", help="capture live Samples and Events as JSON Lines (root)")
     rec.add_argument("--output", "-o", required=True, metavar="FILE", help="file to write, - for stdout")
@@ -199,7 +202,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from .record import write_interval
 
     out = _open_output(args.output)
-    col = open_collector(args.sources or SOURCE_NAMES, args.metadata_root)
+    col = open_collector(args.sources or SOURCE_NAMES, args.metadata_root, args.exit_codes)
     lines = 0
     try:
         with _stop_on_signals() as stopped:
@@ -224,7 +227,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     from .collect import SOURCE_NAMES, open_collector
     from .top import render, snapshot
 
-    col = open_collector(args.sources or SOURCE_NAMES, args.metadata_root)
+    col = open_collector(args.sources or SOURCE_NAMES, args.metadata_root, args.exit_codes)
     console = Console()
     if not console.is_terminal:     # a pipe or file: no wrapping at 80 columns
         console = Console(width=200)

@@ -80,7 +80,8 @@ class Collector:
             self.feed = None
 
 
-def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/") -> Collector:
+def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/",
+                   exit_codes: bool = True) -> Collector:
     """Check the host, build identity and load every named source.
 
     A BPF source that fails to load is skipped with a warning (its metrics
@@ -104,7 +105,12 @@ def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/"
     for name in names:
         cls = _source_class(name)
         try:
-            col.sources.append(cls() if name == "cgroupfs" else cls(col.resolver))
+            if name == "cgroupfs":
+                col.sources.append(cls())
+            elif name == "proc":
+                col.sources.append(cls(col.resolver, exit_codes=exit_codes))
+            else:
+                col.sources.append(cls(col.resolver))
         except SetupError as e:
             log.warning("%s", e)
     if bpf_wanted and not any(s.name in bpf_wanted for s in col.sources):

@@ -136,3 +136,22 @@ def test_page_faults_follow_the_allocator(collector, cgroups):
     assert len(rates) == 1
     assert rates[0] * (t1 - t0) >= 16384          # a rate over the interval, back to a count
     assert one(samples, other, "mem.page_faults") == 0
+
+
+def test_without_exit_codes_signal_deaths_still_count(cgroups):
+    """--no-exit-codes: no syscall hook; a SIGSEGV is still an exit event, exit 7 is not."""
+    col = open_collector(["proc"], exit_codes=False)
+    try:
+        assert not any("-DCGW_HAVE_EXIT_GROUP" in f for s in col.sources for f in s.cflags)
+        cid = hexid()
+        c = cgroups(f"system.slice/docker-{cid}.scope")
+        settle(col)
+        c.run(["/bin/sh", "-c", "exit 7"]).wait()
+        c.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]).wait()
+        time.sleep(0.2)
+        _, events = col.tick(time.time())
+        exits = [(e.fields["code"], e.fields.get("signal")) for e in events
+                 if e.kind == "exit" and e.container.id == cid]
+        assert exits == [(0, "SIGSEGV")]
+    finally:
+        col.close()

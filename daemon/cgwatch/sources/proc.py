@@ -43,10 +43,16 @@ class ProcSource(KernelSource):
         Probe("signal", "signal_deliver", "CGW_HAVE_SIGNAL"),
     )
 
-    def __init__(self, resolver, cflags: Iterable[str] = (), ring_pages: int = 256) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, resolver, cflags: Iterable[str] = (), ring_pages: int = 256,  # type: ignore[no-untyped-def]
+                 exit_codes: bool = True) -> None:
         """``ring_pages``: ring buffer size in pages (a power of two); at the
-        default 1 MiB it holds about 5,000 exec events between two reads."""
+        default 1 MiB it holds about 5,000 exec events between two reads.
+        ``exit_codes=False`` drops the exit_group syscall hook, which costs
+        every syscall on the host ~40 ns (docs/performance.md): exits by fatal
+        signals are still reported, plain non-zero codes are not."""
         self.ring_pages = ring_pages
+        if not exit_codes:
+            self.probes = tuple(p for p in type(self).probes if p.name != "sys_enter_exit_group")
         super().__init__(resolver, cflags)
 
     def extra_flags(self, have: list[str]) -> list[str]:
