@@ -49,11 +49,7 @@ class Collector:
 
     def tick(self, now: float) -> tuple[list[Sample], list[Event]]:
         """Everything that happened in the interval ending at ``now``."""
-        if self.feed is not None:
-            changes, complete = self.feed.poll()
-            self.resolver.tree.apply(changes)
-            if not complete:
-                self.resolver.tree.mark_stale()
+        self.pull_cgroup_events()
         started, stopped = self.resolver.refresh(now)
         if self._first:    # what already ran when we started did not start now
             started, stopped, self._first = [], [], False
@@ -70,6 +66,15 @@ class Collector:
                 log.warning("%s: collection failed this interval: %s", s.name, e)
         events.sort(key=lambda e: e.ts)
         return samples, events
+
+    def pull_cgroup_events(self) -> None:
+        """Fold the cgroup mkdir/rmdir events queued so far into identity."""
+        if self.feed is None:
+            return
+        changes, complete = self.feed.poll()
+        self.resolver.tree.apply(changes)
+        if not complete:
+            self.resolver.tree.mark_stale()
 
     def close(self) -> None:
         for s in reversed(self.sources):
@@ -102,6 +107,8 @@ def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/"
             log.warning("%s", e)
     tree = CgroupTree(root, walk_every=FULL_WALK_EVERY if feed else None)
     col = Collector(Resolver(tree, Metadata(Path(metadata_root))), feed=feed)
+    if feed is not None:
+        tree.pull = col.pull_cgroup_events
     for name in names:
         cls = _source_class(name)
         try:

@@ -129,16 +129,37 @@ def test_containers_are_learned_from_cgroup_events_without_rewalking(cgroups, mo
         monkeypatch.setattr(tree_mod, "walk", lambda root: walks.append(root) or real_walk(root))
         cid = hexid()
         c = cgroups(f"system.slice/docker-{cid}.scope")
-        c.run(["/bin/true"]).wait()
+        p = c.run(["/bin/true"])
+        p.wait()
         _, events = col.tick(time.time())
-        assert [(e.kind, e.container.id) for e in events if e.kind.startswith("container_")] == [
-            ("container_start", cid)]
-        assert [e.container.id for e in events if e.kind == "exec" and e.fields["filename"] == "/bin/true"] == [cid]
+        assert [(e.kind, e.container.id) for e in events
+                if e.kind.startswith("container_") and e.container.id == cid] == [("container_start", cid)]
+        assert [e.container.id for e in events if e.kind == "exec" and e.fields["pid"] == p.pid] == [cid]
         c.stop()
         _, events = col.tick(time.time())
-        assert [(e.kind, e.container.id) for e in events if e.kind.startswith("container_")] == [
-            ("container_stop", cid)]
+        assert [(e.kind, e.container.id) for e in events
+                if e.kind.startswith("container_") and e.container.id == cid] == [("container_stop", cid)]
         assert walks == []
+    finally:
+        col.close()
+
+
+@pytest.mark.bpf
+def test_a_container_that_lived_less_than_an_interval_still_owns_its_events(cgroups):
+    """`docker run --rm ... true`: made, ran and removed between two reads."""
+    from cgwatch.collect import open_collector
+
+    col = open_collector(["proc"])
+    try:
+        col.tick(time.time())
+        cid = hexid()
+        c = cgroups(f"system.slice/docker-{cid}.scope")
+        p = c.run(["/bin/true"])
+        p.wait()
+        c.stop()
+        _, events = col.tick(time.time())
+        execs = [e for e in events if e.kind == "exec" and e.fields["pid"] == p.pid]
+        assert [(e.container.id, e.container.runtime) for e in execs] == [(cid, "docker")]
     finally:
         col.close()
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -132,6 +132,14 @@ class CgroupTree:
         self._walked_at: float | None = None
         self._full_walk_at: float | None = None
         self._stale = True
+        #: set by whoever feeds :meth:`apply`: pull pending events now (an
+        #: unknown id is usually a cgroup whose mkdir event is still queued)
+        self.pull: Callable[[], None] | None = None
+        # cgroups removed since the previous refresh, and in the interval before:
+        # events of a short-lived container (`docker run --rm`) are read after
+        # its cgroup is gone, and still belong to it
+        self._gone: dict[int, str] = {}
+        self._gone_before: dict[int, str] = {}
 
     def refresh(self, now: float | None = None) -> tuple[dict[int, str], dict[int, str]]:
         """Return ``(added, removed)`` since the previous call, id → path.
@@ -155,6 +163,7 @@ class CgroupTree:
             self._full_walk_at = now
         added, removed = self._added, self._removed
         self._added, self._removed = {}, {}
+        self._gone_before, self._gone = self._gone, {}
         return added, removed
 
     def apply(self, changes: Iterable[tuple[int, str, bool]]) -> None:
@@ -178,6 +187,7 @@ class CgroupTree:
             path = path.strip("/")
             if removed:
                 old = self._paths.pop(cgid, None)
+                self._gone[cgid] = path
                 if old is not None:
                     self._note_removed(cgid, old)
             elif self._paths.get(cgid) != path:
@@ -202,6 +212,14 @@ class CgroupTree:
         ''
         """
         found = self._paths.get(cgid)
+        if found is not None:
+            return found
+        if self.pull is not None and not self._stale:
+            self.pull()
+            found = self._paths.get(cgid)
+            if found is not None:
+                return found
+        found = self._gone.get(cgid) or self._gone_before.get(cgid)
         if found is not None:
             return found
         last = self._walked_at
