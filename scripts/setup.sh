@@ -67,6 +67,7 @@ fi
 extra=""
 ((want_test)) && extra="[test]"
 have=$(cat "$stamp" 2>/dev/null || echo none)
+[[ $have == "[test]" ]] && extra="[test]"   # keep what is there: run and test share .venv
 if [[ $have == none || pyproject.toml -nt $stamp || ( -n $extra && $have != "$extra" ) ]]; then
     say "installing cgwatch$extra into .venv"
     .venv/bin/pip install -q --disable-pip-version-check -e ".$extra"
