@@ -89,10 +89,26 @@ class StaticZ:
         return False
 
 
-#: name -> factory. The lead plugs real detectors in here.
+class Cgwatch:
+    """A cgwatch detector kind behind its Thresholder, with its default knobs:
+    exactly what an ``anomaly: {metric: ..., model: KIND}`` rule would run."""
+
+    def __init__(self, kind: str) -> None:
+        from cgwatch.anomaly import Thresholder, build
+
+        self.t = Thresholder(build(kind))
+
+    def update(self, ts: float, value: float) -> bool:
+        return self.t.update(ts, value)[1]
+
+
+#: name -> factory
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "never": Never,
     "static_z": StaticZ,
+    "mad": lambda: Cgwatch("mad"),
+    "forecast": lambda: Cgwatch("forecast"),
+    "hst": lambda: Cgwatch("hst"),
 }
 
 

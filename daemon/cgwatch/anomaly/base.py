@@ -1,0 +1,230 @@
+"""The contract every anomaly detector keeps, and the input guard they share.
+
+A detector watches one series (one container x one metric). ``update(ts, value)``
+learns the value and returns its anomaly score in ``[0, 1]`` (``None`` during
+warm-up or for a skipped value). Bad input never raises and never reaches the
+model: a non-finite or huge value, a negative value where ``nonnegative=True``
+(counters), a timestamp that is not finite or not after the previous accepted
+one: each is skipped and counted in ``skipped``.
+
+State is plain JSON (``state()`` / ``from_state()``) carrying ``kind``,
+``version`` and ``params``; a state of another kind or version is a
+:class:`ValueError`, so the store can relearn instead of loading a stale model.
+
+Examples
+--------
+>>> from cgwatch.anomaly.models import MADDetector
+>>> d = MADDetector()
+>>> [d.update(t, v) for t, v in [(0, 1.0), (1, float("nan")), (-1, 2.0)]]
+[None, None, None]
+>>> d.samples, d.skipped
+(1, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+#: The state format of every detector; bump when a state's meaning changes.
+STATE_VERSION = 1
+
+#: Values past this magnitude are treated as garbage, not as data.
+MAX_ABS = 1e18
+
+T = TypeVar("T", bound="BaseDetector")
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """A streaming anomaly detector for one series.
+
+    >>> from cgwatch.anomaly.models import build
+    >>> isinstance(build("mad"), Detector)
+    True
+    """
+
+    skipped: int
+
+    def update(self, ts: float, value: float) -> float | None: ...
+
+    @property
+    def samples(self) -> int: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> Detector: ...
+
+
+class BaseDetector:
+    """Input guard, counters and the state envelope; subclasses write ``_learn``.
+
+    ``nonnegative=True`` skips negative values (for counters and their rates);
+    ``seed`` is kept for every kind so that all are built the same way.
+
+    >>> from cgwatch.anomaly.models import MADDetector
+    >>> d = MADDetector(nonnegative=True)
+    >>> d.update(1.0, -3.0) is None, d.skipped
+    (True, 1)
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, *, nonnegative: bool = False, seed: int = 42) -> None:
+        self.nonnegative = bool(nonnegative)
+        self.seed = int(seed)
+        self.skipped = 0
+        self._samples = 0
+        self._last_ts: float | None = None
+
+    # -- the contract -------------------------------------------------------
+    @property
+    def samples(self) -> int:
+        """How many values this detector has learned.
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> MADDetector().samples
+        0
+        """
+        return self._samples
+
+    def update(self, ts: float, value: float) -> float | None:
+        """Learn ``value`` seen at ``ts`` and return its score, or None.
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> MADDetector().update(0.0, 5.0) is None  # warm-up
+        True
+        """
+        try:
+            ts = float(ts)
+            value = float(value)
+        except (TypeError, ValueError, OverflowError):
+            self.skipped += 1
+            return None
+        last = self._last_ts
+        if (
+            not math.isfinite(ts)
+            or (last is not None and ts <= last)
+            or not math.isfinite(value)
+            or abs(value) > MAX_ABS
+            or (self.nonnegative and value < 0.0)
+        ):
+            self.skipped += 1
+            return None
+        self._last_ts = ts
+        score = self._learn(ts, value, last)
+        self._samples += 1
+        if score is None:
+            return None
+        if not math.isfinite(score):  # never expected; never let it out
+            return 1.0 if score > 0 else 0.0
+        return min(1.0, max(0.0, score))
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this detector empty.
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> MADDetector(window=64).params()["window"]
+        64
+        """
+        return {"nonnegative": self.nonnegative, "seed": self.seed}
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable state: ``kind``, ``version``, ``params`` and the learned data.
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> s = MADDetector().state()
+        >>> s["kind"], s["version"], sorted(s)
+        ('mad', 1, ['data', 'kind', 'params', 'samples', 'skipped', 'version'])
+        """
+        return {
+            "kind": self.kind,
+            "version": STATE_VERSION,
+            "params": self.params(),
+            "samples": self._samples,
+            "skipped": self.skipped,
+            "data": {"last_ts": self._last_ts, **self._data()},
+        }
+
+    @classmethod
+    def from_state(cls: type[T], d: dict[str, Any]) -> T:
+        """Rebuild a detector from :meth:`state`; ValueError on a bad or old state.
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> MADDetector.from_state({"kind": "mad", "version": 0})
+        Traceback (most recent call last):
+        ...
+        ValueError: mad state version 0, expected 1
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"{cls.kind} state must be a dict, not {type(d).__name__}")
+        if d.get("kind") != cls.kind:
+            raise ValueError(f"state of kind {d.get('kind')!r}, expected {cls.kind!r}")
+        if d.get("version") != STATE_VERSION:
+            raise ValueError(f"{cls.kind} state version {d.get('version')}, expected {STATE_VERSION}")
+        try:
+            params = d["params"]
+            if not isinstance(params, dict):
+                raise TypeError("params must be a dict")
+            obj = cls(**params)
+            data = d["data"]
+            last = data["last_ts"]
+            obj._last_ts = None if last is None else _finite(last)
+            obj._samples = _count(d["samples"])
+            obj.skipped = _count(d["skipped"])
+            obj._load(data)
+        except ValueError:
+            raise
+        except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as exc:
+            raise ValueError(f"bad {cls.kind} state: {exc!r}") from exc
+        return obj
+
+    # -- for subclasses -----------------------------------------------------
+    def _learn(self, ts: float, value: float, last_ts: float | None) -> float | None:
+        raise NotImplementedError
+
+    def _data(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load(self, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+def _finite(x: Any) -> float:
+    """``x`` as a finite float, else ValueError.
+
+    >>> _finite(2)
+    2.0
+    """
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise ValueError(f"not a finite number: {x!r}")
+    return float(x)
+
+
+def _count(x: Any) -> int:
+    """``x`` as a non-negative int, else ValueError.
+
+    >>> _count(3)
+    3
+    """
+    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+        raise ValueError(f"not a count: {x!r}")
+    return x
+
+
+def finite_list(xs: Any, limit: int | None = None) -> list[float]:
+    """A list of finite floats from state, at most ``limit`` long, else ValueError.
+
+    >>> finite_list([1, 2.5])
+    [1.0, 2.5]
+    >>> finite_list([1, 2], limit=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: list of 2 longer than 1
+    """
+    if not isinstance(xs, list):
+        raise ValueError(f"not a list: {type(xs).__name__}")
+    if limit is not None and len(xs) > limit:
+        raise ValueError(f"list of {len(xs)} longer than {limit}")
+    return [_finite(x) for x in xs]

@@ -1,0 +1,171 @@
+"""Robust running statistics: a bounded rolling median/MAD and the score squash.
+
+:class:`RollingMedian` keeps the last ``n`` values (and their absolute
+deviations from the median at the time each arrived) in a ring and a sorted
+list, so median and MAD are exact over the window and memory is bounded. A
+window in samples is the same "memory" at 1 s live and at minutes in a
+recording; only the wall-clock span differs.
+
+Examples
+--------
+>>> r = RollingMedian(5)
+>>> for x in [1, 2, 3, 4, 100]:
+...     r.add(x)
+>>> r.median(), round(r.scale(), 3)
+(3, 1.483)
+>>> round(squash(3.0), 2), round(squash(10.0), 4)
+(0.5, 0.9995)
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections import deque
+from typing import Any
+
+from cgwatch.anomaly.base import finite_list
+
+_LN2 = math.log(2.0)
+
+#: 1.4826 * MAD estimates a normal distribution's standard deviation.
+MAD_TO_SIGMA = 1.4826
+#: sqrt(pi / 2) * mean absolute deviation estimates it too (the fallback when MAD is 0).
+MEANAD_TO_SIGMA = 1.2533
+
+
+def squash(z: float, half: float = 3.0) -> float:
+    """Map a distance ``z >= 0`` in robust sigmas to a score in ``[0, 1)``.
+
+    ``1 - 2 ** -((z / half) ** 2)``: ``z = half`` scores 0.5, ``2 * half`` 0.94,
+    10 sigma 0.9995; monotone, and ``inf`` scores 1.
+
+    >>> squash(0.0), squash(3.0), squash(float("inf"))
+    (0.0, 0.5, 1.0)
+    """
+    q = z / half
+    return 1.0 - math.exp(-_LN2 * q * q)
+
+
+def robust_eps(reference: float) -> float:
+    """The smallest scale worth dividing by near ``reference`` (float noise is not signal).
+
+    >>> robust_eps(0.0), robust_eps(1e6)
+    (1e-09, 1.000000001)
+    """
+    return 1e-9 + 1e-6 * abs(reference)
+
+
+class RollingMedian:
+    """Exact median and MAD over the last ``n`` values.
+
+    The MAD is taken over each value's distance from the median when it
+    arrived, which is what a streaming MAD can know; where more than half the
+    window is one value (MAD 0) the scale falls back to the mean absolute
+    deviation, so a mostly-flat series with blips still has a usable scale.
+
+    >>> r = RollingMedian(3)
+    >>> for x in [5.0, 5.0, 5.0, 9.0]:
+    ...     r.add(x)
+    >>> r.median(), round(r.scale(), 3)
+    (5.0, 1.671)
+    """
+
+    __slots__ = ("n", "_ring", "_sorted", "_devs", "_devs_sorted")
+
+    def __init__(self, n: int = 256) -> None:
+        if int(n) < 1:
+            raise ValueError(f"window must be at least 1, not {n}")
+        self.n = int(n)
+        self._ring: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._devs: deque[float] = deque()
+        self._devs_sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._ring)
+
+    def add(self, x: float) -> None:
+        """Add one value, dropping the oldest past ``n``.
+
+        >>> r = RollingMedian(2)
+        >>> r.add(1.0); r.add(2.0); r.add(3.0)
+        >>> len(r), r.median()
+        (2, 3.0)
+        """
+        dev = abs(x - self.median()) if self._ring else 0.0
+        _push(self._ring, self._sorted, x, self.n)
+        _push(self._devs, self._devs_sorted, dev, self.n)
+
+    def median(self) -> float:
+        """The upper median of the window (0.0 when empty).
+
+        >>> RollingMedian().median()
+        0.0
+        """
+        s = self._sorted
+        return s[len(s) // 2] if s else 0.0
+
+    def scale(self) -> float:
+        """A robust standard deviation: 1.4826 x MAD, else 1.2533 x mean absolute deviation.
+
+        >>> RollingMedian().scale()
+        0.0
+        """
+        d = self._devs_sorted
+        if not d:
+            return 0.0
+        mad = d[len(d) // 2]
+        if mad > 0.0:
+            return MAD_TO_SIGMA * mad
+        return MEANAD_TO_SIGMA * math.fsum(d) / len(d)
+
+    def z(self, x: float) -> float:
+        """Signed distance of ``x`` from the median in robust sigmas (scale floored by :func:`robust_eps`).
+
+        >>> r = RollingMedian()
+        >>> for x in [1.0, 2.0, 3.0]:
+        ...     r.add(x)
+        >>> round(r.z(5.0), 2)
+        2.02
+        """
+        med = self.median()
+        return (x - med) / max(self.scale(), robust_eps(med))
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable window contents.
+
+        >>> r = RollingMedian(4); r.add(1.0)
+        >>> r.state()
+        {'n': 4, 'values': [1.0], 'devs': [0.0]}
+        """
+        return {"n": self.n, "values": list(self._ring), "devs": list(self._devs)}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> RollingMedian:
+        """Rebuild from :meth:`state`; ValueError on a bad state.
+
+        >>> RollingMedian.from_state({"n": 4, "values": [1.0], "devs": [0.0]}).median()
+        1.0
+        """
+        n = d["n"]
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise ValueError(f"window must be an int, not {n!r}")
+        r = cls(n)
+        values = finite_list(d["values"], r.n)
+        devs = finite_list(d["devs"], r.n)
+        if len(values) != len(devs) or any(x < 0 for x in devs):
+            raise ValueError("window values and deviations do not match")
+        r._ring.extend(values)
+        r._sorted = sorted(values)
+        r._devs.extend(devs)
+        r._devs_sorted = sorted(devs)
+        return r
+
+
+def _push(ring: deque[float], ordered: list[float], x: float, n: int) -> None:
+    ring.append(x)
+    insort(ordered, x)
+    if len(ring) > n:
+        old = ring.popleft()
+        del ordered[bisect_left(ordered, old)]
