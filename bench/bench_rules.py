@@ -52,6 +52,23 @@ def stream(containers: int, ticks: int) -> list[Sample]:
     return out
 
 
+ANOMALY = """
+rules:
+  - {name: cpu-baseline, anomaly: {metric: cpu.usage_cores}, severity: info}
+"""
+THRESHOLD = """
+rules:
+  - {name: cpu-hot, expr: cpu.usage_cores > 0.9, for: 1m, severity: info}
+"""
+
+
+def one_metric(containers: int, ticks: int) -> list[Sample]:
+    rng = random.Random(7)
+    cs = [Container(id=f"{i:064x}", name=f"c{i}", runtime="docker") for i in range(containers)]
+    return [Sample(float(t), c, "cpu.usage_cores", 0.5 + 0.1 * rng.random())
+            for t in range(ticks) for c in cs]
+
+
 def baseline(samples: list[Sample]) -> None:
     last: dict[str, dict[str, float]] = {}
     for s in samples:
@@ -92,6 +109,39 @@ def main() -> None:
     print(f"baseline (file each sample)  {b / 1e3:8.0f}k samples/s")
     print(f"rules engine                 {e / 1e3:8.0f}k samples/s")
     print(f"engine / baseline = {b / e:.1f}x the time   target >= 300k samples/s: {'PASS' if e >= 300e3 else 'FAIL'}")
+
+    # one anomaly rule per container, beside one plain threshold rule, same samples
+    an_rules, thr_rules = _load(ANOMALY), _load(THRESHOLD)
+    samples = one_metric(args.containers, max(args.ticks * 2, 60))
+    thr, an = [], []
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        engine(thr_rules, samples)
+        thr.append(time.perf_counter() - t)
+        eng = Engine(an_rules)
+        t = time.perf_counter()
+        for _ in eng.feed(samples):
+            pass
+        an.append(time.perf_counter() - t)
+    from cgwatch.anomaly import model_size_bytes
+
+    sizes = [model_size_bytes(m.detector) for _, m in eng.baselines.items()]
+    n = len(samples)
+    tr, ar = n / statistics.median(thr), n / statistics.median(an)
+    print(f"\n{n} samples ({args.containers} containers x 1 metric), one rule per container")
+    print(f"threshold rule               {tr / 1e3:8.0f}k samples/s")
+    print(f"anomaly rule (default model) {ar / 1e3:8.0f}k samples/s   target >= 50k: {'PASS' if ar >= 50e3 else 'FAIL'}")
+    print(f"model size: max {max(sizes) / 1024:.1f} KiB over {len(sizes)} models   "
+          f"target <= 50 KiB: {'PASS' if max(sizes) <= 50 * 1024 else 'FAIL'}")
+
+
+def _load(text: str) -> list:
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d, "r.yaml")
+        f.write_text(text)
+        rules, errors = load_rules([str(f)])
+    assert not errors, errors
+    return rules
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "daemon" / "cgwatch"
 
 # earlier first; a module's stage is its first path component under cgwatch/
-STAGES = ["model", "units", "sources", "identity", "collect", "record", "top", "rules", "anomaly",
+STAGES = ["model", "units", "sources", "identity", "collect", "record", "top", "anomaly", "rules",
           "alerts", "sinks", "web", "daemon", "cli", "__main__"]
 
 

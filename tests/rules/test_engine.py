@@ -171,3 +171,54 @@ def test_a_bad_recording_line_is_one_error_naming_file_and_line(tmp_path, line, 
     assert r.returncode == 2
     assert r.stderr.startswith(f"cgwatch: {rec}:2: ") and message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+ANOMALY = """
+rules:
+  - name: cpu-baseline
+    anomaly: {metric: cpu.usage_cores, model: mad}
+    severity: info
+    summary: "{{ container }} left its CPU baseline (score {{ value | round(3) }})"
+"""
+
+
+def wavy(n: int, level: float = 0.5) -> list[float]:
+    return [level + 0.02 * ((i * 7) % 5 - 2) for i in range(n)]
+
+
+def test_anomaly_rule_fires_on_a_departure_and_resolves_after_it(tmp_path):
+    rules = rules_from(tmp_path, ANOMALY)
+    values = wavy(300) + [5.0] * 3 + wavy(100)
+    alerts = list(Engine(rules).feed(series(WEB, "cpu.usage_cores", values)))
+    assert [(a.ts, a.state) for a in alerts][:1] == [(300.0, "firing")]
+    assert alerts[0].summary == "web-1 left its CPU baseline (score 1.0)" and alerts[0].value > 0.99
+    assert [a.state for a in alerts] == ["firing", "resolved"]
+    assert 300.0 < alerts[1].ts < 330.0
+
+
+def test_anomaly_rules_learn_per_container_and_stay_quiet_on_normal_data(tmp_path):
+    rules = rules_from(tmp_path, ANOMALY)
+    e = Engine(rules)
+    items = series(WEB, "cpu.usage_cores", wavy(500)) + series(DB, "cpu.usage_cores", wavy(500, level=3.0))
+    assert list(e.feed(sorted(items, key=lambda x: x.ts))) == []
+    assert sorted(k[1] for k in e.baselines.keys()) == sorted([WEB.id, DB.id])
+
+
+def test_anomaly_score_is_a_metric_expressions_can_read(tmp_path):
+    rules = rules_from(tmp_path, ANOMALY + """
+  - name: busy-and-odd
+    expr: anomaly.score > 0.99 and cpu.usage_cores > 1
+    severity: warning
+""")
+    alerts = list(Engine(rules).feed(series(WEB, "cpu.usage_cores", wavy(300) + [5.0] * 2)))
+    assert {(a.rule, a.state) for a in alerts} == {("cpu-baseline", "firing"), ("busy-and-odd", "firing")}
+
+
+def test_bad_values_do_not_poison_the_baseline(tmp_path):
+    rules = rules_from(tmp_path, ANOMALY)
+    e = Engine(rules)
+    values = wavy(300)
+    values[100:105] = [float("nan"), float("inf"), float("-inf"), float("nan"), 1e300]
+    assert list(e.feed(series(WEB, "cpu.usage_cores", values))) == []
+    model = e.baselines.peek(("cpu-baseline", WEB.id, "cpu.usage_cores"))
+    assert model is not None and model.skipped == 5

@@ -157,6 +157,7 @@ class Thresholder:
         self.clear_after = max(1, int(clear_after))
         self.scored = 0
         self.active = False
+        self.last_score: float | None = None
         self._below = 0
         self._scores = ScoreQuantile()
 
@@ -180,6 +181,7 @@ class Thresholder:
         score = self.detector.update(ts, value)
         if score is None:
             return None, False
+        self.last_score = score
         past = self._scores
         onset = False
         if self.scored >= self.warmup:

@@ -14,6 +14,11 @@ Evaluation follows Prometheus:
 - A metric without a sample in the last ``stale_after`` seconds has no value,
   and a condition that reads a missing value is false.
 - An event rule fires once per matching event; it has no resolution.
+- An anomaly rule keeps one model per container × metric (see
+  :mod:`cgwatch.anomaly`); its condition holds while a model's thresholder
+  says the container is anomalous, and ``for:`` applies as for thresholds.
+  Every model's latest score is also the metric ``anomaly.score`` (the
+  highest of the container's models), so an expression can combine it.
 - ``container_stop`` resolves everything firing for that container.
 
 Cost follows what changed: rules are indexed by the metrics they read, a
@@ -28,6 +33,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from ..anomaly.baselines import Baselines, ModelSpec
 from ..model import Alert, Container, Event, Sample
 
 log = logging.getLogger("cgwatch.rules")
@@ -125,9 +131,13 @@ def _container_field(c: Container, name: str) -> object | None:
 class Engine:
     """Evaluates a rule set over a stream of Samples and Events."""
 
-    def __init__(self, rules: Sequence[Any], stale_after: float = STALE_AFTER) -> None:
+    def __init__(self, rules: Sequence[Any], stale_after: float = STALE_AFTER,
+                 baselines: Baselines | None = None) -> None:
         self.rules = [r for r in rules if r.enabled]
         self.stale_after = stale_after
+        self.baselines = Baselines() if baselines is None else baselines
+        self._specs: dict[int, ModelSpec] = {}
+        self._learn: dict[str, tuple[int, ...]] = {}
         self._by_metric: dict[str, tuple[int, ...]] = {}
         self._by_event: dict[str, tuple[int, ...]] = {}
         keep: dict[str, float] = {}
@@ -141,6 +151,13 @@ class Engine:
                     keep[m] = max(keep.get(m, 0.0), w)
             elif r.event is not None:
                 by_event.setdefault(r.event, []).append(i)
+            elif r.anomaly is not None:
+                a = r.anomaly
+                self._specs[i] = ModelSpec(a.model, a.sensitivity, a.warmup)
+                for m in a.metrics:
+                    by_metric.setdefault(m, []).append(i)
+        self._learn = {m: tuple(i for i in v if i in self._specs) for m, v in by_metric.items()}
+        self._learn = {m: v for m, v in self._learn.items() if v}
         self._by_metric = {m: tuple(v) for m, v in by_metric.items()}
         self._by_event = {k: tuple(v) for k, v in by_event.items()}
         self._keep = keep
@@ -163,7 +180,26 @@ class Engine:
             ser.container = s.container
             ser.selected.clear()
         ser.push(s.metric, s.ts, s.value)
+        learn = self._learn.get(s.metric)
+        if learn:
+            self._score(ser, s, learn)
         self._dirty[cid] = ser
+
+    def _score(self, ser: Series, s: Sample, rules: tuple[int, ...]) -> None:
+        """Teach the sample to the models of the anomaly rules that read it."""
+        best = None
+        for i in rules:
+            sel = ser.selected.get(i)
+            if sel is None:
+                sel = ser.selected[i] = self.rules[i].select.matches(ser.container)
+            if not sel:
+                continue
+            model = self.baselines.get((self.rules[i].name, ser.container.id, s.metric), self._specs[i], s.ts)
+            score, _ = model.update(s.ts, s.value)
+            if score is not None and (best is None or score > best):
+                best = score
+        if best is not None and "anomaly.score" in self._by_metric:
+            ser.push("anomaly.score", s.ts, best)
 
     def push_event(self, e: Event) -> list[Alert]:
         """Evaluate the event rules for one event (and resolve on container_stop)."""
@@ -234,10 +270,13 @@ class Engine:
         if not sel:
             return
         key = (i, ser.container.id)
-        holds = r.expr.evaluate(ser, now)
+        if r.anomaly is not None:
+            holds, value = self._anomalous(r, ser)
+        else:
+            holds = r.expr.evaluate(ser, now)
+            value = r.expr.value(ser, now) if holds else None
         st = self._active.get(key)
         if holds:
-            value = r.expr.value(ser, now)
             if st is None:
                 st = self._active[key] = [PENDING, now, value]
             else:
@@ -248,8 +287,23 @@ class Engine:
         elif st is not None:
             del self._active[key]
             if st[0] == FIRING:
-                value = r.expr.value(ser, now)   # stale data has none: keep the last one seen
+                if r.anomaly is None:
+                    value = r.expr.value(ser, now)   # stale data has none: keep the last one seen
                 out.append(self._alert(r, ser.container, now, "resolved", st[2] if value is None else value))
+
+    def _anomalous(self, r: Any, ser: Series) -> tuple[bool, float | None]:
+        """Whether any of the rule's models for this container is alerting,
+        and the highest latest score among them."""
+        active, best = False, None
+        for m in r.anomaly.metrics:
+            model = self.baselines.peek((r.name, ser.container.id, m))
+            if model is None:
+                continue
+            active = active or model.active
+            score = model.last_score
+            if score is not None and (best is None or score > best):
+                best = score
+        return active, best
 
     def _stop(self, c: Container, ts: float) -> list[Alert]:
         out = []
