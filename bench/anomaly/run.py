@@ -93,10 +93,10 @@ class Cgwatch:
     """A cgwatch detector kind behind its Thresholder, with its default knobs:
     exactly what an ``anomaly: {metric: ..., model: KIND}`` rule would run."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, **params: object) -> None:
         from cgwatch.anomaly import Thresholder, build
 
-        self.t = Thresholder(build(kind))
+        self.t = Thresholder(build(kind, **params))
 
     def update(self, ts: float, value: float) -> bool:
         return self.t.update(ts, value)[1]
@@ -109,6 +109,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "mad": lambda: Cgwatch("mad"),
     "forecast": lambda: Cgwatch("forecast"),
     "hst": lambda: Cgwatch("hst"),
+    "ensemble": lambda: Cgwatch("ensemble"),
+    "ensemble-mean": lambda: Cgwatch("ensemble", combine="mean"),
 }
 
 

@@ -68,7 +68,16 @@ def test_ten_sigma_spike_scores_high_and_fires(kind: str, dt: float) -> None:
     assert sum(onset for _, onset in out) <= 2  # white noise: at most a stray onset
     score, onset = th.update(1000 * dt, 10.0 + 10.0)
     assert score is not None and score > 0.9
+    # by default (confirm=2) a 10-sigma departure fires on its second sample; only ~12+ sigma fire at once
+    assert onset is (th.confirm == 1)
+    score, onset = th.update(1001 * dt, 10.0 + 10.0)
+    assert score is not None and score > 0.9
     assert onset and th.active
+    single = Thresholder(build(kind), confirm=1)  # one sample is enough without confirmation
+    feed(single, pts)
+    score, onset = single.update(1000 * dt, 10.0 + 10.0)
+    assert score is not None and score > 0.9
+    assert onset and single.active
 
 
 @pytest.mark.parametrize("kind", ALL)

@@ -166,7 +166,9 @@ def ref_window(func: str, pts: list[tuple[float, float]]) -> float | None:
         good = [(t, v) for t, v in pts if not math.isnan(v)]
         if len(good) < 2 or good[-1][0] <= good[0][0]:
             return None
-        r = good[0][1] * (good[1][0] - good[0][0]) + sum(b * (tb - ta) for (ta, _), (tb, b) in zip(good, good[1:]))
+        r = good[0][1] * (good[1][0] - good[0][0])
+        for (ta, _), (tb, b) in zip(good, good[1:]):
+            r += b * (tb - ta)
     else:   # rate: a drop is a counter reset to 0
         good = [(t, v) for t, v in pts if not math.isnan(v)]
         if len(good) < 2 or good[-1][0] <= good[0][0]:

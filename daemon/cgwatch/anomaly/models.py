@@ -31,7 +31,7 @@ from cgwatch.anomaly.base import BaseDetector, Detector, _finite, finite_list
 from cgwatch.anomaly.hst import HSTDetector
 from cgwatch.anomaly.robust import RollingMedian, robust_eps, squash
 
-__all__ = ["MADDetector", "ForecastDetector", "HSTDetector", "KINDS", "build", "restore", "model_size_bytes"]
+__all__ = ["MADDetector", "ForecastDetector", "HSTDetector", "EnsembleDetector", "KINDS", "build", "restore", "model_size_bytes"]
 
 
 class MADDetector(BaseDetector):
@@ -210,22 +210,79 @@ class ForecastDetector(BaseDetector):
             raise ValueError("windows do not match params")
 
 
+class EnsembleDetector(BaseDetector):
+    """``mad`` and ``forecast`` side by side; the score combines theirs.
+
+    ``combine="min"`` (default) scores the lower of the two, so a value is
+    anomalous only when it is far from both the robust level and the
+    forecast; ``"mean"`` averages them. None until both score. Both parts
+    share ``warmup`` and otherwise keep their default parameters.
+
+    >>> d = EnsembleDetector()
+    >>> s = [d.update(float(t), 10.0 + (t % 3)) for t in range(60)]
+    >>> s[0] is None, round(d.update(60.0, 80.0), 3)
+    (True, 1.0)
+    """
+
+    kind = "ensemble"
+    COMBINE = ("min", "mean")
+
+    def __init__(self, *, combine: str = "min", warmup: int = 10, **kw: Any) -> None:
+        super().__init__(**kw)
+        if combine not in self.COMBINE:
+            raise ValueError(f"combine must be one of {', '.join(self.COMBINE)}, not {combine!r}")
+        self.combine = combine
+        self.warmup = max(2, int(warmup))
+        self._mad = MADDetector(warmup=self.warmup, **kw)
+        self._forecast = ForecastDetector(warmup=self.warmup, **kw)
+
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments.
+
+        >>> sorted(EnsembleDetector().params())
+        ['combine', 'nonnegative', 'seed', 'warmup']
+        """
+        return {**super().params(), "combine": self.combine, "warmup": self.warmup}
+
+    def _learn(self, ts: float, value: float, last_ts: float | None) -> float | None:
+        a = self._mad.update(ts, value)
+        b = self._forecast.update(ts, value)
+        if a is None or b is None:
+            return None
+        return min(a, b) if self.combine == "min" else 0.5 * (a + b)
+
+    def _data(self) -> dict[str, Any]:
+        return {"mad": self._mad.state(), "forecast": self._forecast.state()}
+
+    def _load(self, data: dict[str, Any]) -> None:
+        mad = MADDetector.from_state(data["mad"])
+        forecast = ForecastDetector.from_state(data["forecast"])
+        if mad.params() != self._mad.params() or forecast.params() != self._forecast.params():
+            raise ValueError("parts do not match params")
+        self._mad, self._forecast = mad, forecast
+
+
 #: kind name -> class; "auto" is resolved by :func:`build`.
-KINDS: dict[str, type[BaseDetector]] = {"mad": MADDetector, "hst": HSTDetector, "forecast": ForecastDetector}
+KINDS: dict[str, type[BaseDetector]] = {
+    "mad": MADDetector,
+    "hst": HSTDetector,
+    "forecast": ForecastDetector,
+    "ensemble": EnsembleDetector,
+}
 
 #: what ``build("auto")`` makes (the lead picks the default by benchmark).
 AUTO = "mad"
 
 
 def build(kind: str = "auto", **params: Any) -> Detector:
-    """A new detector of ``kind`` (``auto``, ``mad``, ``hst``, ``forecast``); ValueError if unknown.
+    """A new detector of ``kind`` (``auto``, ``mad``, ``hst``, ``forecast``, ``ensemble``); ValueError if unknown.
 
     >>> type(build()).__name__, type(build("hst", seed=7)).__name__
     ('MADDetector', 'HSTDetector')
     >>> build("lstm")
     Traceback (most recent call last):
     ...
-    ValueError: unknown detector kind 'lstm' (auto, forecast, hst, mad)
+    ValueError: unknown detector kind 'lstm' (auto, ensemble, forecast, hst, mad)
     """
     name = AUTO if kind == "auto" else kind
     if name not in KINDS:

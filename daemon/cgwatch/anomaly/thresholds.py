@@ -2,7 +2,8 @@
 
 :class:`Thresholder` wraps a detector. A score fires when, after ``warmup``
 scored samples, it is above both the running ``q`` quantile of the scores
-before it and an absolute ``floor``; the alert then stays on until the score
+before it and an absolute ``floor`` for ``confirm`` samples in a row (or
+once, at or above ``instant``); the alert then stays on until the score
 has been below a lower mark for ``clear_after`` samples in a row, so a noisy
 anomaly gives one onset, not a flapping one. ``sensitivity`` in (0, 1] sets
 ``q = 1 - 0.01 * sensitivity`` (0.5 -> 0.995, 1 -> 0.99).
@@ -120,7 +121,11 @@ class Thresholder:
     is the least score that may fire; ``clear_floor`` (default 0.5) and the
     running ``clear_q`` quantile (default 0.95), whichever is higher but never
     above the firing mark, is the score an alert must stay below for
-    ``clear_after`` samples (default 5) to clear.
+    ``clear_after`` samples (default 5) to clear. An onset needs ``confirm``
+    consecutive samples above the firing mark (default 2), unless one scores
+    at least ``instant`` (default 0.99999, about 12 robust sigmas for
+    ``mad``/``forecast``), which fires at once. The defaults were chosen on
+    the labelled benchmark (``bench/anomaly/sweep.py``, docs/anomaly.md).
 
     >>> from cgwatch.anomaly.models import build
     >>> th = Thresholder(build("mad"), sensitivity=1.0)
@@ -144,6 +149,8 @@ class Thresholder:
         clear_floor: float = 0.5,
         clear_q: float = 0.95,
         clear_after: int = 5,
+        confirm: int = 2,
+        instant: float = 0.99999,
     ) -> None:
         if not 0.0 < sensitivity <= 1.0:
             raise ValueError(f"sensitivity must be in (0, 1], not {sensitivity}")
@@ -155,10 +162,13 @@ class Thresholder:
         self.clear_floor = float(clear_floor)
         self.clear_q = float(clear_q)
         self.clear_after = max(1, int(clear_after))
+        self.confirm = max(1, int(confirm))
+        self.instant = float(instant)
         self.scored = 0
         self.active = False
         self.last_score: float | None = None
         self._below = 0
+        self._run = 0
         self._scores = ScoreQuantile()
 
     @property
@@ -188,8 +198,9 @@ class Thresholder:
             high = max(self.floor, past.quantile(self.q))
             low = min(high, max(self.clear_floor, past.quantile(self.clear_q)))
             if not self.active:
-                if score > high:
-                    self.active, onset, self._below = True, True, 0
+                self._run = self._run + 1 if score > high else 0
+                if self._run >= self.confirm or (self._run and score >= self.instant):
+                    self.active, onset, self._below, self._run = True, True, 0, 0
             elif score < low:
                 self._below += 1
                 if self._below >= self.clear_after:
@@ -205,7 +216,7 @@ class Thresholder:
 
         >>> from cgwatch.anomaly.models import build
         >>> sorted(Thresholder(build()).state())
-        ['active', 'below', 'detector', 'kind', 'params', 'scored', 'scores', 'version']
+        ['active', 'below', 'detector', 'kind', 'params', 'run', 'scored', 'scores', 'version']
         """
         return {
             "kind": "thresholder",
@@ -217,10 +228,13 @@ class Thresholder:
                 "clear_floor": self.clear_floor,
                 "clear_q": self.clear_q,
                 "clear_after": self.clear_after,
+                "confirm": self.confirm,
+                "instant": self.instant,
             },
             "scored": self.scored,
             "active": self.active,
             "below": self._below,
+            "run": self._run,
             "scores": self._scores.state(),
             "detector": self.detector.state(),
         }
@@ -244,6 +258,7 @@ class Thresholder:
             th = cls(restore(d["detector"]), **d["params"])
             th.scored = _count(d["scored"])
             th._below = _count(d["below"])
+            th._run = _count(d.get("run", 0))
             if not isinstance(d["active"], bool):
                 raise ValueError("active must be a bool")
             th.active = d["active"]
