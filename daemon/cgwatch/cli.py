@@ -7,7 +7,6 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -129,7 +128,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .record import RecordingError, read_recording
+    from .record import RecordingError, read_recording, record_line
     from .rules.engine import Engine
 
     rules = _load_rules_or_fail(args.rules)
@@ -138,7 +137,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     n = 0
     try:
         for alert in engine.feed(read_recording(args.input)):
-            out.write(json.dumps(alert.to_json(), separators=(",", ":"), ensure_ascii=False))
+            out.write(record_line(alert))
             out.write("\n")
             n += 1
     except RecordingError as e:

@@ -120,10 +120,6 @@ class Event:
         return out
 
 
-#: alert states, in the order an alert passes through them
-ALERT_STATES = ("pending", "firing", "resolved")
-
-
 @dataclass(slots=True, frozen=True)
 class Alert:
     """A change of a rule's state for one container (DESIGN.md, "Alerts output")."""

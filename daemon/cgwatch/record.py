@@ -6,11 +6,11 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from .model import Container, Event, Sample
+from .model import Alert, Container, Event, Sample
 
 
-def record_line(item: Sample | Event) -> str:
-    """One recording line (no newline), compact and with keys in DESIGN.md order.
+def record_line(item: Sample | Event | Alert) -> str:
+    """One JSON line (no newline) of a recording or of alerts, compact, keys in DESIGN.md order.
 
     >>> from cgwatch.model import HOST
     >>> record_line(Sample(1.5, HOST, "cpu.usage_cores", 0.25))
