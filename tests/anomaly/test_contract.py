@@ -84,7 +84,7 @@ def test_ten_sigma_spike_scores_high_and_fires(kind: str, dt: float) -> None:
 def test_spike_onset_once_then_clears(kind: str) -> None:
     th = Thresholder(build(kind))
     feed(th, noise(1000))
-    out = feed(th, [(1000.0 + i, 30.0 if i % 2 == 0 else 10.0) for i in range(6)])  # a flapping anomaly
+    out = feed(th, [(1000.0 + i, 60.0 if i % 2 == 0 else 10.0) for i in range(6)])  # a flapping anomaly
     assert sum(onset for _, onset in out) == 1
     assert th.active
     out = feed(th, [(1010.0 + i, v) for i, (_, v) in enumerate(noise(200, seed=5))])

@@ -103,7 +103,7 @@ def test_forecast_rejects_bad_params() -> None:
 
 def test_mad_robust_to_five_percent_outliers_in_its_baseline() -> None:
     r = random.Random(7)
-    d = MADDetector()
+    d = MADDetector(transform="none", trim=None)   # the plain robust statistic
     for i in range(2000):
         d.update(float(i), 10.0 + (60.0 if r.random() < 0.05 else r.gauss(0.0, 1.0)))
     assert d._stats.median() == pytest.approx(10.0, abs=0.3)
@@ -115,11 +115,40 @@ def test_mad_robust_to_five_percent_outliers_in_its_baseline() -> None:
 
 
 def test_mad_mostly_flat_series_with_blips_has_a_scale() -> None:
-    d = MADDetector()
+    d = MADDetector(transform="none", trim=None)
     scores = [d.update(float(i), 1.0 if i % 10 == 0 else 0.0) for i in range(1000)]
     assert d._stats.median() == 0.0
     assert d._stats.scale() == pytest.approx(1.2533 * 0.1, rel=0.05)  # mean absolute deviation, not 0
     assert max(s for s in scores[100:] if s is not None) < 1.0
+
+
+def test_mad_defaults_take_heavy_tails_in_their_stride() -> None:
+    """Log-normal noise with rare 3-10x outliers (latencies, bytes/s): the default
+    (log scale, trimmed-RMS floor on the scale) fires far less than plain MAD, and
+    still fires at once on a drop to zero and on a 20x burst."""
+    r = random.Random(11)
+    pts = [(float(i), 5.0 * math.exp(0.4 * r.gauss(0.0, 1.0)) * (r.uniform(3, 10) if r.random() < 0.01 else 1.0))
+           for i in range(20_000)]
+    plain = Thresholder(MADDetector(transform="none", trim=None))
+    default = Thresholder(build("mad"))
+    assert onsets(default, pts) * 4 < onsets(plain, pts)
+    drop = [(20_000.0 + i, 0.0) for i in range(3)]
+    assert onsets(default, drop) == 1
+    calm = [(20_100.0 + i, 5.0 * math.exp(0.4 * r.gauss(0.0, 1.0))) for i in range(400)]
+    onsets(default, calm)
+    assert not default.active
+    assert onsets(default, [(20_600.0, 100.0), (20_601.0, 100.0)]) == 1
+
+
+def test_mad_negative_value_moves_it_to_the_raw_scale() -> None:
+    d = MADDetector()
+    for i in range(100):
+        d.update(float(i), 10.0 + i % 3)
+    assert d.scale_name == "log"
+    assert d.update(100.0, -1.0) is None or d.scale_name == "raw"
+    assert d.scale_name == "raw" and d.skipped == 0
+    again = MADDetector.from_state(json.loads(json.dumps(d.state())))
+    assert again.scale_name == "raw"
 
 
 # -- HST ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import math
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 #: The state format of every detector; bump when a state's meaning changes.
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 #: Values past this magnitude are treated as garbage, not as data.
 MAX_ABS = 1e18
@@ -136,7 +136,7 @@ class BaseDetector:
         >>> from cgwatch.anomaly.models import MADDetector
         >>> s = MADDetector().state()
         >>> s["kind"], s["version"], sorted(s)
-        ('mad', 1, ['data', 'kind', 'params', 'samples', 'skipped', 'version'])
+        ('mad', 2, ['data', 'kind', 'params', 'samples', 'skipped', 'version'])
         """
         return {
             "kind": self.kind,
@@ -155,7 +155,7 @@ class BaseDetector:
         >>> MADDetector.from_state({"kind": "mad", "version": 0})
         Traceback (most recent call last):
         ...
-        ValueError: mad state version 0, expected 1
+        ValueError: mad state version 0, expected 2
         """
         if not isinstance(d, dict):
             raise ValueError(f"{cls.kind} state must be a dict, not {type(d).__name__}")

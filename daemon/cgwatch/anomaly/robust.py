@@ -24,7 +24,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from typing import Any
 
-from cgwatch.anomaly.base import finite_list
+from cgwatch.anomaly.base import _finite, finite_list
 
 _LN2 = math.log(2.0)
 
@@ -71,12 +71,17 @@ class RollingMedian:
     (5.0, 1.671)
     """
 
-    __slots__ = ("n", "_ring", "_sorted", "_devs", "_devs_sorted")
+    __slots__ = ("n", "trim", "_ring", "_sorted", "_devs", "_devs_sorted", "_sq", "_pushes")
 
-    def __init__(self, n: int = 256) -> None:
+    def __init__(self, n: int = 256, trim: float | None = None) -> None:
         if int(n) < 1:
             raise ValueError(f"window must be at least 1, not {n}")
+        if trim is not None and not 0.0 <= float(trim) < 0.5:
+            raise ValueError(f"trim must be in [0, 0.5), not {trim}")
         self.n = int(n)
+        self.trim = None if trim is None else float(trim)
+        self._sq = 0.0       # sum of the squared deviations in the window
+        self._pushes = 0
         self._ring: deque[float] = deque()
         self._sorted: list[float] = []
         self._devs: deque[float] = deque()
@@ -95,7 +100,13 @@ class RollingMedian:
         """
         dev = abs(x - self.median()) if self._ring else 0.0
         _push(self._ring, self._sorted, x, self.n)
-        _push(self._devs, self._devs_sorted, dev, self.n)
+        old = _push(self._devs, self._devs_sorted, dev, self.n)
+        if self.trim is not None:
+            self._pushes += 1
+            if self._pushes % self.n == 0:   # recount now and then: no drift from float rounding
+                self._sq = math.fsum(d * d for d in self._devs)
+            else:
+                self._sq += dev * dev - (0.0 if old is None else old * old)
 
     def median(self) -> float:
         """The upper median of the window (0.0 when empty).
@@ -109,16 +120,31 @@ class RollingMedian:
     def scale(self) -> float:
         """A robust standard deviation: 1.4826 x MAD, else 1.2533 x mean absolute deviation.
 
+        With ``trim``, never less than the root mean square of the deviations
+        once the largest ``trim`` share of them is left out: where the tails
+        are heavier than a normal's, the scale widens to what the series
+        really does, so its everyday excursions are not news, while the few
+        most extreme values (the anomalies) still cannot inflate it.
+
         >>> RollingMedian().scale()
         0.0
+        >>> r, t = RollingMedian(100), RollingMedian(100, trim=0.01)
+        >>> for i in range(100):
+        ...     x = 50.0 if i % 10 == 0 else float(i % 3)   # every tenth value far out
+        ...     r.add(x); t.add(x)
+        >>> round(r.scale(), 2), round(t.scale(), 2)
+        (1.48, 15.56)
         """
         d = self._devs_sorted
         if not d:
             return 0.0
         mad = d[len(d) // 2]
-        if mad > 0.0:
-            return MAD_TO_SIGMA * mad
-        return MEANAD_TO_SIGMA * math.fsum(d) / len(d)
+        base = MAD_TO_SIGMA * mad if mad > 0.0 else MEANAD_TO_SIGMA * math.fsum(d) / len(d)
+        if self.trim is None:
+            return base
+        cut = int(self.trim * len(d))
+        sq = self._sq - math.fsum(x * x for x in d[len(d) - cut:]) if cut else self._sq
+        return max(base, math.sqrt(max(sq, 0.0) / (len(d) - cut)))
 
     def z(self, x: float) -> float:
         """Signed distance of ``x`` from the median in robust sigmas (scale floored by :func:`robust_eps`).
@@ -137,9 +163,12 @@ class RollingMedian:
 
         >>> r = RollingMedian(4); r.add(1.0)
         >>> r.state()
-        {'n': 4, 'values': [1.0], 'devs': [0.0]}
+        {'n': 4, 'trim': None, 'values': [1.0], 'devs': [0.0]}
         """
-        return {"n": self.n, "values": list(self._ring), "devs": list(self._devs)}
+        out: dict[str, Any] = {"n": self.n, "trim": self.trim, "values": list(self._ring), "devs": list(self._devs)}
+        if self.trim is not None:
+            out["sq"], out["pushes"] = self._sq, self._pushes
+        return out
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> RollingMedian:
@@ -151,7 +180,8 @@ class RollingMedian:
         n = d["n"]
         if isinstance(n, bool) or not isinstance(n, int):
             raise ValueError(f"window must be an int, not {n!r}")
-        r = cls(n)
+        trim = d.get("trim")
+        r = cls(n, None if trim is None else _finite(trim))
         values = finite_list(d["values"], r.n)
         devs = finite_list(d["devs"], r.n)
         if len(values) != len(devs) or any(x < 0 for x in devs):
@@ -160,12 +190,20 @@ class RollingMedian:
         r._sorted = sorted(values)
         r._devs.extend(devs)
         r._devs_sorted = sorted(devs)
+        if r.trim is not None:
+            r._sq = _finite(d["sq"])
+            r._pushes = d["pushes"]
+            if r._sq < 0 or isinstance(r._pushes, bool) or not isinstance(r._pushes, int) or r._pushes < 0:
+                raise ValueError("bad window sums")
         return r
 
 
-def _push(ring: deque[float], ordered: list[float], x: float, n: int) -> None:
+def _push(ring: deque[float], ordered: list[float], x: float, n: int) -> float | None:
+    """Add ``x``; return the value that fell out of the window, if one did."""
     ring.append(x)
     insort(ordered, x)
     if len(ring) > n:
         old = ring.popleft()
         del ordered[bisect_left(ordered, old)]
+        return old
+    return None
