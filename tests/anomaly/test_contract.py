@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from cgwatch.anomaly import KINDS, Detector, Thresholder, build, model_size_bytes, restore
+from cgwatch.anomaly import KINDS, SCALAR_KINDS, Detector, Thresholder, build, model_size_bytes, restore
 
-ALL = sorted(KINDS)
+ALL = sorted(SCALAR_KINDS)   # joint has its own checks (tests/anomaly/test_joint.py)
 
 
 def noise(n: int, seed: int = 1, mu: float = 10.0, sigma: float = 1.0, dt: float = 1.0) -> list[tuple[float, float]]:

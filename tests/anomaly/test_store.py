@@ -14,10 +14,10 @@ import pytest
 
 from cgwatch.anomaly import store
 from cgwatch.anomaly.baselines import Baselines, ModelSpec
-from cgwatch.anomaly.models import KINDS
+from cgwatch.anomaly.models import SCALAR_KINDS
 from cgwatch.anomaly.store import FORMAT_VERSION, LoadResult, Saver, load, save
 
-KEYS = [(f"rule-{kind}", f"ctr-{i}", "cpu.usage_cores") for kind in sorted(KINDS) for i in range(2)]
+KEYS = [(f"rule-{kind}", f"ctr-{i}", "cpu.usage_cores") for kind in sorted(SCALAR_KINDS) for i in range(2)]
 
 
 def series(n: int, seed: int, start: int = 0) -> list[tuple[float, float]]:
@@ -65,7 +65,7 @@ def test_round_trip_gives_same_scores(path: Path) -> None:
         out_back = [back.update(ts, v) for ts, v in nxt]
         assert out_back == out_orig
         assert any(s is not None for s, _ in out_orig)
-    assert kinds_seen == set(KINDS)
+    assert kinds_seen == set(SCALAR_KINDS)
 
 
 def test_header_and_last_use_kept_in_order(path: Path) -> None:

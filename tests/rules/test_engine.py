@@ -222,3 +222,52 @@ def test_bad_values_do_not_poison_the_baseline(tmp_path):
     assert list(e.feed(series(WEB, "cpu.usage_cores", values))) == []
     model = e.baselines.peek(("cpu-baseline", WEB.id, "cpu.usage_cores"))
     assert model is not None and model.skipped == 5
+
+
+JOINT = """
+rules:
+  - name: cpu-and-memory
+    anomaly: {metrics: [cpu.usage_cores, mem.usage_bytes]}
+    severity: warning
+"""
+
+
+def both(n: int, cpu: list[float], mem: list[float], c=WEB):
+    out = []
+    for i in range(n):
+        out.append(Sample(float(i), c, "cpu.usage_cores", cpu[i]))
+        out.append(Sample(float(i), c, "mem.usage_bytes", mem[i]))
+    return out
+
+
+def test_a_joint_rule_keeps_one_model_fed_whole_vectors(tmp_path):
+    rules = rules_from(tmp_path, JOINT)
+    e = Engine(rules)
+    mem = [1e8 * (1 + 0.01 * ((i * 3) % 7 - 3)) for i in range(400)]
+    assert list(e.feed(both(400, wavy(400), mem))) == []
+    assert list(e.baselines.keys()) == [("cpu-and-memory", WEB.id, "cpu.usage_cores+mem.usage_bytes")]
+    model = e.baselines.peek(("cpu-and-memory", WEB.id, "cpu.usage_cores+mem.usage_bytes"))
+    assert model is not None and model.detector.samples == 400    # one vector per time, not per sample
+    # memory alone jumps: the joint model fires once and resolves after
+    jump = both(3, [0.5] * 3, [3e8] * 3)
+    calm = both(60, wavy(60), mem[:60])
+    items = [Sample(s.ts + 400, s.container, s.metric, s.value) for s in jump]
+    items += [Sample(s.ts + 403, s.container, s.metric, s.value) for s in calm]
+    alerts = list(e.feed(items))
+    assert [(a.rule, a.state) for a in alerts] == [("cpu-and-memory", "firing"), ("cpu-and-memory", "resolved")]
+    assert alerts[0].ts == 400.0      # 3x the usual memory: past the instant mark, no second sample needed
+
+
+def test_a_joint_rule_waits_for_every_metric(tmp_path):
+    rules = rules_from(tmp_path, JOINT)
+    e = Engine(rules)
+    assert list(e.feed(series(WEB, "cpu.usage_cores", wavy(100)))) == []
+    assert len(e.baselines) == 0     # no memory samples: nothing to learn
+
+
+def test_a_joint_rule_over_too_many_metrics_is_a_load_error(tmp_path):
+    from cgwatch.rules.load import load
+    p = tmp_path / "r.yaml"
+    p.write_text("rules:\n  - name: x\n    severity: info\n    anomaly: {metrics: [a.b, c.d, e.f, g.h, i.j]}\n")
+    errs = [str(x) for x in load([p]).errors]
+    assert len(errs) == 1 and ":4:" in errs[0] and "at most 4 metrics" in errs[0]

@@ -1,7 +1,8 @@
 """Anomaly detection: one streaming model per container x metric.
 
 - :mod:`~cgwatch.anomaly.base`: the :class:`Detector` contract and the input guard.
-- :mod:`~cgwatch.anomaly.models`: the kinds (``mad``, ``hst``, ``forecast``), ``build``, ``restore``.
+- :mod:`~cgwatch.anomaly.models`: the kinds (``mad``, ``hst``, ``forecast``, ``ensemble``), ``build``, ``restore``.
+- :mod:`~cgwatch.anomaly.joint`: ``joint``, one model over several metrics (``metrics: [a, b]``).
 - :mod:`~cgwatch.anomaly.thresholds`: :class:`Thresholder`, scores to alert onsets.
 
 Examples
@@ -13,7 +14,7 @@ Examples
 """
 
 from cgwatch.anomaly.base import Detector
-from cgwatch.anomaly.models import KINDS, build, model_size_bytes, restore
+from cgwatch.anomaly.models import KINDS, SCALAR_KINDS, build, model_size_bytes, restore
 from cgwatch.anomaly.thresholds import Thresholder
 
-__all__ = ["Detector", "KINDS", "Thresholder", "build", "model_size_bytes", "restore"]
+__all__ = ["Detector", "KINDS", "SCALAR_KINDS", "Thresholder", "build", "model_size_bytes", "restore"]

@@ -89,6 +89,16 @@ class BaseDetector:
         """
         return self._samples
 
+    @property
+    def last_ts(self) -> float | None:
+        """The time of the last value learnt (None before the first).
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> d = MADDetector(); _ = d.update(5.0, 1.0); d.last_ts
+        5.0
+        """
+        return self._last_ts
+
     def update(self, ts: float, value: float) -> float | None:
         """Learn ``value`` seen at ``ts`` and return its score, or None.
 
@@ -98,18 +108,11 @@ class BaseDetector:
         """
         try:
             ts = float(ts)
-            value = float(value)
         except (TypeError, ValueError, OverflowError):
-            self.skipped += 1
-            return None
+            ts = math.nan
         last = self._last_ts
-        if (
-            not math.isfinite(ts)
-            or (last is not None and ts <= last)
-            or not math.isfinite(value)
-            or abs(value) > MAX_ABS
-            or (self.nonnegative and value < 0.0)
-        ):
+        value = self._clean(value)
+        if value is None or not math.isfinite(ts) or (last is not None and ts <= last):
             self.skipped += 1
             return None
         self._last_ts = ts
@@ -120,6 +123,22 @@ class BaseDetector:
         if not math.isfinite(score):  # never expected; never let it out
             return 1.0 if score > 0 else 0.0
         return min(1.0, max(0.0, score))
+
+    def _clean(self, value: Any) -> Any:
+        """``value`` as the float a model may learn, or None if it must be skipped.
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> d = MADDetector(nonnegative=True)
+        >>> d._clean("2"), d._clean(-1.0), d._clean(float("inf")), d._clean(1e300)
+        (2.0, None, None, None)
+        """
+        try:
+            x = float(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if not math.isfinite(x) or abs(x) > MAX_ABS or (self.nonnegative and x < 0.0):
+            return None
+        return x
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this detector empty.

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .models import KINDS, build
+from .models import SCALAR_KINDS, build
 from .thresholds import Thresholder
 
 log = logging.getLogger("cgwatch.anomaly")
@@ -43,19 +43,25 @@ class ModelSpec:
     kind: str = "auto"
     sensitivity: float | None = None
     warmup: int | None = None
+    dims: int = 1
+    """How many metrics the model learns together; more than one makes a ``joint`` model."""
 
     def build(self) -> Thresholder:
         """A fresh, untrained model.
 
         >>> ModelSpec("mad", sensitivity=1.0).build().update(0.0, 1.0)
         (None, False)
+        >>> ModelSpec(dims=2).build().detector.kind
+        'joint'
         """
-        kind = self.kind if self.kind in KINDS or self.kind == "auto" else "auto"
         kw: dict[str, float | int] = {}
         if self.sensitivity is not None:
             kw["sensitivity"] = self.sensitivity
         if self.warmup is not None:
             kw["warmup"] = self.warmup
+        if self.dims > 1:
+            return Thresholder(build("joint", dims=self.dims), **kw)  # type: ignore[arg-type]
+        kind = self.kind if self.kind in SCALAR_KINDS or self.kind == "auto" else "auto"
         return Thresholder(build(kind), **kw)  # type: ignore[arg-type]
 
 
@@ -86,9 +92,11 @@ class Baselines:
             self._models[key] = (hit[0], now)
             self._models.move_to_end(key)
             return hit[0]
-        if spec.kind not in KINDS and spec.kind != "auto" and spec.kind not in self._warned_kinds:
+        if spec.dims == 1 and spec.kind not in SCALAR_KINDS and spec.kind != "auto" \
+                and spec.kind not in self._warned_kinds:
             self._warned_kinds.add(spec.kind)
-            log.warning("anomaly model %r is unknown (known: auto, %s); using auto", spec.kind, ", ".join(KINDS))
+            log.warning("anomaly model %r is unknown (known: auto, %s); using auto", spec.kind,
+                        ", ".join(SCALAR_KINDS))
         model = spec.build()
         self._models[key] = (model, now)
         while len(self._models) > self.max_models:

@@ -24,108 +24,16 @@ Examples
 
 from __future__ import annotations
 
-import math
 import pickle
 from typing import Any
 
 from cgwatch.anomaly.base import BaseDetector, Detector, _finite, finite_list
 from cgwatch.anomaly.hst import HSTDetector
+from cgwatch.anomaly.joint import JointDetector
+from cgwatch.anomaly.mad import MADDetector
 from cgwatch.anomaly.robust import RollingMedian, robust_eps, squash
 
-__all__ = ["MADDetector", "ForecastDetector", "HSTDetector", "EnsembleDetector", "KINDS", "build", "restore", "model_size_bytes"]
-
-
-class MADDetector(BaseDetector):
-    """Robust streaming z-score: distance from the rolling median in robust sigmas.
-
-    Parameters: ``window`` values kept (default 256), ``warmup`` values before
-    the first score (default 10), ``half`` the z scoring 0.5 (default 3),
-    ``trim`` (default 0.01): the scale is at least the RMS deviation of all
-    but the largest 1 % (see :meth:`RollingMedian.scale`; None for plain
-    1.4826 x MAD),
-    ``transform``: ``"log"`` (the default) scores ``log(x + c)`` with ``c`` 1 %
-    of the series' long-run mean, ``"none"`` the raw value.
-
-    Why log by default: container metrics are rates, bytes and latencies —
-    non-negative, multiplicative, heavy-tailed. On the log scale their noise
-    is close to symmetric and a doubling means the same at any level, so the
-    everyday tail stops looking anomalous while a drop to zero (a crash, a
-    stuck exporter) stands out. It was chosen by the benchmark
-    (docs/anomaly.md). A negative value cannot be logged: the first one
-    switches the detector to the raw scale for good, and it learns afresh.
-
-    >>> d = MADDetector(warmup=3)
-    >>> [d.update(t, 1.0) for t in range(4)]
-    [None, None, None, 0.0]
-    >>> d = MADDetector()
-    >>> s = [d.update(t, 100.0 + t % 7) for t in range(100)]
-    >>> round(d.update(100, 0.0), 3), d.scale_name      # a drop to zero
-    (1.0, 'log')
-    >>> _ = d.update(101, -5.0); d.scale_name
-    'raw'
-    """
-
-    kind = "mad"
-    TRANSFORMS = ("log", "none")
-    #: ``c`` of ``log(x + c)`` as a share of the long-run mean, and that mean's memory in samples
-    OFFSET = 0.01
-    MEAN_SAMPLES = 500.0
-
-    def __init__(self, *, window: int = 256, warmup: int = 10, half: float = 3.0, trim: float | None = 0.01,
-                 transform: str = "log", **kw: Any) -> None:
-        super().__init__(**kw)
-        if transform not in self.TRANSFORMS:
-            raise ValueError(f"transform must be one of {', '.join(self.TRANSFORMS)}, not {transform!r}")
-        self.window = int(window)
-        self.warmup = max(1, int(warmup))
-        self.half = float(half)
-        self.trim = None if trim is None else float(trim)
-        self.transform = transform
-        self._stats = RollingMedian(self.window, self.trim)
-        self._mean: float | None = None
-        self._log = transform == "log"
-
-    def params(self) -> dict[str, Any]:
-        """Constructor arguments.
-
-        >>> sorted(MADDetector().params())
-        ['half', 'nonnegative', 'seed', 'transform', 'trim', 'warmup', 'window']
-        """
-        return {**super().params(), "window": self.window, "warmup": self.warmup, "half": self.half,
-                "trim": self.trim, "transform": self.transform}
-
-    def _learn(self, ts: float, value: float, last_ts: float | None) -> float | None:
-        if self._log:
-            if value < 0.0:   # not a non-negative series after all: start over on the raw scale
-                self._log = False
-                self._stats = RollingMedian(self.window, self.trim)
-            else:   # the long-run mean: a plain average at first, then exponential
-                m = self._mean
-                w = 1.0 / min(self._samples + 1, self.MEAN_SAMPLES)
-                m = self._mean = value if m is None else m + (value - m) * w
-                value = math.log(value + self.OFFSET * m + 1e-12)
-        stats = self._stats
-        score = squash(abs(stats.z(value)), self.half) if len(stats) >= self.warmup else None
-        stats.add(value)
-        return score
-
-    def _data(self) -> dict[str, Any]:
-        return {"stats": self._stats.state(), "mean": self._mean, "log": self._log}
-
-    def _load(self, data: dict[str, Any]) -> None:
-        stats = RollingMedian.from_state(data["stats"])
-        if stats.n != self.window or stats.trim != self.trim:
-            raise ValueError("window does not match params")
-        self._stats = stats
-        self._mean = None if data["mean"] is None else _finite(data["mean"])
-        if not isinstance(data["log"], bool) or (data["log"] and self.transform != "log"):
-            raise ValueError("log flag does not match params")
-        self._log = data["log"]
-
-    @property
-    def scale_name(self) -> str:
-        """The scale it scores on now: ``log`` or ``raw``."""
-        return "log" if self._log else "raw"
+__all__ = ["MADDetector", "ForecastDetector", "HSTDetector", "EnsembleDetector", "JointDetector", "KINDS", "SCALAR_KINDS", "build", "restore", "model_size_bytes"]
 
 
 class ForecastDetector(BaseDetector):
@@ -315,7 +223,11 @@ KINDS: dict[str, type[BaseDetector]] = {
     "hst": HSTDetector,
     "forecast": ForecastDetector,
     "ensemble": EnsembleDetector,
+    "joint": JointDetector,
 }
+
+#: the kinds that learn one value at a time (``joint`` learns a vector per sample time)
+SCALAR_KINDS = tuple(k for k in KINDS if k != "joint")
 
 #: what ``build("auto")`` makes (the lead picks the default by benchmark).
 AUTO = "mad"
@@ -329,7 +241,7 @@ def build(kind: str = "auto", **params: Any) -> Detector:
     >>> build("lstm")
     Traceback (most recent call last):
     ...
-    ValueError: unknown detector kind 'lstm' (auto, ensemble, forecast, hst, mad)
+    ValueError: unknown detector kind 'lstm' (auto, ensemble, forecast, hst, joint, mad)
     """
     name = AUTO if kind == "auto" else kind
     if name not in KINDS:

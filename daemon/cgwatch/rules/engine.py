@@ -14,11 +14,13 @@ Evaluation follows Prometheus:
 - A metric without a sample in the last ``stale_after`` seconds has no value,
   and a condition that reads a missing value is false.
 - An event rule fires once per matching event; it has no resolution.
-- An anomaly rule keeps one model per container × metric (see
-  :mod:`cgwatch.anomaly`); its condition holds while a model's thresholder
-  says the container is anomalous, and ``for:`` applies as for thresholds.
-  Every model's latest score is also the metric ``anomaly.score`` (the
-  highest of the container's models), so an expression can combine it.
+- An anomaly rule keeps one model per container (see :mod:`cgwatch.anomaly`):
+  a model of its one ``metric``, learning every sample, or a ``joint`` model
+  of its ``metrics``, learning each container's vector once every metric in it
+  has a fresh value. Its condition holds while the model's thresholder says
+  the container is anomalous, and ``for:`` applies as for thresholds. The
+  latest score is also the metric ``anomaly.score`` (the highest of the
+  container's models at that time), so an expression can combine it.
 - ``container_stop`` resolves everything firing for that container.
 
 Cost follows what changed: rules are indexed by the metrics they read, a
@@ -137,6 +139,7 @@ class Engine:
         self.stale_after = stale_after
         self.baselines = Baselines() if baselines is None else baselines
         self._specs: dict[int, ModelSpec] = {}
+        self._joint: dict[int, str] = {}   # joint anomaly rule index -> its model's metric key ("a+b")
         self._learn: dict[str, tuple[int, ...]] = {}
         self._by_metric: dict[str, tuple[int, ...]] = {}
         self._by_event: dict[str, tuple[int, ...]] = {}
@@ -153,10 +156,16 @@ class Engine:
                 by_event.setdefault(r.event, []).append(i)
             elif r.anomaly is not None:
                 a = r.anomaly
-                self._specs[i] = ModelSpec(a.model, a.sensitivity, a.warmup)
+                self._specs[i] = ModelSpec(a.model, a.sensitivity, a.warmup, len(a.metrics))
+                if len(a.metrics) > 1:
+                    self._joint[i] = "+".join(a.metrics)
+                    if a.model not in ("auto", "mad", "joint"):
+                        log.warning("rule %s: a joint model (metrics: [%s]) is made of mad parts; "
+                                    "model %r is not used", r.name, ", ".join(a.metrics), a.model)
                 for m in a.metrics:
                     by_metric.setdefault(m, []).append(i)
-        self._learn = {m: tuple(i for i in v if i in self._specs) for m, v in by_metric.items()}
+        self._learn = {m: tuple(i for i in v if i in self._specs and i not in self._joint)
+                       for m, v in by_metric.items()}
         self._learn = {m: v for m, v in self._learn.items() if v}
         self._by_metric = {m: tuple(v) for m, v in by_metric.items()}
         self._by_event = {k: tuple(v) for k, v in by_event.items()}
@@ -201,6 +210,30 @@ class Engine:
         if best is not None and "anomaly.score" in self._by_metric:
             ser.push("anomaly.score", s.ts, best)
 
+    def _feed_joint(self, i: int, ser: Series, now: float) -> None:
+        """Teach a joint model the container's latest vector, once every metric
+        in it has a value newer than the last vector learnt."""
+        r = self.rules[i]
+        sel = ser.selected.get(i)
+        if sel is None:
+            sel = ser.selected[i] = r.select.matches(ser.container)
+        if not sel:
+            return
+        key = (r.name, ser.container.id, self._joint[i])
+        model = self.baselines.peek(key)
+        fed = None if model is None else model.detector.last_ts
+        values, ts = [], None
+        for m in r.anomaly.metrics:
+            got = ser._last.get(m)
+            if got is None or (fed is not None and got[0] <= fed) or now - got[0] > self.stale_after:
+                return
+            values.append(got[1])
+            ts = got[0] if ts is None else max(ts, got[0])
+        model = self.baselines.get(key, self._specs[i], now)
+        score, _ = model.update(ts, values)
+        if score is not None and "anomaly.score" in self._by_metric:
+            ser.push("anomaly.score", ts, score)
+
     def push_event(self, e: Event) -> list[Alert]:
         """Evaluate the event rules for one event (and resolve on container_stop)."""
         out: list[Alert] = []
@@ -233,6 +266,12 @@ class Engine:
             todo: set[int] = set()
             for m in ser.dirty:
                 todo.update(self._by_metric[m])
+            if self._joint:
+                for i in sorted(todo):
+                    if i in self._joint:
+                        self._feed_joint(i, ser, now)
+                if "anomaly.score" in ser.dirty:
+                    todo.update(self._by_metric["anomaly.score"])
             ser.dirty.clear()
             for i in sorted(todo):
                 done.add((i, cid))
@@ -271,7 +310,7 @@ class Engine:
             return
         key = (i, ser.container.id)
         if r.anomaly is not None:
-            holds, value = self._anomalous(r, ser)
+            holds, value = self._anomalous(i, ser)
         else:
             holds = r.expr.evaluate(ser, now)
             value = r.expr.value(ser, now) if holds else None
@@ -291,19 +330,13 @@ class Engine:
                     value = r.expr.value(ser, now)   # stale data has none: keep the last one seen
                 out.append(self._alert(r, ser.container, now, "resolved", st[2] if value is None else value))
 
-    def _anomalous(self, r: Any, ser: Series) -> tuple[bool, float | None]:
-        """Whether any of the rule's models for this container is alerting,
-        and the highest latest score among them."""
-        active, best = False, None
-        for m in r.anomaly.metrics:
-            model = self.baselines.peek((r.name, ser.container.id, m))
-            if model is None:
-                continue
-            active = active or model.active
-            score = model.last_score
-            if score is not None and (best is None or score > best):
-                best = score
-        return active, best
+    def _anomalous(self, i: int, ser: Series) -> tuple[bool, float | None]:
+        """Whether the rule's model for this container is alerting, and its latest score."""
+        r = self.rules[i]
+        model = self.baselines.peek((r.name, ser.container.id, self._joint.get(i) or r.anomaly.metrics[0]))
+        if model is None:
+            return False, None
+        return model.active, model.last_score
 
     def _stop(self, c: Container, ts: float) -> list[Alert]:
         out = []

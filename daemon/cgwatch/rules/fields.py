@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ..anomaly.joint import MAX_DIMS
 from ..units import parse_duration
 from .document import RuleError, Source, compose
 from .expr import FUNCTIONS
@@ -305,6 +306,9 @@ class FileReader:
                 self.error(item, f"anomaly.metrics: '{name}' is listed twice")
             else:
                 names.append(name)
+        if len(names) > MAX_DIMS:
+            self.error(f["metrics"][1], f"a joint model learns at most {MAX_DIMS} metrics, not {len(names)} "
+                                        "(write several rules)")
         out["metrics"] = tuple(names)
         if "model" in f:
             model = self.text(f["model"][1], "anomaly.model")
