@@ -1,0 +1,301 @@
+"""The daemon's config file (``/etc/cgwatch/config.yaml``), read into a typed :class:`Config`.
+
+Every mistake is a :class:`ConfigError` whose text is one line,
+``FILE:LINE:COL: key.path: message``, placed on the offending key or value.
+The file is composed into YAML nodes first (aliases refused, duplicate keys
+refused, via :mod:`cgwatch.rules.document`), then validated with pydantic
+(unknown keys refused); a pydantic error's ``loc`` is walked back to its node.
+
+Keys and defaults (no file at all means all defaults):
+
+``interval`` (``1s``) · ``rules`` (files, directories or globs, relative to
+the config file; default the shipped pack: ``rules/`` beside the package in a
+source checkout, else ``/usr/share/cgwatch/rules``) · ``state_dir``
+(``/var/lib/cgwatch``) · ``listen`` (``127.0.0.1:9477``) · ``host`` (this
+host's name) · ``collectors`` (source name -> true/false, all on by default;
+names: cpu, proc, mem, net, cgroupfs, and exit_codes) · ``notify`` (sink name
+-> ``{type: ..., ...}``; default ``{journal: {type: journald}}``, since the
+daemon runs under systemd; ``notify: {}`` sends nothing).
+
+A sink's secret keys (webhook ``url``/``secret``, slack ``url``) may instead be
+``KEY_file: PATH`` (read at load, trailing newline dropped) or
+``KEY_env: VARIABLE``. No secret value ever appears in an error.
+
+>>> cfg = load_config(None)
+>>> cfg.interval, cfg.listen, list(cfg.notify), cfg.notify["journal"].type
+(1.0, '127.0.0.1:9477', ['journal'], 'journald')
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .rules.document import RuleError, Source, compose, read_source
+from .sinks.base import SINKS, Duration, SinkConfig, sink_class
+from .sources import SOURCES
+
+DEFAULT_PATH = "/etc/cgwatch/config.yaml"
+SYSTEM_RULES = "/usr/share/cgwatch/rules"
+COLLECTORS = (*SOURCES, "exit_codes")
+_TAG = "tag:yaml.org,2002:"
+_CONSTRUCT = yaml.constructor.SafeConstructor()
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_LISTEN = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})\Z")
+
+
+class ConfigError(Exception):
+    """A mistake in the config file; ``str()`` is ``FILE:LINE:COL: message`` on one line.
+
+    >>> str(ConfigError("c.yaml", 7, 5, "notify.ops.url: not an http(s) URL"))
+    'c.yaml:7:5: notify.ops.url: not an http(s) URL'
+    """
+
+    def __init__(self, file: str, line: int, col: int, message: str) -> None:
+        self.file, self.line, self.col, self.message = file, line, col, " ".join(message.split())
+        super().__init__(f"{file}:{line}:{col}: {self.message}")
+
+
+def default_rules() -> list[str]:
+    """The shipped rule pack: ``rules/`` of a source checkout, else the system copy."""
+    here = Path(__file__).resolve().parents[2] / "rules"
+    return [str(here)] if (here / "default.yaml").is_file() else [SYSTEM_RULES]
+
+
+def default_notify() -> dict[str, SinkConfig]:
+    """Alerts go to the journal unless the file says otherwise."""
+    return {"journal": sink_class("journald").Config(type="journald")}
+
+
+class Config(BaseModel):
+    """The whole config file, typed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    interval: Duration = Field(1.0, gt=0)
+    rules: list[str] = Field(default_factory=default_rules)
+    state_dir: str = "/var/lib/cgwatch"
+    listen: str = "127.0.0.1:9477"
+    host: str = Field(default_factory=socket.gethostname, min_length=1)
+    notify: dict[str, SinkConfig] = Field(default_factory=default_notify)
+    collectors: dict[str, bool] = {}
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        m = _LISTEN.match(v)
+        if not m or not 0 < int(m.group(1)) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9477")
+        return v
+
+    @field_validator("collectors")
+    @classmethod
+    def _collectors(cls, v: dict[str, bool]) -> dict[str, bool]:
+        for name in v:
+            if name not in COLLECTORS:
+                raise ValueError(f"unknown collector '{name}' ({_hint(name, COLLECTORS)})")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, v: list[str]) -> list[str]:
+        if not v or not all(v):
+            raise ValueError("must name at least one rule file, directory or glob")
+        return v
+
+    def sources(self) -> list[str]:
+        """The sources to load (``collect.open_collector``'s names).
+
+        >>> Config(collectors={"net": False}, host="h").sources()
+        ['cpu', 'proc', 'mem', 'cgroupfs']
+        """
+        return [n for n in SOURCES if self.collectors.get(n, True)]
+
+    @property
+    def exit_codes(self) -> bool:
+        """Whether exit codes are collected (``open_collector(exit_codes=...)``)."""
+        return self.collectors.get("exit_codes", True)
+
+
+def _hint(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(known)}"
+
+
+class _Reader:
+    """One file's nodes turned into plain values, remembering where each came from."""
+
+    def __init__(self, src: Source) -> None:
+        self.src = src
+        #: path tuple -> (key node or None, value node)
+        self.marks: dict[tuple[Any, ...], tuple[Node | None, Node]] = {}
+
+    def fail(self, node: Node, message: str) -> ConfigError:
+        e: RuleError = self.src.at(node, message)
+        return ConfigError(e.file, e.line, e.col, message)
+
+    def at(self, loc: tuple[Any, ...], message: str, key: bool = False) -> ConfigError:
+        """An error at the deepest node ``loc`` reaches (its key node if ``key``)."""
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.marks:
+                k, v = self.marks[loc[:n]]
+                return self.fail(k if (key or n < len(loc)) and k is not None else v, message)
+        return ConfigError(self.src.name, 1, 1, message)
+
+    def plain(self, node: Node, path: tuple[Any, ...] = (), key: Node | None = None) -> Any:
+        self.marks[path] = (key, node)
+        where = _dotted(path)
+        if isinstance(node, MappingNode):
+            out: dict[str, Any] = {}
+            first: dict[str, Node] = {}
+            for k, v in node.value:
+                if not isinstance(k, ScalarNode) or k.tag != _TAG + "str":
+                    raise self.fail(k, f"{where + ': ' if where else ''}keys must be strings")
+                if k.value in first:
+                    line = first[k.value].start_mark.line + 1
+                    raise self.fail(k, f"{_dotted((*path, k.value))}: duplicate key (first at line {line})")
+                first[k.value] = k
+                out[k.value] = self.plain(v, (*path, k.value), k)
+            return out
+        if isinstance(node, SequenceNode):
+            return [self.plain(v, (*path, i)) for i, v in enumerate(node.value)]
+        if node.tag in (_TAG + "str", _TAG + "timestamp"):
+            return node.value
+        if node.tag in (_TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"):
+            return _CONSTRUCT.construct_object(node)
+        raise self.fail(node, f"{where}: values tagged {node.tag.replace(_TAG, '!!')} are not allowed")
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """``notify.ops.url``; list positions as ``rules[1]``.
+
+    >>> _dotted(("notify", "ops", "url")), _dotted(("rules", 1))
+    ('notify.ops.url', 'rules[1]')
+    """
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _from_pydantic(r: _Reader, e: ValidationError, prefix: tuple[Any, ...], fields: list[str]) -> ConfigError:
+    """The first pydantic error, placed on its node; ``fields`` feed "did you mean"."""
+    errors = e.errors(include_input=False, include_url=False)
+    err = min(errors, key=lambda x: x["type"] != "extra_forbidden")    # a typo explains a missing key
+    loc = (*prefix, *err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return r.at(loc, f"{_dotted(loc[:-1]) + ': ' if loc[:-1] else ''}unknown key '{loc[-1]}' "
+                         f"({_hint(str(loc[-1]), fields)})", key=True)
+    if err["type"] == "missing":
+        return r.at(loc[:-1], f"{_dotted(loc[:-1]) + ': ' if loc[:-1] else ''}missing key '{loc[-1]}'", key=True)
+    return r.at(loc, f"{_dotted(loc)}: {msg}")
+
+
+def _secrets(r: _Reader, name: str, entry: dict[str, Any], cls: type[SinkConfig]) -> None:
+    """Replace ``KEY_file`` / ``KEY_env`` by ``KEY`` in one sink's entry, in place."""
+    for key in cls.SECRETS:
+        given = [k for k in (key, f"{key}_file", f"{key}_env") if k in entry]
+        if len(given) > 1:
+            raise r.at(("notify", name, given[1]), f"notify.{name}: give only one of {', '.join(given)}", key=True)
+        if not given or given[0] == key:
+            continue
+        how, loc = given[0], ("notify", name, given[0])
+        ref = entry.pop(how)
+        if not isinstance(ref, str) or not ref:
+            raise r.at(loc, f"{_dotted(loc)}: must be a {'file name' if how.endswith('_file') else 'variable name'}")
+        if how.endswith("_file"):
+            try:
+                value = Path(ref).read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as ex:
+                raise r.at(loc, f"{_dotted(loc)}: cannot read {ref}: "
+                                f"{getattr(ex, 'strerror', None) or 'not UTF-8 text'}") from None
+            if not value.strip():
+                raise r.at(loc, f"{_dotted(loc)}: {ref} is empty")
+        else:
+            value = os.environ.get(ref, "")
+            if not value:
+                raise r.at(loc, f"{_dotted(loc)}: environment variable {ref} is not set (or empty)")
+        entry[key] = value
+        r.marks[("notify", name, key)] = r.marks[loc]
+
+
+def _notify(r: _Reader, raw: Any) -> dict[str, SinkConfig]:
+    if not isinstance(raw, dict):
+        raise r.at(("notify",), "notify: must be a mapping of sink name to {type: ...}")
+    out: dict[str, SinkConfig] = {}
+    for name, entry in raw.items():
+        loc = ("notify", name)
+        if not _NAME.match(name):
+            raise r.at(loc, f"notify: sink name '{name}' must be letters, digits, '_', '.' or '-'", key=True)
+        if not isinstance(entry, dict):
+            raise r.at(loc, f"notify.{name}: must be a mapping with a 'type' key")
+        kind = entry.get("type")
+        if kind is None:
+            raise r.at(loc, f"notify.{name}: missing key 'type' (one of {', '.join(SINKS)})", key=True)
+        if kind not in SINKS:
+            raise r.at((*loc, "type"), f"notify.{name}.type: unknown sink type '{kind}' ({_hint(str(kind), SINKS)})")
+        cls = sink_class(kind).Config
+        _secrets(r, name, entry, cls)
+        try:
+            out[name] = cls.model_validate(entry)
+        except ValidationError as e:
+            known = [*cls.model_fields, *(f"{k}_{s}" for k in cls.SECRETS for s in ("file", "env"))]
+            raise _from_pydantic(r, e, loc, known) from None
+    return out
+
+
+def _resolve_rules(r: _Reader, rules: Any, base: Path) -> Any:
+    """Rule paths relative to the config file; globs expanded (one matching nothing is an error)."""
+    if not isinstance(rules, list):
+        return rules
+    out: list[Any] = []
+    for i, p in enumerate(rules):
+        if not isinstance(p, str) or not p:
+            out.append(p)
+            continue
+        full = os.path.join(base, os.path.expanduser(p))
+        if glob.has_magic(full):
+            found = sorted(glob.glob(full))
+            if not found:
+                raise r.at(("rules", i), f"rules[{i}]: '{p}' matches no file")
+            out += found
+        else:
+            out.append(full)
+    return out
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """The config in ``path`` (None: every default), or :class:`ConfigError`."""
+    if path is None:
+        return Config()
+    src = read_source(os.fspath(path))
+    if isinstance(src, RuleError):
+        raise ConfigError(src.file, src.line, src.col, src.message)
+    node = compose(src)
+    if isinstance(node, RuleError):
+        raise ConfigError(node.file, node.line, node.col, node.message.replace("rule file", "config file"))
+    r = _Reader(src)
+    raw = {} if node is None else r.plain(node)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise r.fail(node, "the config file must be a mapping of keys (interval, rules, notify, ...)")
+    if "notify" in raw:
+        raw["notify"] = {} if raw["notify"] is None else raw["notify"]
+        raw["notify"] = _notify(r, raw["notify"])
+    if "rules" in raw:
+        raw["rules"] = _resolve_rules(r, raw["rules"], Path(os.fspath(path)).resolve().parent)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise _from_pydantic(r, e, (), list(Config.model_fields)) from None

@@ -1,0 +1,95 @@
+"""``alertmanager``: ``POST {url}/api/v2/alerts`` with the group as a JSON list.
+
+Each alert has labels ``alertname`` (the rule), ``container``, ``severity``,
+``instance`` (the host) over the rule's own labels, annotations ``summary``
+and ``description``, ``startsAt`` and, for a resolved alert only,
+``endsAt``, in RFC 3339 UTC. Alertmanager resolves a firing alert by itself
+after its ``resolve_timeout`` (5m) unless it is sent again, so keep this
+sink's ``repeat`` shorter than that if that matters to you.
+
+>>> a = alert(_example())
+>>> a["labels"]["alertname"], a["labels"]["instance"], a["startsAt"], "endsAt" in a
+('cpu-hog', 'node-1', '2024-11-25T00:00:00Z', False)
+>>> rfc3339(1732492800.25)
+'2024-11-25T00:00:00.250Z'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import field_validator
+
+from ..alerts.notification import Notification, SendResult
+from .base import BaseSink, HttpSinkConfig, check_http_url
+
+PATH = "/api/v2/alerts"
+
+
+class AlertmanagerConfig(HttpSinkConfig):
+    """``notify.NAME`` for ``type: alertmanager``: ``url`` is Alertmanager's base URL."""
+
+    type: Literal["alertmanager"] = "alertmanager"
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        return check_http_url(v)
+
+
+def rfc3339(ts: float) -> str:
+    """Unix seconds as RFC 3339 UTC, milliseconds only when there are some."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    ms = round(dt.microsecond / 1000)
+    if ms == 1000:
+        dt, ms = datetime.fromtimestamp(round(ts), UTC), 0
+    base = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{ms:03d}Z" if ms else f"{base}Z"
+
+
+def alert(n: Notification) -> dict[str, Any]:
+    """One postable alert (Alertmanager's API v2 ``postableAlert``)."""
+    labels = {str(k): str(v) for k, v in n.labels.items()}
+    labels.update(alertname=n.rule, container=n.container, severity=n.severity, instance=n.host)
+    annotations = {"summary": n.summary, "description": n.description or n.summary}
+    if n.value is not None:
+        annotations["value"] = f"{n.value:g}"
+    out: dict[str, Any] = {"labels": labels, "annotations": annotations, "startsAt": rfc3339(n.starts_at)}
+    if n.state == "resolved":
+        out["endsAt"] = rfc3339(n.ends_at if n.ends_at is not None else n.ts)
+    return out
+
+
+class AlertmanagerSink(BaseSink):
+    """One POST of the whole group to Alertmanager."""
+
+    Config = AlertmanagerConfig
+    config: AlertmanagerConfig
+
+    def __repr__(self) -> str:
+        return f"AlertmanagerSink(name={self.name!r}, url={self.config.url!r})"
+
+    def secrets(self) -> list[str]:
+        """Credentials written into the URL (``user:password@``), if any."""
+        return [self.config.url] if "@" in self.config.url else []
+
+    @property
+    def endpoint(self) -> str:
+        """The alerts endpoint under the configured base URL."""
+        return self.config.url.rstrip("/") + PATH
+
+    async def send(self, group: Sequence[Notification]) -> SendResult:
+        """POST the list."""
+        body = json.dumps([alert(n) for n in group], ensure_ascii=False).encode()
+        return await self.post(self.endpoint, body, {**self.config.headers, "Content-Type": "application/json"})
+
+
+def _example() -> Notification:
+    return Notification(id="a1", fingerprint="cpu-hog/4f1c", ts=1732492830.0, rule="cpu-hog", state="firing",
+                        severity="warning", value=0.97, summary="web-1 hot", container="web-1",
+                        container_id="4f1c", runtime="docker", starts_at=1732492800.0, host="node-1")
+

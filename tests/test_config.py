@@ -1,0 +1,173 @@
+"""The config file: a good one, the defaults, and each kind of mistake as one FILE:LINE:COL line."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cgwatch.alerts.notification import SinkPolicy
+from cgwatch.config import Config, ConfigError, load_config
+from cgwatch.sinks import build_sinks
+
+SECRET = "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> str:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text).lstrip("\n"))
+    return str(p)
+
+
+def error(path: str) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "\n" not in str(e.value)
+    return e.value
+
+
+def test_good_file(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text("rules: []\n")
+    (tmp_path / "rules" / "b.yaml").write_text("rules: []\n")
+    path = write(tmp_path, f"""
+        interval: 500ms
+        rules: [rules/*.yaml, /etc/cgwatch/rules.d]
+        state_dir: /tmp/state
+        listen: "[::1]:9999"
+        host: node-7
+        collectors: {{net: false, exit_codes: false}}
+        notify:
+          ops:
+            type: slack
+            url: {SECRET}
+            min_severity: warning
+            group_wait: 5s
+            max_group: 10
+            rate_limit: 6
+            repeat: 1h
+            max_age: 1d
+          hook: {{type: webhook, url: "http://127.0.0.1:8080/x", secret: k, timeout: 3s, tls_verify: false,
+                 headers: {{X-Team: web}}}}
+          am: {{type: alertmanager, url: "http://am:9093"}}
+          j: {{type: journald}}
+          out: {{type: stdout}}
+          f: {{type: file, path: {tmp_path}/alerts.jsonl}}
+    """)
+    cfg = load_config(path)
+    assert cfg.interval == 0.5 and cfg.state_dir == "/tmp/state" and cfg.listen == "[::1]:9999" and cfg.host == "node-7"
+    assert cfg.rules == [str(tmp_path / "rules" / "a.yaml"), str(tmp_path / "rules" / "b.yaml"), "/etc/cgwatch/rules.d"]
+    assert cfg.sources() == ["cpu", "proc", "mem", "cgroupfs"] and cfg.exit_codes is False
+    assert list(cfg.notify) == ["ops", "hook", "am", "j", "out", "f"]
+    assert cfg.notify["ops"].policy() == SinkPolicy("warning", 5.0, 10, 6.0, 3600.0, 86400.0)
+    assert cfg.notify["hook"].timeout == 3.0 and cfg.notify["hook"].tls_verify is False  # type: ignore[attr-defined]
+    sinks = build_sinks(cfg.notify)
+    assert sinks["ops"].policy.min_severity == "warning" and type(sinks["f"]).__name__ == "FileSink"
+    assert SECRET not in repr(cfg) and SECRET not in repr(sinks["ops"])
+
+
+def test_no_file_gives_the_defaults() -> None:
+    cfg = load_config(None)
+    assert cfg == Config()
+    assert cfg.interval == 1.0 and cfg.state_dir == "/var/lib/cgwatch" and cfg.listen == "127.0.0.1:9477"
+    assert cfg.host == socket.gethostname() and cfg.collectors == {} and cfg.exit_codes
+    assert cfg.sources() == ["cpu", "proc", "mem", "net", "cgroupfs"]
+    assert [c.type for c in cfg.notify.values()] == ["journald"]
+    assert len(cfg.rules) == 1 and Path(cfg.rules[0], "default.yaml").is_file()
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_empty_file_gives_the_defaults(tmp_path: Path, text: str) -> None:
+    assert load_config(write(tmp_path, text)) == Config()
+
+
+def test_notify_can_be_empty(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "notify: {}\n")).notify == {}
+    assert load_config(write(tmp_path, "notify:\n")).notify == {}
+
+
+# (file text, line, col, message); the message is matched as a substring
+MISTAKES = [
+    ("intervl: 1s\n", 1, 1, "unknown key 'intervl' (did you mean 'interval'?)"),
+    ("interval: 5 parsecs\n", 1, 11, "interval: '5 parsecs' is not a duration"),
+    ("interval: 0s\n", 1, 11, "interval: Input should be greater than 0"),
+    ("listen: localhost\n", 1, 9, "listen: must be HOST:PORT"),
+    ("collectors: {cpu: true, gpu: false}\n", 1, 13, "unknown collector 'gpu'"),
+    ("collectors: {cpu: maybe}\n", 1, 19, "collectors.cpu: Input should be a valid boolean"),
+    ("rules: nope.yaml\n", 1, 8, "rules: Input should be a valid list"),
+    ("rules: [/nonexistent/*.yaml]\n", 1, 9, "rules[0]: '/nonexistent/*.yaml' matches no file"),
+    ("notify:\n  ops:\n    type: webhook\n    urll: http://x/\n", 4, 5,
+     "notify.ops: unknown key 'urll' (did you mean 'url'?)"),
+    ("notify:\n  ops:\n    type: webhook\n    timeout: 3s\n", 2, 3, "notify.ops: missing key 'url'"),
+    ("notify:\n  ops:\n    type: webhook\n\n    url: ftp://example.com/x\n", 5, 10,
+     "notify.ops.url: not an http(s) URL"),
+    ("notify:\n  ops: {type: slak, url: 'http://x/'}\n", 2, 15, "notify.ops.type: unknown sink type 'slak' (did you mean 'slack'?)"),
+    ("notify:\n  ops: {url: 'http://x/'}\n", 2, 3, "notify.ops: missing key 'type'"),
+    ("notify:\n  ops: webhook\n", 2, 8, "notify.ops: must be a mapping"),
+    ("notify:\n  ops: {type: stdout, min_severity: warn}\n", 2, 37, "notify.ops.min_severity: Input should be 'info'"),
+    ("notify:\n  ops: {type: stdout, group_wait: soon}\n", 2, 35, "notify.ops.group_wait: 'soon' is not a duration"),
+    ("notify:\n  ops: {type: stdout, max_group: 0}\n", 2, 34, "notify.ops.max_group: Input should be greater than or equal to 1"),
+    ("notify:\n  f: {type: file, path: /nonexistent/dir/a.jsonl}\n", 2, 25,
+     "notify.f.path: directory /nonexistent/dir does not exist"),
+    ("interval: 1s\ninterval: 2s\n", 2, 1, "interval: duplicate key (first at line 1)"),
+    ("a: &x 1\nb: *x\n", 2, 4, "YAML aliases (*name) are not allowed in config files"),
+    ("interval: [1s\n", 2, 1, "expected ',' or ']'"),
+    ("- 1\n- 2\n", 1, 1, "the config file must be a mapping"),
+    ("host: !!binary aGVsbG8=\n", 1, 7, "host: values tagged !!binary are not allowed"),
+    ("notify:\n  ops:\n    type: webhook\n    url: http://x/\n    url_env: HOOK\n", 5, 5,
+     "notify.ops: give only one of url, url_env"),
+]
+
+
+@pytest.mark.parametrize("text,line,col,message", MISTAKES, ids=[m[3][:40] for m in MISTAKES])
+def test_each_mistake_is_one_line_at_the_right_place(tmp_path: Path, text: str, line: int, col: int,
+                                                      message: str) -> None:
+    path = write(tmp_path, text)
+    e = error(path)
+    assert str(e).startswith(f"{path}:{line}:{col}: "), str(e)
+    assert message in str(e), str(e)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    e = error(str(tmp_path / "gone.yaml"))
+    assert str(e) == f"{tmp_path}/gone.yaml:1:1: cannot read {tmp_path}/gone.yaml: No such file or directory"
+
+
+def test_secrets_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "url").write_text(SECRET + "\n")
+    monkeypatch.setenv("CGWATCH_TEST_HMAC", "hmac-from-env")
+    monkeypatch.setenv("CGWATCH_TEST_HOOK", "https://example.com/hook/env-token")
+    cfg = load_config(write(tmp_path, f"""
+        notify:
+          ops: {{type: slack, url_file: {tmp_path}/url}}
+          hook: {{type: webhook, url_env: CGWATCH_TEST_HOOK, secret_env: CGWATCH_TEST_HMAC}}
+    """))
+    assert cfg.notify["ops"].url.get_secret_value() == SECRET  # type: ignore[attr-defined]
+    assert cfg.notify["hook"].url.get_secret_value() == "https://example.com/hook/env-token"  # type: ignore[attr-defined]
+    assert cfg.notify["hook"].secret.get_secret_value() == "hmac-from-env"  # type: ignore[attr-defined]
+    for secret in (SECRET, "hmac-from-env", "env-token"):
+        assert secret not in repr(cfg) and secret not in str(cfg)
+
+
+def test_missing_secret_sources_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CGWATCH_TEST_NOPE", raising=False)
+    e = error(write(tmp_path, "notify:\n  ops: {type: slack, url_file: /nonexistent/url}\n"))
+    assert str(e).endswith(":2:32: notify.ops.url_file: cannot read /nonexistent/url: No such file or directory")
+    e = error(write(tmp_path, "notify:\n  ops:\n    type: webhook\n    url: http://x/\n    secret_env: CGWATCH_TEST_NOPE\n"))
+    assert str(e).endswith(":5:17: notify.ops.secret_env: environment variable CGWATCH_TEST_NOPE is not set (or empty)")
+
+
+def test_a_bad_secret_is_never_quoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = "ftp://user:hunter2@example.com/very-secret-token"
+    (tmp_path / "url").write_text(bad)
+    monkeypatch.setenv("CGWATCH_TEST_BAD_URL", bad)
+    for how in (f"url_file: {tmp_path}/url", "url_env: CGWATCH_TEST_BAD_URL", f"url: '{bad}'"):
+        for kind in ("slack", "webhook"):
+            e = error(write(tmp_path, f"notify:\n  ops:\n    type: {kind}\n    {how}\n"))
+            col = 5 + how.index(":") + 2         # the value of url / url_file / url_env
+            assert str(e).endswith(f":4:{col}: notify.ops.url: not an http(s) URL"), str(e)
+            assert "hunter2" not in str(e) and "very-secret-token" not in str(e)
+    e = error(write(tmp_path, "notify:\n  ops:\n    type: webhook\n    url: http://x/\n    secret: [1, 2]\n"))
+    assert "notify.ops.secret" in str(e)
