@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Choose the default detector kind and Thresholder knobs by measurement.
 
-    .venv/bin/python bench/anomaly/sweep.py [--series 60] [--train 1,2] [--test 3] [--top 3] [--jobs 2]
+    .venv/bin/python bench/anomaly/sweep.py [--series 60] [--train 1,2] [--test 4] [--top 3] [--jobs 2]
 
 A small grid of GLOBAL knobs (the same for every series, never per series)
 for every detector kind. Each kind's raw score stream is computed once per
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--series", type=int, default=60, metavar="N")
     ap.add_argument("--train", default="1,2", help="seeds the choice is made on")
-    ap.add_argument("--test", type=int, default=3, help="held-out seed")
+    ap.add_argument("--test", type=int, default=4, help="held-out seed (3 was seen while choosing the log scale)")
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=max(1, min(4, mp.cpu_count())))
     ap.add_argument("--kinds", default=",".join(KINDS))
