@@ -36,11 +36,11 @@ from cgwatch.anomaly import Thresholder, build  # noqa: E402
 
 #: the grid: every combination is tried for every kind
 GRID: dict[str, Sequence[Any]] = {
-    "floor": (0.9, 0.99),
+    "floor": (0.6, 0.9),
     "confirm": (1, 2, 3),
-    "instant": (1.01, 0.9999, 0.99999),  # 1.01: never at once
+    "instant": (1.01, 0.99999),  # 1.01: never at once
     "clear_after": (5,),
-    "sensitivity": (0.5, 0.1),  # q = 0.995, 0.999
+    "sensitivity": (0.5, 1.0, 0.1),  # q = 0.995, 0.99, 0.999
 }
 KINDS = ("mad", "forecast", "hst", "ensemble", "ensemble-mean")
 BASE_KINDS = ("mad", "forecast", "hst")

@@ -117,8 +117,9 @@ class ScoreQuantile:
 class Thresholder:
     """Scores to onsets: running quantile AND absolute floor, warm-up in samples, hysteresis.
 
-    ``floor`` (default 0.9, about 5.5 robust sigmas for ``mad``/``forecast``)
-    is the least score that may fire; ``clear_floor`` (default 0.5) and the
+    ``floor`` (default 0.6, about 3.5 robust sigmas for ``mad``/``forecast``;
+    the running quantile is usually the higher mark) is the least score that
+    may fire; ``clear_floor`` (default 0.5) and the
     running ``clear_q`` quantile (default 0.95), whichever is higher but never
     above the firing mark, is the score an alert must stay below for
     ``clear_after`` samples (default 5) to clear. An onset needs ``confirm``
@@ -145,7 +146,7 @@ class Thresholder:
         *,
         sensitivity: float = 0.5,
         warmup: int = 30,
-        floor: float = 0.9,
+        floor: float = 0.6,
         clear_floor: float = 0.5,
         clear_q: float = 0.95,
         clear_after: int = 5,
