@@ -1,0 +1,130 @@
+"""Lifecycle: dedup, resolved only when notified, repeats, routing, stable ids, restart."""
+
+from __future__ import annotations
+
+from cgwatch.alerts.state import AlertManager, notification_id
+from cgwatch.alerts.store import Store
+from cgwatch.rules.load import Rule
+from tests.alerts.conftest import ListSink, box, fire, policy, resolve
+
+
+def manager(tmp_path, sinks=None, rules=(), host="node-1"):
+    sinks = sinks if sinks is not None else {"list": ListSink()}
+    return AlertManager(Store.open(tmp_path), sinks, {r.name: r for r in rules}, host=host)
+
+
+def pending_ids(store, sink):
+    return [r.notification.id for r in store.take(sink, float("inf"), 10_000)]
+
+
+def test_firing_dedup_and_resolved(tmp_path):
+    m = manager(tmp_path)
+    web = box(1)
+    [n] = m.handle(fire("cpu-hog", web, ts=100.0))
+    assert (n.state, n.fingerprint, n.starts_at, n.repeat) == ("firing", f"cpu-hog/{web.id}", 100.0, 0)
+    assert n.id == notification_id("node-1", n.fingerprint, "firing", 100.0, 0)
+    assert m.handle(fire("cpu-hog", web, ts=110.0)) == []  # already firing: not a new notice
+    [r] = m.handle(resolve("cpu-hog", web, ts=200.0))
+    assert (r.state, r.starts_at, r.ends_at, r.ts) == ("resolved", 100.0, 200.0, 200.0)
+    assert r.id != n.id
+    assert m.handle(resolve("cpu-hog", web, ts=210.0)) == []  # not firing any more
+    assert m.handle(resolve("other", web, ts=210.0)) == []    # never fired
+    assert pending_ids(m.store, "list") == [n.id, r.id]
+    # fires again later: a new alert, a new id
+    [again] = m.handle(fire("cpu-hog", web, ts=300.0))
+    assert again.id not in (n.id, r.id)
+
+
+def test_ids_are_deterministic_across_runs(tmp_path):
+    def run(d):
+        m = manager(d)
+        out = []
+        for i in range(5):
+            out += m.handle(fire("r", box(i), ts=10.0 + i))
+        out += m.tick(10.0 + 5 * 3600)
+        out += m.handle(resolve("r", box(2), ts=20_000.0))
+        return [n.id for n in out]
+
+    first = run(tmp_path / "a")
+    assert first == run(tmp_path / "b")
+    assert len(set(first)) == len(first) == 11
+    assert run(tmp_path / "c") != [notification_id("other-host", "x", "firing", 0.0)]
+    m = manager(tmp_path / "d", host="node-2")
+    assert m.handle(fire("r", box(0), ts=10.0))[0].id != first[0]
+
+
+def test_repeat_every_interval_while_firing(tmp_path):
+    sink = ListSink(pol=policy(repeat_s=60.0))
+    m = manager(tmp_path, {"list": sink})
+    m.handle(fire("cpu-hog", box(1), ts=0.0))
+    assert m.tick(59.0) == []
+    [r1] = m.tick(60.0)
+    assert (r1.repeat, r1.ts, r1.state) == (1, 60.0, "firing")
+    assert m.tick(61.0) == []
+    [r2] = m.tick(125.0)
+    assert r2.repeat == 2 and r2.id != r1.id
+    assert m.tick(1000.0)[0].repeat == 3  # missed repeats collapse into one
+    assert m.tick(1001.0) == []
+    m.handle(resolve("cpu-hog", box(1), ts=1010.0))
+    assert m.tick(5000.0) == []  # resolved: no more repeats
+    states = [h["state"] for h in m.store.history()]
+    assert states == ["firing", "firing", "firing", "firing", "resolved"]
+
+
+def test_rule_repeat_overrides_sink_and_zero_means_never(tmp_path):
+    a, b = ListSink("a", policy(repeat_s=10.0)), ListSink("b", policy(repeat_s=1000.0))
+    rules = [Rule(name="fast", severity="warning", repeat_s=5.0), Rule(name="never", severity="warning", repeat_s=0)]
+    m = manager(tmp_path, {"a": a, "b": b}, rules)
+    m.handle(fire("fast", box(1), ts=0.0))
+    m.handle(fire("never", box(1), ts=0.0))
+    m.handle(fire("default", box(1), ts=0.0))
+    out = m.tick(12.0)
+    assert sorted((n.rule, n.repeat) for n in out) == [("default", 1), ("fast", 1)]
+    assert len(pending_ids(m.store, "b")) == 3 + 1  # fast repeated for b too (rule wins)
+
+
+def test_routing_notify_list_and_min_severity(tmp_path):
+    slack = ListSink("slack", policy(min_severity="critical"))
+    hook = ListSink("hook")
+    journal = ListSink("journal")
+    rules = [Rule(name="to-hook", severity="warning", notify=("hook",)),
+             Rule(name="to-both", severity="critical", notify=("hook", "slack", "gone"))]
+    m = manager(tmp_path, {"slack": slack, "hook": hook, "journal": journal}, rules)
+    m.handle(fire("to-hook", box(1), severity="critical"))
+    m.handle(fire("to-both", box(1), severity="warning"))   # slack wants critical only
+    m.handle(fire("unlisted", box(1), severity="info"))     # all sinks that admit info
+    m.handle(fire("unlisted", box(2), severity="critical"))
+    assert m.route("to-both", "critical") == ["hook", "slack"]
+
+    def rules_in(sink):
+        return sorted(r.notification.rule + "@" + r.notification.container
+                      for r in m.store.take(sink, float("inf"), 100))
+
+    assert rules_in("hook") == ["to-both@web-1", "to-hook@web-1", "unlisted@web-1", "unlisted@web-2"]
+    assert rules_in("slack") == ["unlisted@web-2"]
+    assert rules_in("journal") == ["unlisted@web-1", "unlisted@web-2"]
+    # the resolved goes exactly where the firing went
+    m.handle(resolve("to-hook", box(1)))
+    assert [r.notification.state for r in m.store.take("hook", float("inf"), 100)].count("resolved") == 1
+    assert rules_in("journal") == ["unlisted@web-1", "unlisted@web-2"]
+
+
+def test_restart_neither_resends_firing_nor_forgets_resolved(tmp_path):
+    m = manager(tmp_path)
+    [n] = m.handle(fire("cpu-hog", box(1), ts=100.0))
+    m.store.close()
+    m2 = manager(tmp_path)  # a new process: the engine sees the condition again
+    assert m2.handle(fire("cpu-hog", box(1), ts=500.0)) == []
+    [r] = m2.handle(resolve("cpu-hog", box(1), ts=600.0))
+    assert r.starts_at == 100.0 and r.state == "resolved"
+    assert pending_ids(m2.store, "list") == [n.id, r.id]
+
+
+def test_replaying_into_the_same_state_dir_queues_nothing_twice(tmp_path):
+    for _ in range(2):
+        m = manager(tmp_path)
+        m.handle(fire("r", box(1), ts=1.0))
+        m.handle(resolve("r", box(1), ts=2.0))
+        m.store.close()
+    with Store.open(tmp_path) as s:
+        assert s.counts() == {"pending": 2}
