@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
+from .cli_notify import UsageError, add_parsers, check_with_config, replay_deliver, state_args
 from .units import parse_duration
 
 log = logging.getLogger("cgwatch")
@@ -26,11 +27,10 @@ examples:
   sudo cgwatch record --output - --sources cpu,proc | head
   cgwatch rules check rules/
   cgwatch replay --rules rules/default.yaml --input rec.jsonl
+  cgwatch replay -r rules/ -i rec.jsonl --config /etc/cgwatch/config.yaml   deliver through its sinks
+  cgwatch notify test --config /etc/cgwatch/config.yaml
+  sudo cgwatch silence add --rule 'cpu-*' --container 'web-*' --duration 2h -m "load test"
 """
-
-
-class UsageError(Exception):
-    """A mistake on the command line; the message says which."""
 
 
 def _duration(text: str) -> float:
@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="check rule files, run rule unit tests")
     rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     chk = rsub.add_parser("check", help="validate rule files; errors as FILE:LINE:COL: message")
-    chk.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    chk.add_argument("paths", nargs="*", metavar="FILE|DIR", help="rule files or directories "
+                     "(default with --config: the config's rules)")
+    chk.add_argument("--config", "-c", metavar="FILE", help="also check this config file, and the sinks rules notify")
     chk.set_defaults(func=cmd_rules_check)
     tst = rsub.add_parser("test", help="run rule unit tests (input series, expected alerts)")
     tst.add_argument("paths", nargs="+", metavar="FILE")
@@ -100,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rule file or directory (repeatable)")
     rep.add_argument("--input", "-i", required=True, metavar="FILE", help="a recording (JSON Lines)")
     rep.add_argument("--output", "-o", default="-", metavar="FILE", help="alerts file, - for stdout (default)")
+    state_args(rep)
+    rep.add_argument("--deliver-timeout", type=_duration, default=30.0, metavar="D",
+                     help="with --config: how long to wait for the sinks before leaving the rest in the "
+                          "outbox (default 30s)")
     rep.set_defaults(func=cmd_replay)
+    add_parsers(sub, _duration)
     return p
 
 
@@ -118,6 +125,10 @@ def _load_rules_or_fail(paths: list[str]) -> list[object]:
 def cmd_rules_check(args: argparse.Namespace) -> int:
     from .rules.check import check
 
+    if args.config:
+        return check_with_config(args.config, args.paths)
+    if not args.paths:
+        raise UsageError("rules check needs FILE|DIR or --config FILE")
     return check(args.paths)
 
 
@@ -132,11 +143,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .rules.engine import Engine
 
     rules = _load_rules_or_fail(args.rules)
-    engine = Engine(rules)
     out = _open_output(args.output)
     n = 0
     try:
-        for alert in engine.feed(read_recording(args.input)):
+        if args.config:
+            return replay_deliver(args, rules, read_recording(args.input), out)
+        for alert in Engine(rules).feed(read_recording(args.input)):
             out.write(record_line(alert))
             out.write("\n")
             n += 1

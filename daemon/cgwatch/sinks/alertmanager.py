@@ -4,12 +4,15 @@ Each alert has labels ``alertname`` (the rule), ``container``, ``severity``,
 ``instance`` (the host) over the rule's own labels, annotations ``summary``
 and ``description``, ``startsAt`` and, for a resolved alert only,
 ``endsAt``, in RFC 3339 UTC. Alertmanager resolves a firing alert by itself
-after its ``resolve_timeout`` (5m) unless it is sent again, so keep this
-sink's ``repeat`` shorter than that if that matters to you.
+after its ``resolve_timeout`` (5m) unless it is sent again, so this sink's
+``repeat`` defaults to 1m (Prometheus re-sends every minute too); a rule's
+own ``repeat:`` wins over it, so keep that under 5m for rules routed here.
 
 >>> a = alert(_example())
 >>> a["labels"]["alertname"], a["labels"]["instance"], a["startsAt"], "endsAt" in a
 ('cpu-hog', 'node-1', '2024-11-25T00:00:00Z', False)
+>>> AlertmanagerConfig(url="http://am:9093").policy().repeat_s
+60.0
 >>> rfc3339(1732492800.25)
 '2024-11-25T00:00:00.250Z'
 """
@@ -24,7 +27,7 @@ from typing import Any, Literal
 from pydantic import field_validator
 
 from ..alerts.notification import Notification, SendResult
-from .base import BaseSink, HttpSinkConfig, check_http_url
+from .base import BaseSink, Duration, HttpSinkConfig, check_http_url
 
 PATH = "/api/v2/alerts"
 
@@ -34,6 +37,7 @@ class AlertmanagerConfig(HttpSinkConfig):
 
     type: Literal["alertmanager"] = "alertmanager"
     url: str
+    repeat: Duration = 60.0
 
     @field_validator("url")
     @classmethod
