@@ -7,9 +7,8 @@ from __future__ import annotations
 import itertools
 import math
 
-from tests.rules.test_expr_props import CMP, NOW, ref_event, ref_metric, same, show, string_literal, top_value
-
 from cgwatch.rules.expr import DictContext, ExprError, compile_expr
+from tests.rules.test_expr_props import CMP, NOW, ref_event, ref_metric, same, show, string_literal, top_value
 
 
 def _m(name: str) -> tuple:
