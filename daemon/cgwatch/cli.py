@@ -22,6 +22,7 @@ log = logging.getLogger("cgwatch")
 
 EXAMPLES = """\
 examples:
+  sudo cgwatch run --config /etc/cgwatch/config.yaml   the daemon, in the foreground
   sudo cgwatch top                                  live table of every container
   sudo cgwatch record --output rec.jsonl --duration 60s
   sudo cgwatch record --output - --sources cpu,proc | head
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-exit-codes", dest="exit_codes", action="store_false",
                         help="do not hook exit_group (saves ~40 ns on every syscall of the host; "
                              "exits by fatal signals are still reported)")
+
+    run = sub.add_parser("run", help="the daemon, in the foreground (systemd runs this)")
+    run.add_argument("--config", "-c", default=None, metavar="FILE",
+                     help="config file (default /etc/cgwatch/config.yaml if it exists, else built-in defaults)")
+    run.set_defaults(func=cmd_run)
 
     rec = sub.add_parser("record", help="capture live Samples and Events as JSON Lines (root)")
     rec.add_argument("--output", "-o", required=True, metavar="FILE", help="file to write, - for stdout")
@@ -206,6 +212,19 @@ def _open_output(path: str) -> IO[str]:
         return open(path, "w", encoding="utf-8")
     except OSError as e:
         raise UsageError(f"cannot write {path}: {e.strerror}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    from .config import DEFAULT_PATH
+    from .daemon import logs, run
+
+    logs.setup(args.verbose)
+    path = args.config
+    if path is None and os.path.exists(DEFAULT_PATH):
+        path = DEFAULT_PATH
+    return run(path)
 
 
 def cmd_record(args: argparse.Namespace) -> int:

@@ -67,6 +67,26 @@ class Collector:
         events.sort(key=lambda e: e.ts)
         return samples, events
 
+    def lost_events(self) -> dict[str, int]:
+        """Kernel events each ring buffer has lost since start, by source name."""
+        out = {s.name: int(s.lost_events) for s in self.sources if hasattr(s, "lost_events")}
+        if self.feed is not None:
+            out["cgroups"] = self.feed.lost_events
+        return out
+
+    def map_sizes(self) -> dict[str, int]:
+        """Entries in each BPF map the sources read every interval (``source.map``).
+        Walks the maps' keys, so call it now and then, from the collecting thread."""
+        out: dict[str, int] = {}
+        for s in self.sources:
+            bpf, tables = getattr(s, "bpf", None), getattr(s, "tables", ())
+            for t in tables if bpf is not None else ():
+                try:
+                    out[f"{s.name}.{t}"] = sum(1 for _ in bpf[t].keys())
+                except (KeyError, OSError):
+                    continue
+        return out
+
     def pull_cgroup_events(self) -> None:
         """Fold the cgroup mkdir/rmdir events queued so far into identity."""
         if self.feed is None:

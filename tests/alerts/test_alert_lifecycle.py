@@ -128,3 +128,29 @@ def test_replaying_into_the_same_state_dir_queues_nothing_twice(tmp_path):
         m.store.close()
     with Store.open(tmp_path) as s:
         assert s.counts() == {"pending": 2}
+
+
+def test_event_rules_notify_every_event_and_never_hold_or_repeat(tmp_path):
+    oom = Rule("oom-kill", "critical", event="oom_kill")
+    m = manager(tmp_path, rules=[oom])
+    web = box(1)
+    first = m.handle(fire("oom-kill", web, ts=100.0, severity="critical"))
+    second = m.handle(fire("oom-kill", web, ts=160.0, severity="critical"))
+    assert len(first) == len(second) == 1 and first[0].id != second[0].id   # two kills, two notices
+    assert m.store.active_count() == 0
+    assert m.tick(100_000.0) == []                                            # nothing to repeat
+    assert m.handle(resolve("oom-kill", web, ts=200.0, severity="critical")) == []
+
+
+def test_reconcile_resolves_what_the_engine_no_longer_holds(tmp_path):
+    m = manager(tmp_path)
+    web, db = box(1), box(2)
+    m.handle(fire("cpu-hog", web, ts=100.0))
+    m.handle(fire("cpu-hog", db, ts=100.0))
+    m.store.close()
+    again = manager(tmp_path)            # a restart: the store remembers both, the engine only db
+    [r] = again.reconcile({f"cpu-hog/{db.id}"}, now=500.0)
+    assert (r.state, r.container_id, r.starts_at, r.ends_at) == ("resolved", web.id, 100.0, 500.0)
+    assert "no longer seen after a restart" in r.summary
+    assert again.store.active_count() == 1
+    assert again.reconcile({f"cpu-hog/{db.id}"}, now=600.0) == []

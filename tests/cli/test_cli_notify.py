@@ -3,68 +3,20 @@ loopback webhook receiver, a real SQLite state directory."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+
+from tests.receiver import Receiver, free_port
 
 CGWATCH = str(Path(sys.executable).with_name("cgwatch"))
 
 
 def run(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CGWATCH, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1:port in a thread of its own (the CLI is another process)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.bodies: list[dict] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        self.bodies.append(await request.json())
-        return web.Response(text="ok")
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-        fut.result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    @property
-    def alerts(self) -> list[dict]:
-        return [a for b in self.bodies for a in b["alerts"]]
 
 
 RULES = """

@@ -16,6 +16,10 @@ with ``for:``); :class:`AlertManager` turns them into notices:
   ``min_severity``.
 * a silenced ``firing`` goes to the history as ``silenced``, not to sinks; if
   the silence ends while the alert still fires, the next tick notifies it.
+* an event rule's alert (an OOM kill, an exit) is one notice per event: it is
+  not held as firing, never repeats and never resolves.
+* after a restart, :meth:`AlertManager.reconcile` resolves what the store
+  says fires but the engine no longer holds.
 
 Notification ids hash host, fingerprint, state, ``starts_at`` and the repeat
 number, so replaying one recording twice gives the same ids, and the outbox
@@ -33,7 +37,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
-from ..model import Alert
+from ..model import Alert, Container
 from .delivery import Delivery
 from .notification import Notification, Sink
 from .silence import Silences
@@ -118,8 +122,11 @@ class AlertManager:
     def handle(self, alert: Alert) -> list[Notification]:
         """Take one transition from the rules engine; returns the notices it queued (once each)."""
         fp = fingerprint(alert.rule, alert.container.id)
+        r = self.rules.get(alert.rule)
         with self.store.tx():
-            if alert.state == "firing":
+            if alert.state == "firing" and getattr(r, "event", None) is not None:
+                out = self._event(alert, fp)
+            elif alert.state == "firing":
                 out = self._firing(alert, fp)
             elif alert.state == "resolved":
                 out = self._resolved(alert, fp)
@@ -154,6 +161,37 @@ class AlertManager:
             self.store.add_history(n, state="silenced", silenced_by=silence.id)
             return []
         return self._send_first(n, alert.ts)
+
+    def _event(self, alert: Alert, fp: str) -> list[tuple[str, Notification]]:
+        """An event rule's alert (an OOM kill, an exit): one notice per event, never
+        repeated, never resolved, and not held as firing."""
+        n = self._notice(alert, fp, "firing", alert.ts)
+        silence = self.silences.match(n.rule, n.container, n.container_id)
+        if silence is not None:
+            self.store.add_history(n, state="silenced", silenced_by=silence.id)
+            return []
+        sinks = self.route(n.rule, n.severity)
+        self.store.add_history(n, sinks)
+        due = self.store.clock()
+        for s in sinks:
+            self.store.enqueue(n, s, due + self.sinks[s].policy.group_wait_s)
+        return [(s, n) for s in sinks]
+
+    def reconcile(self, live: set[str], now: float) -> list[Notification]:
+        """After a restart: resolve what the store says fires but the engine no longer
+        holds (``live``: fingerprints pending or firing now); the container went
+        away, or the condition passed, while cgwatch was down."""
+        out: list[tuple[str, Notification]] = []
+        with self.store.tx():
+            for n in self.store.active_alerts():
+                if n.fingerprint in live:
+                    continue
+                c = Container(id=n.container_id, name=n.container, runtime=n.runtime, image=n.image,
+                              labels=dict(n.container_labels))
+                gone = Alert(now, n.rule, c, "resolved", n.severity, n.value,
+                             f"{n.summary} (no longer seen after a restart)", dict(n.labels))
+                out += self._resolved(gone, n.fingerprint)
+        return self._queued(out)
 
     def _send_first(self, n: Notification, now: float) -> list[tuple[str, Notification]]:
         sinks = self.route(n.rule, n.severity)

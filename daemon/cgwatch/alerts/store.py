@@ -230,6 +230,10 @@ class Store:
             c.execute("DELETE FROM alerts WHERE fingerprint = ?", (fingerprint,))
         return sinks
 
+    def active_alerts(self) -> list[Notification]:
+        """Every alert firing now (silenced ones too), as its firing notice."""
+        return [from_row(r[0]) for r in self.conn.execute("SELECT body FROM alerts ORDER BY fingerprint")]
+
     def active_count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM alerts").fetchone()[0])
 

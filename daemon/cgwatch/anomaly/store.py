@@ -157,6 +157,24 @@ def _tmp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
+Snapshot = list[tuple[Key, dict[str, Any], float]]
+
+
+def snapshot(baselines: Baselines, now: float) -> Snapshot:
+    """Every model's key, state and last use, copied: the cheap half of a save.
+
+    A daemon takes the snapshot on its event loop (the models are not touched
+    by anything else meanwhile) and hands it to :func:`write` in a worker
+    thread, so encoding, compressing and fsyncing never stall the loop.
+
+    >>> from cgwatch.anomaly.baselines import ModelSpec
+    >>> b = Baselines(); _ = b.get(("r", "c", "m"), ModelSpec(), now=5.0)
+    >>> [(k, t, sorted(st)[:2]) for k, st, t in snapshot(b, 9.0)]
+    [(('r', 'c', 'm'), 5.0, ['active', 'below'])]
+    """
+    return [(key, model.state(), used) for key, model, used in _entries(baselines, now)]
+
+
 def save(baselines: Baselines, path: Path, now: float) -> int:
     """Write every model to ``path`` atomically (mode 0600); return how many were written.
 
@@ -172,6 +190,16 @@ def save(baselines: Baselines, path: Path, now: float) -> int:
     ...     _ = b.get(("r", c, "cpu"), ModelSpec("forecast"), now=1.0)
     >>> save(b, path, now=2.0), oct(path.stat().st_mode & 0o777)
     (2, '0o600')
+    """
+    return write(snapshot(baselines, now), path, now)
+
+
+def write(entries: Snapshot, path: Path, now: float) -> int:
+    """The slow half of :func:`save`: encode a :func:`snapshot` and write it atomically.
+
+    >>> import tempfile
+    >>> write([], Path(tempfile.mkdtemp()) / "b.json.gz", now=1.0)
+    0
     """
     path = Path(path)
     directory = path.parent
@@ -198,10 +226,10 @@ def save(baselines: Baselines, path: Path, now: float) -> int:
             with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
                 head = json.dumps(header, allow_nan=False)
                 gz.write(head[:-1].encode() + b', "models": [')
-                for key, model, used in _entries(baselines, now):
+                for key, state, used in entries:
                     try:
                         entry = json.dumps(
-                            {"key": list(key), "last_used": used, "state": model.state()},
+                            {"key": list(key), "last_used": used, "state": state},
                             allow_nan=False,
                             separators=(",", ":"),
                         )
@@ -457,12 +485,42 @@ class Saver:
         >>> [s.maybe_save(Baselines(), now=t) for t in (100.0, 105.0, 110.0, 115.0, 120.0)]
         [False, False, True, False, True]
         """
+        if not self.due(now):
+            return False
+        return self.save(baselines, now)
+
+    def due(self, now: float) -> bool:
+        """Whether a periodic save is due at ``now`` (the first call starts the clock).
+
+        >>> import tempfile
+        >>> s = Saver(Path(tempfile.mkdtemp()) / "b.json.gz", every_s=10.0)
+        >>> s.due(0.0), s.due(9.0), s.due(10.0)
+        (False, False, True)
+        """
         if self.last_save is None or now < self.last_save:  # first call, or the clock went back
             self.last_save = now
             return False
-        if now - self.last_save < self.every_s:
+        return now - self.last_save >= self.every_s
+
+    async def save_async(self, baselines: Baselines, now: float) -> bool:
+        """:meth:`save` for an event loop: snapshot here, encode and write in a worker thread.
+
+        >>> import asyncio, tempfile
+        >>> s = Saver(Path(tempfile.mkdtemp()) / "b.json.gz")
+        >>> asyncio.run(s.save_async(Baselines(), now=1.0)), s.last_count
+        (True, 0)
+        """
+        import asyncio
+
+        self.last_save = now
+        entries = snapshot(baselines, now)
+        try:
+            self.last_count = await asyncio.to_thread(write, entries, self.path, now)
+        except OSError as exc:
+            self.failures += 1
+            log.warning("anomaly baselines not saved to %s: %s", self.path, exc)
             return False
-        return self.save(baselines, now)
+        return True
 
     def save(self, baselines: Baselines, now: float) -> bool:
         """Save now (at shutdown); True if it saved, False (logged) if it failed.

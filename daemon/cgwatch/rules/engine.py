@@ -362,6 +362,37 @@ class Engine:
                 out.append((r.name, c, r.severity, summarize(r, c, st[2], None), st[2]))
         return out
 
+    def alerts(self) -> list[tuple[Any, Container, str, float, float | None]]:
+        """Every pending or firing alert: (rule, container, state, since, value)."""
+        out = []
+        for (i, cid), st in self._active.items():
+            ser = self._series.get(cid)
+            if ser is not None:
+                out.append((self.rules[i], ser.container, "firing" if st[0] == FIRING else "pending", st[1], st[2]))
+        return out
+
+    def adopt(self, old: Engine, now: float) -> list[Alert]:
+        """Take over what ``old`` (the engine before a reload) knew: each container's
+        recent values and the pending and firing alerts of the rules that are still
+        here (by name). A firing alert whose rule is gone resolves; returns those."""
+        index = {r.name: i for i, r in enumerate(self.rules)}
+        for ser in old._series.values():
+            ser._keep = self._keep
+            ser.selected.clear()
+            ser.dirty.clear()
+        self._series = old._series
+        self._now = old._now
+        out = []
+        for (i, cid), st in old._active.items():
+            r = old.rules[i]
+            j = index.get(r.name)
+            if j is not None and (self.rules[j].event is None) == (r.event is None):
+                self._active[(j, cid)] = st
+            elif st[0] == FIRING and cid in self._series:
+                out.append(Alert(now, r.name, self._series[cid].container, "resolved", r.severity, st[2],
+                                 f"{r.name}: rule removed", dict(r.labels)))
+        return out
+
     @property
     def active(self) -> int:
         """How many alerts are pending or firing now."""

@@ -55,6 +55,11 @@ class CgroupFeed:
         out, self._changes, self._complete = self._changes, [], True
         return out, complete
 
+    @property
+    def lost_events(self) -> int:
+        """cgroup events the ring buffer lost since start."""
+        return self._lost
+
     def close(self) -> None:
         bpf, self.bpf = self.bpf, None
         if bpf is not None:

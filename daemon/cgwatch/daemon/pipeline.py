@@ -1,0 +1,187 @@
+"""The daemon's middle: one interval's Samples and Events through the rules
+engine and the anomaly models into the alert manager, and what the web side
+reads about it.
+
+:class:`Pipeline` is fed one batch per interval (``process``); it owns the
+engine and the alert manager, keeps each container's latest values for the
+API (one dict store per sample), and counts everything the ``/metrics`` page
+reports. It also implements the web :class:`~cgwatch.web.view.View`.
+
+A reload swaps the engine (:meth:`replace_rules`) and, when ``notify:``
+changed, the sinks (:meth:`replace_sinks`), keeping what the old ones knew.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..alerts.state import AlertManager, fingerprint
+from ..model import Alert, Container, Event, Sample
+from ..rules.engine import Engine, summarize
+from ..web.view import AlertInfo, ContainerInfo, Stats
+
+log = logging.getLogger("cgwatch")
+
+#: a container that sent nothing for this long leaves the API's list
+FORGET_AFTER = 300.0
+
+
+@dataclass(slots=True)
+class _Seen:
+    container: Container
+    first_seen: float
+    last_seen: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the daemon counts for ``/metrics``; the daemon fills the collection side."""
+
+    started_at: float = field(default_factory=time.time)
+    ready: bool = False
+    ticks: int = 0
+    last_tick_at: float | None = None
+    last_tick_s: float = 0.0
+    samples: int = 0
+    events: int = 0
+    alerts: int = 0
+    reloads: int = 0
+    reload_ok: bool = True
+    reload_error: str = ""
+    queue_drops: dict[str, int] = field(default_factory=dict)
+    event_drops: dict[str, int] = field(default_factory=dict)
+    bpf_maps: dict[str, int] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Rules, models and alert state for the live daemon; also the web View."""
+
+    def __init__(self, engine: Engine, manager: AlertManager, interval_s: float) -> None:
+        self.engine = engine
+        self.manager = manager
+        self.interval_s = interval_s
+        self.counters = Counters()
+        self._seen: dict[str, _Seen] = {}
+        longest = max((r.for_s for r in engine.rules), default=0.0)
+        #: after this many intervals the engine knows what fires; then the store is reconciled
+        self.reconcile_after = int(longest / interval_s) + 3
+
+    # -- the work ------------------------------------------------------------------------------
+
+    def process(self, now: float, samples: Sequence[Sample], events: Sequence[Event]) -> list[Alert]:
+        """One interval: learn and evaluate, queue the notices; returns the alert changes."""
+        engine, seen = self.engine, self._seen
+        for s in samples:
+            engine.push_sample(s)
+            cid = s.container.id
+            entry = seen.get(cid)
+            if entry is None or entry.container is not s.container:
+                old = entry
+                entry = seen[cid] = _Seen(s.container, old.first_seen if old else s.ts, s.ts,
+                                          old.metrics if old else {})
+            entry.last_seen = s.ts
+            entry.metrics[s.metric] = s.value
+        alerts = engine.flush(now) if samples else []
+        for e in events:
+            alerts += engine.push_event(e)
+            if e.kind == "container_stop":
+                seen.pop(e.container.id, None)
+        self.handle(alerts, now)
+        c = self.counters
+        if c.ticks + 1 == self.reconcile_after:
+            self.reconcile(now)
+        c.samples += len(samples)
+        c.events += len(events)
+        if c.ticks % 60 == 0:
+            self._forget(now)
+        return alerts
+
+    def handle(self, alerts: Sequence[Alert], now: float) -> None:
+        """Queue the notices for these alert changes (one transaction), then repeats due at ``now``."""
+        m = self.manager
+        with m.batch():
+            for a in alerts:
+                m.handle(a)
+            m.tick(now)
+        if alerts:
+            self.counters.alerts += len(alerts)
+            m.delivery.wake()
+
+    def reconcile(self, now: float) -> None:
+        """Resolve alerts left firing by the run before this one that no longer hold."""
+        live = {fingerprint(r.name, c.id) for r, c, _, _, _ in self.engine.alerts()}
+        gone = self.manager.reconcile(live, now)
+        if gone:
+            log.info("%d alerts firing before the restart no longer hold: resolved", len(gone))
+            self.manager.delivery.wake()
+
+    def _forget(self, now: float) -> None:
+        gone = [cid for cid, e in self._seen.items() if now - e.last_seen > FORGET_AFTER]
+        for cid in gone:
+            del self._seen[cid]
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def replace_rules(self, rules: Sequence[Any], now: float) -> None:
+        """Evaluate ``rules`` from now on, keeping values, models and alert states
+        of rules that stay; firing alerts of removed rules resolve."""
+        engine = Engine(rules, baselines=self.engine.baselines)
+        resolved = engine.adopt(self.engine, now)
+        self.engine = engine
+        self.manager.rules = {r.name: r for r in rules}
+        self.handle(resolved, now)
+
+    async def replace_sinks(self, manager: AlertManager) -> None:
+        """Deliver through a new set of sinks; the old delivery loop stops, its
+        undelivered notices stay in the outbox for sinks that still exist."""
+        old = self.manager
+        self.manager = manager
+        manager.delivery.start()
+        await old.delivery.close()
+
+    # -- the web View --------------------------------------------------------------------------
+
+    def containers(self) -> list[ContainerInfo]:
+        out = []
+        for e in self._seen.values():
+            c = e.container
+            out.append(ContainerInfo(
+                id=c.id, name=c.name, runtime=c.runtime, image=c.image, labels=dict(c.labels), pod=c.pod,
+                qos=c.qos, cgroup=c.cgroup, first_seen=e.first_seen, last_seen=e.last_seen,
+                metrics=dict(e.metrics)))
+        return out
+
+    def alerts(self) -> list[AlertInfo]:
+        out = []
+        for r, c, state, since, value in self.engine.alerts():
+            out.append(AlertInfo(rule=r.name, container=c.name, container_id=c.id, runtime=c.runtime, state=state,
+                                 severity=r.severity, since=since, value=value,
+                                 summary=summarize(r, c, value, None)))
+        return out
+
+    def stats(self) -> Stats:
+        c = self.counters
+        delivery: Mapping[str, Any] = self.manager.delivery.stats()
+        return Stats(
+            started_at=c.started_at, ready=c.ready, interval_s=self.interval_s, ticks=c.ticks,
+            last_tick_at=c.last_tick_at, last_tick_s=c.last_tick_s, rules_loaded=len(self.engine.rules),
+            reload_ok=c.reload_ok, reload_error=c.reload_error, reloads=c.reloads, samples_total=c.samples,
+            events_total=c.events, queue_drops=dict(c.queue_drops), event_drops=dict(c.event_drops),
+            bpf_maps=dict(c.bpf_maps), models=len(self.engine.baselines),
+            models_evicted=self.engine.baselines.evicted,
+            delivery={name: {"sent": x.sent, "messages": x.messages, "retried": x.retried, "failed": x.failed,
+                             "dropped": x.dropped} for name, x in delivery.items()},
+            outbox_pending=self.manager.store.counts().get("pending", 0))
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: what an operator wants from ``systemctl status``."""
+        firing = sum(1 for a in self.engine.alerts() if a[2] == "firing")
+        line = f"watching {len(self._seen)} containers, {firing} alerts firing, {len(self.engine.rules)} rules"
+        if not self.counters.reload_ok:
+            line += f"; last reload FAILED, old config kept: {self.counters.reload_error}"
+        return line

@@ -1,0 +1,298 @@
+"""``cgwatch run``: one asyncio loop from the kernel to Slack.
+
+Stages and what joins them::
+
+    collector thread ──(bounded queue, drops counted)──► pipeline (rules, models, alert state)
+        BPF maps, ring buffers, cgroupfs                        │ SQLite outbox (durable)
+                                                                ▼
+                                                   delivery tasks, one per sink ──► receivers
+    web (healthz, metrics, API) reads the pipeline; systemd hears READY, STATUS, WATCHDOG
+
+The collector's ``tick`` (map reads, ring-buffer polls, cgroupfs) runs in a
+worker thread, so the loop never blocks on the kernel. A tick whose batch
+finds the queue full is dropped and counted (``queue_drops``), never
+buffered without end. Alerts are never dropped: they go to SQLite before any
+sink sees them.
+
+Lifecycle: start-up loads config and rules (a mistake: one line, exit 2),
+attaches the probes (in a thread), loads the anomaly baselines, starts
+delivery and the web server, then says ``READY=1``. ``SIGHUP`` reloads config
+and rules atomically: a broken file keeps the old ones running, logs the
+error and says so in ``STATUS``. ``SIGTERM``/``SIGINT`` detach the probes,
+give delivery a few seconds to flush, save the models and exit 0 well within
+systemd's 10 s. What a reload cannot change without a restart (interval,
+collectors, listen, state_dir) is logged as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from ..alerts.state import AlertManager
+from ..alerts.store import Store, StoreError
+from ..anomaly import store as model_store
+from ..anomaly.baselines import Baselines
+from ..config import Config, ConfigError, load_config
+from ..rules.engine import Engine
+from ..rules.load import load_rules
+from ..sinks.base import build_sinks
+from ..sources.bpf import SetupError
+from ..web.app import build_app, serve
+from .pipeline import Pipeline
+from .sdnotify import Notifier, watchdog_interval
+
+log = logging.getLogger("cgwatch")
+
+#: collected intervals waiting for the pipeline; more and the newest is dropped
+QUEUE_TICKS = 8
+#: how long SIGTERM lets delivery flush before saving and exiting
+STOP_FLUSH_S = 4.0
+#: BPF map sizes are counted this often (in ticks): it walks the maps
+MAP_SIZES_EVERY = 15
+#: models are saved this often
+SAVE_EVERY_S = 300.0
+#: alert history and finished outbox rows are pruned this often, keeping 7 days
+PRUNE_EVERY_S = 3600.0
+
+
+class StartError(Exception):
+    """The daemon cannot start; the message is one line for the operator."""
+
+
+def load_rules_or_fail(paths: list[str]) -> list[Any]:
+    rules, errors = load_rules(paths)
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more; run 'cgwatch rules check')" if len(errors) > 1 else ""
+        raise StartError(f"{first.file}:{first.line}:{first.col}: {first.message}{more}")
+    return rules
+
+
+class Daemon:
+    """The whole service; :meth:`run` returns the process's exit code."""
+
+    def __init__(self, config_path: str | None, notifier: Notifier | None = None) -> None:
+        self.config_path = config_path
+        self.notifier = notifier or Notifier.from_env()
+        self.cfg: Config | None = None
+        self.pipeline: Pipeline | None = None
+        self.collector: Any = None
+        self.store: Store | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._queue: asyncio.Queue[tuple[float, list[Any], list[Any]]] = asyncio.Queue(QUEUE_TICKS)
+        self._saver: model_store.Saver | None = None
+        self._failed = False
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def _load(self) -> tuple[Config, list[Any]]:
+        try:
+            cfg = load_config(self.config_path)
+        except ConfigError as e:
+            raise StartError(str(e)) from None
+        return cfg, load_rules_or_fail(cfg.rules)
+
+    async def _start(self) -> Any:
+        cfg, rules = self._load()
+        self.cfg = cfg
+        state = Path(cfg.state_dir)
+        try:
+            state.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.store = Store.open(state)
+        except (OSError, StoreError) as e:
+            raise StartError(f"state_dir {state}: {e}") from None
+        baselines = Baselines()
+        self._saver = model_store.Saver(state / "baselines.json.gz", every_s=SAVE_EVERY_S)
+        loaded = model_store.load(self._saver.path, baselines, now=time.time())
+        if loaded.loaded:
+            log.info("loaded %d anomaly baselines from %s", loaded.loaded, self._saver.path)
+        manager = AlertManager(self.store, build_sinks(cfg.notify), {r.name: r for r in rules}, host=cfg.host)
+        self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
+        self.collector = await asyncio.to_thread(self._open_collector, cfg)
+        manager.delivery.start()
+        runner = await serve(build_app(self.pipeline), cfg.listen)
+        log.info("cgwatch running: %d rules, %d sinks, every %gs, http://%s/", len(rules), len(cfg.notify),
+                 cfg.interval, cfg.listen)
+        return runner
+
+    @staticmethod
+    def _open_collector(cfg: Config) -> Any:
+        from ..collect import open_collector
+
+        return open_collector(cfg.sources(), "/", exit_codes=cfg.exit_codes)
+
+    # -- the loops -----------------------------------------------------------------------------
+
+    async def _collect(self) -> None:
+        """Tick the collector every interval, in a thread; hand batches to the pipeline."""
+        assert self.cfg is not None and self.pipeline is not None
+        interval, c = self.cfg.interval, self.pipeline.counters
+        next_at = time.monotonic() + interval
+        n = 0
+        while not self._stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    return
+            next_at = max(next_at + interval, time.monotonic())
+            n += 1
+            t0 = time.monotonic()
+            now = time.time()
+            samples, events = await asyncio.to_thread(self._tick, now, n % MAP_SIZES_EVERY == 1)
+            c.last_tick_s, c.last_tick_at = time.monotonic() - t0, time.time()
+            try:
+                self._queue.put_nowait((now, samples, events))
+            except asyncio.QueueFull:
+                c.queue_drops["collect"] = c.queue_drops.get("collect", 0) + len(samples) + len(events)
+                log.warning("the rules stage is behind: dropped an interval (%d samples)", len(samples))
+
+    def _tick(self, now: float, count_maps: bool) -> tuple[list[Any], list[Any]]:
+        assert self.pipeline is not None
+        samples, events = self.collector.tick(now)
+        c = self.pipeline.counters
+        c.event_drops = self.collector.lost_events()
+        if count_maps:
+            c.bpf_maps = self.collector.map_sizes()
+        return samples, events
+
+    async def _process(self) -> None:
+        """Take batches off the queue: rules, models, alert state; save models now and then."""
+        assert self.pipeline is not None and self._saver is not None and self.store is not None
+        pruned = time.time()
+        while True:
+            now, samples, events = await self._queue.get()
+            p = self.pipeline
+            p.process(now, samples, events)
+            p.counters.ticks += 1
+            if p.counters.ticks == 1:
+                p.counters.ready = True
+            self.notifier.send(STATUS=p.status_line())
+            if self._saver.due(now):
+                p.engine.baselines.evict_idle(now)
+                await self._saver.save_async(p.engine.baselines, now)
+            if now - pruned > PRUNE_EVERY_S:
+                pruned = now
+                self.store.prune()
+
+    async def _watchdog(self, every: float) -> None:
+        """WATCHDOG=1 while collection keeps up; silence (and a restart by systemd) when it hangs."""
+        assert self.cfg is not None and self.pipeline is not None
+        stalled = max(3 * self.cfg.interval + 5, 2 * every)
+        while True:
+            last = self.pipeline.counters.last_tick_at
+            if last is None or time.time() - last < stalled:
+                self.notifier.send(WATCHDOG=1)
+            await asyncio.sleep(every)
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """SIGHUP: read config and rules again; keep the old ones if either is broken."""
+        assert self.pipeline is not None and self.cfg is not None and self.store is not None
+        c = self.pipeline.counters
+        c.reloads += 1
+        self.notifier.send(RELOADING=1, MONOTONIC_USEC=int(time.monotonic() * 1e6))
+        try:
+            cfg, rules = self._load()
+            sinks = build_sinks(cfg.notify) if cfg.notify != self.cfg.notify else None
+        except (StartError, ValueError, KeyError) as e:
+            c.reload_ok, c.reload_error = False, str(e)
+            log.error("reload failed, the old config and rules stay: %s", e)
+            self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
+            return False
+        for key in ("interval", "collectors", "listen", "state_dir"):
+            if getattr(cfg, key) != getattr(self.cfg, key):
+                log.warning("reload: '%s' changed; that takes effect at the next restart", key)
+        self.pipeline.replace_rules(rules, time.time())
+        if sinks is not None or cfg.host != self.cfg.host:
+            manager = AlertManager(self.store, sinks if sinks is not None else self.pipeline.manager.sinks,
+                                   {r.name: r for r in rules}, host=cfg.host)
+            await self.pipeline.replace_sinks(manager)
+        self.cfg = cfg.model_copy(update={k: getattr(self.cfg, k)
+                                          for k in ("interval", "collectors", "listen", "state_dir")})
+        c.reload_ok, c.reload_error = True, ""
+        log.info("reloaded: %d rules, %d sinks", len(rules), len(cfg.notify))
+        self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
+        return True
+
+    # -- run -----------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig, ev in ((signal.SIGTERM, self._stop), (signal.SIGINT, self._stop), (signal.SIGHUP, self._reload)):
+            loop.add_signal_handler(sig, ev.set)
+        runner = None
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            try:
+                runner = await self._start()
+            except (StartError, SetupError, OSError) as e:
+                log.error("%s", e)
+                return 2
+            assert self.pipeline is not None
+            tasks = [asyncio.create_task(self._collect(), name="collect"),
+                     asyncio.create_task(self._process(), name="pipeline")]
+            every = watchdog_interval()
+            if every:
+                tasks.append(asyncio.create_task(self._watchdog(every), name="watchdog"))
+            self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
+            while not self._stop.is_set():
+                waiters = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._reload.wait()),
+                           *[t for t in tasks if not t.done()]]
+                done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters[:2]:
+                    w.cancel()
+                for t in tasks:
+                    if t.done() and not t.cancelled() and t.exception() is not None:
+                        exc = t.exception()
+                        log.error("%s stopped: %s", t.get_name(), exc, exc_info=exc)
+                        self._failed = True
+                        self._stop.set()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self.reload()
+            return await self._shutdown(tasks, runner)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self.notifier.close()
+
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]], runner: Any) -> int:
+        """Detach probes, flush delivery briefly, save models; exit 0."""
+        self.notifier.send(STOPPING=1, STATUS="stopping")
+        t0 = time.monotonic()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.collector is not None:
+            await asyncio.to_thread(self.collector.close)
+        if runner is not None:
+            await runner.cleanup()
+        p = self.pipeline
+        if p is not None:
+            left = await p.manager.delivery.drain(STOP_FLUSH_S)
+            await p.manager.delivery.close()
+            if left.pending:
+                log.info("%d notifications stay in the outbox for the next start", left.pending)
+            if self._saver is not None:
+                await self._saver.save_async(p.engine.baselines, time.time())
+        if self.store is not None:
+            self.store.close()
+        log.info("stopped in %.1fs", time.monotonic() - t0)
+        return 1 if self._failed else 0
+
+
+def run(config_path: str | None) -> int:
+    """Run the daemon until SIGTERM; the process's exit code."""
+    return asyncio.run(Daemon(config_path).run())

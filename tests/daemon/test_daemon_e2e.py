@@ -1,0 +1,229 @@
+"""``cgwatch run`` end to end, as systemd runs it: a real process with a
+notify socket bound by the test, real BPF probes, real cgroups named as
+docker names them, a real webhook receiver on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import burner
+from tests.receiver import Receiver, free_port
+
+pytestmark = pytest.mark.bpf
+
+CGWATCH = str(Path(sys.executable).with_name("cgwatch"))
+READY_TIMEOUT = 120.0
+
+
+class NotifySocket:
+    """The AF_UNIX datagram socket systemd would give a Type=notify service."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[dict[str, str]] = []
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except (TimeoutError, BlockingIOError):
+                return
+            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line))
+
+    def wait_for(self, pred, timeout: float) -> dict[str, str] | None:  # type: ignore[no-untyped-def]
+        end = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < end:
+            self._drain()
+            for m in self.messages[seen:]:
+                if pred(m):
+                    return m
+            seen = len(self.messages)
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Daemon:
+    def __init__(self, tmp: Path, config: Path) -> None:
+        self.tmp, self.config = tmp, config
+        self.notify = NotifySocket(tmp / f"notify-{secrets.token_hex(3)}.sock")
+        self.log = open(tmp / "daemon.log", "ab")   # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": "2000000",
+               "WATCHDOG_PID": ""}
+        self.proc = subprocess.Popen([CGWATCH, "run", "--config", str(config)], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def ready(self) -> float:
+        t0 = time.monotonic()
+        got = self.notify.wait_for(lambda m: m.get("READY") == "1", READY_TIMEOUT)
+        assert got is not None, f"no READY=1; log:\n{self.log_text()}"
+        return time.monotonic() - t0
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return (self.tmp / "daemon.log").read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        self.notify.close()
+        self.log.close()
+        return self.proc.returncode
+
+
+def write_config(tmp: Path, port: int, listen: int) -> Path:
+    (tmp / "rules.yaml").write_text(RULES)
+    cfg = tmp / "config.yaml"
+    cfg.write_text(f"""interval: 1s
+state_dir: {tmp / 'state'}
+listen: 127.0.0.1:{listen}
+rules: [{tmp / 'rules.yaml'}]
+notify:
+  hook:
+    type: webhook
+    url: http://127.0.0.1:{port}/hook
+    group_wait: 0.1s
+    timeout: 2s
+""")
+    return cfg
+
+
+PREFIX = secrets.token_hex(3)
+RULES = f"""
+rules:
+  - name: e2e-cpu-hot
+    select: {{name: "{PREFIX}*"}}
+    expr: cpu.usage_cores > 0.5
+    for: 2s
+    severity: warning
+    summary: "{{{{ container }}}} burns {{{{ value | round(2) }}}} cores"
+"""
+
+
+def healthy(port: int, within: float) -> bool:
+    """/healthz answers 200 within ``within`` seconds (it says "starting" until the first interval)."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def container_id() -> str:
+    return PREFIX + secrets.token_hex(29)
+
+
+def firing_for(name: str):  # type: ignore[no-untyped-def]
+    return lambda alerts: any(a["container"] == name and a["state"] == "firing" for a in alerts)
+
+
+def test_run_ready_alerts_within_6s_survives_a_broken_reload_and_stops_cleanly(tmp_path, cgroups):
+    port, listen = free_port(), free_port()
+    cfg = write_config(tmp_path, port, listen)
+    with Receiver(port) as rx:
+        d = Daemon(tmp_path, cfg)
+        try:
+            took = d.ready()
+            print(f"READY=1 after {took:.1f}s")
+            assert d.notify.wait_for(lambda m: m.get("WATCHDOG") == "1", 5.0) is not None
+            assert healthy(listen, within=5.0), d.log_text()
+
+            one = container_id()
+            c1 = cgroups(f"docker/{one}")
+            c1.run(burner())
+            t0 = time.monotonic()
+            assert rx.wait_for(firing_for(one[:12]), 10.0), d.log_text()
+            took = time.monotonic() - t0
+            print(f"alert at the webhook {took:.1f}s after the burner started")
+            assert took <= 6.0
+            [a] = [a for a in rx.alerts if a["container"] == one[:12]]
+            assert a["rule"] == "e2e-cpu-hot" and a["summary"].startswith(f"{one[:12]} burns")
+            assert d.notify.wait_for(lambda m: "1 alerts firing" in m.get("STATUS", ""), 5.0) is not None
+
+            (tmp_path / "rules.yaml").write_text("rules:\n  - name: [broken\n")
+            d.proc.send_signal(signal.SIGHUP)
+            assert d.notify.wait_for(lambda m: "reload FAILED" in m.get("STATUS", ""), 10.0) is not None, \
+                d.log_text()
+            assert d.proc.poll() is None
+            c1.stop()          # one core busy at a time: this machine has two, and other work
+            assert rx.wait_for(lambda al: any(a["state"] == "resolved" for a in al), 10.0), d.log_text()
+            two = container_id()
+            cgroups(f"docker/{two}").run(burner())
+            assert rx.wait_for(firing_for(two[:12]), 10.0), "the old rules should still run: " + d.log_text()
+
+            (tmp_path / "rules.yaml").write_text(RULES)
+            d.proc.send_signal(signal.SIGHUP)
+            assert d.notify.wait_for(lambda m: m.get("READY") == "1" and "FAILED" not in m.get("STATUS", ""),
+                                     10.0) is not None
+            assert rx.alerts.count(next(a for a in rx.alerts if a["container"] == one[:12])) == 1
+        finally:
+            t0 = time.monotonic()
+            code = d.stop(signal.SIGTERM)
+            took = time.monotonic() - t0
+    assert code == 0, d.log_text() if not d.log.closed else ""
+    assert took < 10.0
+    assert (tmp_path / "state" / "baselines.json.gz").exists()
+
+
+def test_kill_9_while_the_webhook_is_down_then_every_alert_arrives(tmp_path, cgroups):
+    port, listen = free_port(), free_port()
+    cfg = write_config(tmp_path, port, listen)
+    d = Daemon(tmp_path, cfg)          # the receiver is down: connections are refused
+    try:
+        d.ready()
+        one = container_id()
+        c = cgroups(f"docker/{one}")
+        c.run(burner())
+        db = tmp_path / "state" / "alerts.db"
+        deadline = time.monotonic() + 15
+        pending = 0
+        while time.monotonic() < deadline and not pending:
+            time.sleep(0.2)
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                pending = conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
+        assert pending == 1, d.log_text()
+    finally:
+        d.stop(signal.SIGKILL)
+    with Receiver(port) as rx:
+        d = Daemon(tmp_path, cfg)
+        try:
+            d.ready()
+            assert rx.wait_for(firing_for(one[:12]), 10.0), d.log_text()
+            c.stop()                       # the container goes away: its alert resolves
+            assert rx.wait_for(lambda al: any(a["state"] == "resolved" for a in al), 15.0), d.log_text()
+        finally:
+            assert d.stop(signal.SIGTERM) == 0
+    states = [(a["container"], a["state"]) for a in rx.alerts]
+    assert states == [(one[:12], "firing"), (one[:12], "resolved")]
+    assert len({a["id"] for a in rx.alerts}) == 2
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM outbox WHERE status != 'sent'").fetchone()[0] == 0
+    json.dumps(rx.alerts)
