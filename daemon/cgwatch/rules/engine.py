@@ -198,10 +198,7 @@ class Engine:
         """Teach the sample to the models of the anomaly rules that read it."""
         best = None
         for i in rules:
-            sel = ser.selected.get(i)
-            if sel is None:
-                sel = ser.selected[i] = self.rules[i].select.matches(ser.container)
-            if not sel:
+            if not self._selects(i, ser):
                 continue
             model = self.baselines.get((self.rules[i].name, ser.container.id, s.metric), self._specs[i], s.ts)
             score, _ = model.update(s.ts, s.value)
@@ -210,14 +207,18 @@ class Engine:
         if best is not None and "anomaly.score" in self._by_metric:
             ser.push("anomaly.score", s.ts, best)
 
+    def _selects(self, i: int, ser: Series) -> bool:
+        """Whether rule ``i`` watches this container (cached until it is renamed)."""
+        sel = ser.selected.get(i)
+        if sel is None:
+            sel = ser.selected[i] = self.rules[i].select.matches(ser.container)
+        return sel
+
     def _feed_joint(self, i: int, ser: Series, now: float) -> None:
         """Teach a joint model the container's latest vector, once every metric
         in it has a value newer than the last vector learnt."""
         r = self.rules[i]
-        sel = ser.selected.get(i)
-        if sel is None:
-            sel = ser.selected[i] = r.select.matches(ser.container)
-        if not sel:
+        if not self._selects(i, ser):
             return
         key = (r.name, ser.container.id, self._joint[i])
         model = self.baselines.peek(key)
@@ -303,10 +304,7 @@ class Engine:
     # -- state machine -----------------------------------------------------------
     def _evaluate(self, i: int, ser: Series, now: float, out: list[Alert]) -> None:
         r = self.rules[i]
-        sel = ser.selected.get(i)
-        if sel is None:
-            sel = ser.selected[i] = r.select.matches(ser.container)
-        if not sel:
+        if not self._selects(i, ser):
             return
         key = (i, ser.container.id)
         if r.anomaly is not None:
