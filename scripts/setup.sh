@@ -4,7 +4,7 @@
 # cgwatch installed editable. Idempotent: a second run only checks.
 #
 #   scripts/setup.sh            what `make run` needs
-#   scripts/setup.sh --test     plus what `make test` needs (pytest, bpftrace)
+#   scripts/setup.sh --test     plus what `make test` needs (pytest, bpftrace, chromium, playwright)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +22,9 @@ pkgs=(python3-bpfcc python3-systemd python3-venv)
 # distribution's default flavour (see docs/install.md for why that is safe).
 kver=$(uname -r)
 [[ -d /lib/modules/$kver/build/include ]] || pkgs+=(linux-headers-amd64)
-((want_test)) && pkgs+=(bpftrace)
+# bpftrace: the probe benchmark's peer; chromium: the browser tests drive it (Playwright,
+# launched from /usr/bin/chromium: no browser downloads)
+((want_test)) && pkgs+=(bpftrace chromium fonts-dejavu-core)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
