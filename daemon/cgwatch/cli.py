@@ -29,6 +29,7 @@ examples:
   cgwatch rules check rules/
   cgwatch replay --rules rules/default.yaml --input rec.jsonl
   cgwatch replay -r rules/ -i rec.jsonl --config /etc/cgwatch/config.yaml   deliver through its sinks
+  cgwatch report --input rec.jsonl --output report.html   one offline HTML page (--format md for a ticket)
   cgwatch notify test --config /etc/cgwatch/config.yaml
   sudo cgwatch silence add --rule 'cpu-*' --container 'web-*' --duration 2h -m "load test"
 """
@@ -113,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --config: how long to wait for the sinks before leaving the rest in the "
                           "outbox (default 30s)")
     rep.set_defaults(func=cmd_replay)
+
+    rpt = sub.add_parser("report", help="summarise a recording: one self-contained HTML page, or Markdown")
+    rpt.add_argument("--input", "-i", required=True, metavar="FILE", help="a recording (JSON Lines)")
+    rpt.add_argument("--output", "-o", required=True, metavar="FILE", help="file to write, - for stdout")
+    rpt.add_argument("--rules", "-r", action="append", default=None, metavar="PATH",
+                     help="rule file or directory (repeatable; default: the shipped rule pack)")
+    rpt.add_argument("--format", "-f", default=None, metavar="FMT",
+                     help="html or md (default: md for an output ending .md, else html)")
+    rpt.add_argument("--host", default=None, metavar="NAME",
+                     help="the host the recording was made on (recordings do not carry it)")
+    rpt.set_defaults(func=cmd_report)
     add_parsers(sub, _duration)
     return p
 
@@ -168,6 +180,43 @@ def cmd_replay(args: argparse.Namespace) -> int:
         else:
             out.flush()
     log.info("%d alert state changes", n)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import os
+
+    from .config import default_rules
+    from .record import RecordingError
+    from .report import FORMATS, format_for, render, summarize
+
+    fmt = format_for(args.output, args.format)
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: use {' or '.join(FORMATS)}")
+    if not os.path.isfile(args.input):
+        raise UsageError(f"{args.input}: no such file" if not os.path.exists(args.input)
+                         else f"{args.input}: not a file")
+    rules = _load_rules_or_fail(args.rules or default_rules())
+    try:
+        report = summarize(args.input, rules, host=args.host)
+    except RecordingError as e:
+        raise UsageError(str(e)) from None
+    text = render(report, fmt)
+    out = _open_output(args.output)
+    try:
+        out.write(text)
+    except BrokenPipeError:
+        pass
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    if report.skipped.count:
+        log.warning("%d unreadable lines of %s skipped (first: line %d)", report.skipped.count, args.input,
+                    report.skipped.first[0][0])
+    log.info("%d containers, %d samples, %d events; wrote %s", len(report.containers), report.samples,
+             report.events, args.output)
     return 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from .model import Alert, Container, Event, Sample
@@ -101,16 +101,31 @@ def parse_line(text: str, cache: dict[tuple[Any, ...], Container]) -> Sample | E
     raise ValueError('a line needs "metric" (a sample) or "event" (an event)')
 
 
-def read_recording(path: str, out_of_order_slack: float = 0.0) -> Iterator[Sample | Event]:
+def read_recording(path: str, out_of_order_slack: float = 0.0,
+                   on_error: Callable[[int, str], None] | None = None) -> Iterator[Sample | Event]:
     """The Samples and Events of a JSONL recording, in order.
 
     Raises RecordingError("FILE:LINE: problem") at the first bad line: a
-    replay of a damaged file would give alerts nobody could trust.
+    replay of a damaged file would give alerts nobody could trust. With
+    ``on_error``, a bad line (not JSON, not a Sample or Event, not UTF-8, out
+    of order) is instead passed to ``on_error(line_number, reason)`` and
+    skipped; a file that cannot be opened still raises.
+
+    >>> import os, tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+    ...     _ = f.write('{"ts": 1, "container": "a", "metric": "m", "value": 1}\\ngarbage\\n')
+    >>> bad = []
+    >>> [x.value for x in read_recording(f.name, on_error=lambda n, why: bad.append((n, why)))]
+    [1.0]
+    >>> bad
+    [(2, 'not JSON (Expecting value at column 1)')]
+    >>> os.unlink(f.name)
     """
     cache: dict[tuple[Any, ...], Container] = {}
     last = float("-inf")
     try:
-        f = open(path, encoding="utf-8")
+        # tolerant: undecodable bytes become surrogates, found per line below
+        f = open(path, encoding="utf-8", errors="surrogateescape" if on_error else "strict")
     except OSError as e:
         raise RecordingError(f"{path}: cannot read: {e.strerror}") from None
     with f:
@@ -120,12 +135,20 @@ def read_recording(path: str, out_of_order_slack: float = 0.0) -> Iterator[Sampl
                 if not line.strip():
                     continue
                 try:
+                    if on_error is not None and not line.isascii():
+                        try:
+                            line.encode("utf-8")
+                        except UnicodeEncodeError:
+                            raise ValueError("not UTF-8 text") from None
                     item = parse_line(line, cache)
-                except ValueError as e:
-                    raise RecordingError(f"{path}:{n}: {e}") from None
-                if item.ts < last - out_of_order_slack:
-                    raise RecordingError(f"{path}:{n}: ts {item.ts} is before the previous line's {last}; "
+                    if item.ts < last - out_of_order_slack:
+                        raise ValueError(f"ts {item.ts} is before the previous line's {last}; "
                                          "a recording must be ordered by ts")
+                except ValueError as e:
+                    if on_error is None:
+                        raise RecordingError(f"{path}:{n}: {e}") from None
+                    on_error(n, str(e))
+                    continue
                 last = max(last, item.ts)
                 yield item
         except UnicodeDecodeError:
