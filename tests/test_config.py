@@ -171,3 +171,32 @@ def test_a_bad_secret_is_never_quoted(tmp_path: Path, monkeypatch: pytest.Monkey
             assert "hunter2" not in str(e) and "very-secret-token" not in str(e)
     e = error(write(tmp_path, "notify:\n  ops:\n    type: webhook\n    url: http://x/\n    secret: [1, 2]\n"))
     assert "notify.ops.secret" in str(e)
+
+
+# -- auth: the dashboard's token ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "line", "col", "message"), [
+    ("listen: 0.0.0.0:9477\n", 1, 9, "listen: 0.0.0.0:9477 is not a loopback address, so the dashboard and API need"),
+    ("interval: 1s\nlisten: '[::]:9477'\n", 2, 9, "set auth.token or auth.token_file"),
+    ("listen: 10.1.2.3:80\nauth: {}\n", 1, 9, "is not a loopback address"),
+    ("auth: {token: short}\n", 1, 15, "auth.token: String should have at least 16 characters"),
+    ("auth: {tokn: abcdefghijklmnopqrstuvwxyz}\n", 1, 8, "auth: unknown key 'tokn' (did you mean 'token'?)"),
+    ("auth:\n  token: abcdefghijklmnopqrstuvwxyz\n  token_file: t\n", 3, 3, "auth: give only one of token, token_file"),
+    ("auth: {token_file: /nonexistent/token}\n", 1, 20, "auth.token_file: cannot read /nonexistent/token"),
+])
+def test_auth_mistakes(tmp_path: Path, text: str, line: int, col: int, message: str) -> None:
+    e = error(write(tmp_path, text))
+    assert (e.line, e.col) == (line, col), str(e)
+    assert message in e.message
+    assert "abcdefghijklmnopqrstuvwxyz" not in str(e)
+
+
+def test_auth_token_file_and_loopback(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("abcdefghijklmnopqrstuvwxyz\n")
+    cfg = load_config(write(tmp_path, "listen: 0.0.0.0:9477\nauth: {token_file: token}\n"))
+    assert cfg.auth.token == "abcdefghijklmnopqrstuvwxyz" and "abcdefghij" not in repr(cfg)
+    for listen in ("127.0.0.1:9477", "127.9.9.9:1", "'[::1]:9477'", "localhost:9477"):
+        assert load_config(write(tmp_path, f"listen: {listen}\n")).auth.token is None
+    (tmp_path / "empty").write_text("\n")
+    assert "is empty" in error(write(tmp_path, "auth: {token_file: empty}\n")).message

@@ -15,7 +15,9 @@ source checkout, else ``/usr/share/cgwatch/rules``) · ``state_dir``
 host's name) · ``collectors`` (source name -> true/false, all on by default;
 names: cpu, proc, mem, net, cgroupfs, and exit_codes) · ``notify`` (sink name
 -> ``{type: ..., ...}``; default ``{journal: {type: journald}}``, since the
-daemon runs under systemd; ``notify: {}`` sends nothing).
+daemon runs under systemd; ``notify: {}`` sends nothing) · ``auth``
+(``{token: ...}`` or ``{token_file: PATH}``; the dashboard and API then need
+the token. Required when ``listen`` is not a loopback address).
 
 A sink's secret keys (webhook ``url``/``secret``, slack ``url``) may instead be
 ``KEY_file: PATH`` (read at load, trailing newline dropped) or
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import ipaddress
 import os
 import re
 import socket
@@ -76,6 +79,36 @@ def default_notify() -> dict[str, SinkConfig]:
     return {"journal": sink_class("journald").Config(type="journald")}
 
 
+class AuthConfig(BaseModel):
+    """``auth:``: the token (16 characters or more) every HTTP request must carry; ``token_file``
+    is read at load instead, relative to the config file.
+
+    >>> AuthConfig(token="correct-horse-battery").token
+    'correct-horse-battery'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    token: str | None = Field(None, min_length=16, repr=False)
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether ``listen``'s host is loopback only (127.0.0.0/8, ::1, localhost).
+
+    >>> is_loopback("127.0.0.1:9477"), is_loopback("[::1]:9477"), is_loopback("localhost:1")
+    (True, True, True)
+    >>> is_loopback("0.0.0.0:9477"), is_loopback(":9477"), is_loopback("[::]:9477"), is_loopback("10.0.0.1:80")
+    (False, False, False, False)
+    """
+    host = listen.rpartition(":")[0].strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Config(BaseModel):
     """The whole config file, typed."""
 
@@ -88,6 +121,7 @@ class Config(BaseModel):
     host: str = Field(default_factory=socket.gethostname, min_length=1)
     notify: dict[str, SinkConfig] = Field(default_factory=default_notify)
     collectors: dict[str, bool] = {}
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @field_validator("listen")
     @classmethod
@@ -187,13 +221,17 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _from_pydantic(r: _Reader, e: ValidationError, prefix: tuple[Any, ...], fields: list[str]) -> ConfigError:
-    """The first pydantic error, placed on its node; ``fields`` feed "did you mean"."""
+def _from_pydantic(r: _Reader, e: ValidationError, prefix: tuple[Any, ...], fields: list[str],
+                   nested: dict[str, list[str]] | None = None) -> ConfigError:
+    """The first pydantic error, placed on its node; ``fields`` (``nested[key]`` inside ``key``)
+    feed "did you mean"."""
     errors = e.errors(include_input=False, include_url=False)
     err = min(errors, key=lambda x: x["type"] != "extra_forbidden")    # a typo explains a missing key
     loc = (*prefix, *err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
+        if nested and len(loc) > 1 and loc[0] in nested:
+            fields = nested[loc[0]]
         return r.at(loc, f"{_dotted(loc[:-1]) + ': ' if loc[:-1] else ''}unknown key '{loc[-1]}' "
                          f"({_hint(str(loc[-1]), fields)})", key=True)
     if err["type"] == "missing":
@@ -295,7 +333,35 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raw["notify"] = _notify(r, raw["notify"])
     if "rules" in raw:
         raw["rules"] = _resolve_rules(r, raw["rules"], Path(os.fspath(path)).resolve().parent)
+    if isinstance(raw.get("auth"), dict):
+        _token_file(r, raw["auth"], Path(os.fspath(path)).resolve().parent)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as e:
-        raise _from_pydantic(r, e, (), list(Config.model_fields)) from None
+        raise _from_pydantic(r, e, (), list(Config.model_fields),
+                             {"auth": [*AuthConfig.model_fields, "token_file"]}) from None
+    if cfg.auth.token is None and not is_loopback(cfg.listen):
+        raise r.at(("listen",), f"listen: {cfg.listen} is not a loopback address, so the dashboard and API "
+                                "need a token: set auth.token or auth.token_file")
+    return cfg
+
+
+def _token_file(r: _Reader, auth: dict[str, Any], base: Path) -> None:
+    """Replace ``auth.token_file`` by ``auth.token``, read from the file (relative to the config)."""
+    if "token_file" not in auth:
+        return
+    loc = ("auth", "token_file")
+    if "token" in auth:
+        raise r.at(loc, "auth: give only one of token, token_file", key=True)
+    ref = auth.pop("token_file")
+    if not isinstance(ref, str) or not ref:
+        raise r.at(loc, "auth.token_file: must be a file name")
+    try:
+        value = (base / os.path.expanduser(ref)).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as ex:
+        raise r.at(loc, f"auth.token_file: cannot read {ref}: "
+                        f"{getattr(ex, 'strerror', None) or 'not UTF-8 text'}") from None
+    if not value.strip():
+        raise r.at(loc, f"auth.token_file: {ref} is empty")
+    auth["token"] = value
+    r.marks[("auth", "token")] = r.marks[loc]

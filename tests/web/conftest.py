@@ -18,6 +18,9 @@ import aiohttp
 import pytest
 
 from cgwatch.web import AlertInfo, ContainerInfo, Stats, build_app, serve
+from cgwatch.web.history import History
+from cgwatch.web.live import Hub
+from cgwatch.web.view import AlertRecord, RuleInfo, SilenceInfo
 
 
 def container(name: str, *, id: str | None = None, runtime: str = "docker",
@@ -59,6 +62,14 @@ class MemoryView:
     stats_: Stats = field(default_factory=stats)
     fail: Exception | None = None
     calls: int = 0
+    history: History = field(default_factory=History)
+    hub: Hub = field(init=False)
+    rules_: dict[str, list[RuleInfo]] = field(default_factory=dict)
+    records_: list[AlertRecord] = field(default_factory=list)
+    silences_: list[SilenceInfo] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.hub = Hub(self.history)
 
     def _check(self) -> None:
         self.calls += 1
@@ -77,13 +88,22 @@ class MemoryView:
         self._check()
         return self.stats_
 
+    def container_rules(self, container_id: str) -> list[RuleInfo]:
+        return self.rules_.get(container_id, [])
 
-Served = Callable[[MemoryView], AbstractAsyncContextManager[aiohttp.ClientSession]]
+    def recent_alerts(self, limit: int) -> list[AlertRecord]:
+        return self.records_[-limit:]
+
+    def silences(self) -> list[SilenceInfo]:
+        return self.silences_
+
+
+Served = Callable[..., AbstractAsyncContextManager[aiohttp.ClientSession]]
 
 
 @asynccontextmanager
-async def _served(view: MemoryView) -> AsyncIterator[aiohttp.ClientSession]:
-    runner = await serve(build_app(view), "127.0.0.1:0")
+async def _served(view: MemoryView, token: str | None = None) -> AsyncIterator[aiohttp.ClientSession]:
+    runner = await serve(build_app(view, token), "127.0.0.1:0")
     try:
         host, port = runner.addresses[0][:2]
         async with aiohttp.ClientSession(base_url=f"http://{host}:{port}") as session:

@@ -212,6 +212,15 @@ class Thresholder:
         self.scored += 1
         return score, onset
 
+    def threshold(self) -> float:
+        """The score that fires now: the higher of the floor and the running quantile.
+
+        >>> from cgwatch.anomaly.models import build
+        >>> Thresholder(build("mad")).threshold()
+        0.6
+        """
+        return max(self.floor, self._scores.quantile(self.q))
+
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state, the detector's included.
 

@@ -19,10 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..alerts.silence import Silences
 from ..alerts.state import AlertManager, fingerprint
 from ..model import Alert, Container, Event, Sample
 from ..rules.engine import Engine, summarize
-from ..web.view import AlertInfo, ContainerInfo, Stats
+from ..web.history import History
+from ..web.live import Hub
+from ..web.view import AlertInfo, AlertRecord, ContainerInfo, RuleInfo, SilenceInfo, Stats
 
 log = logging.getLogger("cgwatch")
 
@@ -67,6 +70,9 @@ class Pipeline:
         self.interval_s = interval_s
         self.counters = Counters()
         self._seen: dict[str, _Seen] = {}
+        #: what the dashboard draws: the last hour per container, and the live stream
+        self.history = History(interval_s)
+        self.hub = Hub(self.history)
         longest = max((r.for_s for r in engine.rules), default=0.0)
         #: after this many intervals the engine knows what fires; then the store is reconciled
         self.reconcile_after = int(longest / interval_s) + 3
@@ -92,6 +98,7 @@ class Pipeline:
             if e.kind == "container_stop":
                 seen.pop(e.container.id, None)
         self.handle(alerts, now)
+        self.hub.update(now, samples, events, alerts)
         c = self.counters
         if c.ticks + 1 == self.reconcile_after:
             self.reconcile(now)
@@ -177,6 +184,43 @@ class Pipeline:
             delivery={name: {"sent": x.sent, "messages": x.messages, "retried": x.retried, "failed": x.failed,
                              "dropped": x.dropped} for name, x in delivery.items()},
             outbox_pending=self.manager.store.counts().get("pending", 0))
+
+    def container_rules(self, container_id: str) -> list[RuleInfo]:
+        """The rules that watch this container, as the container page lists them."""
+        seen = self._seen.get(container_id)
+        c = seen.container if seen is not None else self.history.container(container_id)
+        if c is None:
+            return []
+        out = []
+        for r in self.engine.rules:
+            if not r.select.matches(c):
+                continue
+            if r.expr is not None:
+                kind, text = "expr", r.expr.text
+            elif r.event is not None:
+                kind, text = "event", r.event
+            else:
+                kind, text = "anomaly", ", ".join(r.anomaly.metrics)
+            out.append(RuleInfo(name=r.name, kind=kind, text=text, severity=r.severity, for_s=r.for_s,
+                                threshold=self._threshold(r, c) if kind == "anomaly" else None))
+        return out
+
+    def _threshold(self, r: Any, c: Container) -> float | None:
+        """The score the rule's model must pass to fire now (its running quantile or floor)."""
+        key = "+".join(r.anomaly.metrics) if len(r.anomaly.metrics) > 1 else r.anomaly.metrics[0]
+        model = self.engine.baselines.peek((r.name, c.id, key))
+        return None if model is None else model.threshold()
+
+    def recent_alerts(self, limit: int = 100) -> list[AlertRecord]:
+        """The latest notices from the alert history (newest last)."""
+        return [AlertRecord(ts=h["ts"], rule=h["rule"], container=h["container"], state=h["state"],
+                            severity=h["severity"], summary="")
+                for h in self.manager.store.history(limit=limit)]
+
+    def silences(self) -> list[SilenceInfo]:
+        """Silences in force."""
+        return [SilenceInfo(id=x.id, rule=x.rule, container=x.container, ends_at=x.ends_at, comment=x.comment,
+                            created_by=x.created_by) for x in Silences(self.manager.store).list()]
 
     def status_line(self) -> str:
         """systemd's STATUS=: what an operator wants from ``systemctl status``."""

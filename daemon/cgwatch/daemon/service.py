@@ -117,7 +117,7 @@ class Daemon:
         self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
         self.collector = await asyncio.to_thread(self._open_collector, cfg)
         manager.delivery.start()
-        runner = await serve(build_app(self.pipeline), cfg.listen)
+        runner = await serve(build_app(self.pipeline, cfg.auth.token), cfg.listen)
         log.info("cgwatch running: %d rules, %d sinks, every %gs, http://%s/", len(rules), len(cfg.notify),
                  cfg.interval, cfg.listen)
         return runner

@@ -13,14 +13,19 @@ Routes (all read-only; a write endpoint, once there is one, must require a token
 ``GET /metrics``          Prometheus text exposition
 ``GET /api/v1/containers`` ``{"containers": [...]}``, ``?name=GLOB``, ``?runtime=NAME``
 ``GET /api/v1/alerts``    ``{"alerts": [...]}``, ``?state=firing|pending``
+the dashboard             ``/``, ``/containers/{id}``, ``/alerts`` and their API
+                          (:mod:`cgwatch.web.dashboard`)
 ========================  =====================================================
+
+Every response carries the security headers of :mod:`cgwatch.web.security`;
+with a ``token`` every request must show it.
 
 Examples
 --------
 >>> from cgwatch.web.metrics import _DemoView
 >>> app = build_app(_DemoView())
->>> sorted(r.resource.canonical for r in app.router.routes() if r.method == "GET")
-['/api/v1/alerts', '/api/v1/containers', '/healthz', '/metrics']
+>>> sorted(r.resource.canonical for r in app.router.routes() if r.method == "GET")[:6]
+['/', '/alerts', '/api/v1/alerts', '/api/v1/alerts/history', '/api/v1/containers', '/api/v1/containers/{id}']
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import handlers
+from . import dashboard, handlers
 from .handlers import REGISTRY_KEY, VIEW_KEY, error, json_response
 from .metrics import make_registry
+from .security import add_headers, auth_middleware, limits_middleware
 from .view import View
 
 __all__ = ["DEFAULT_LISTEN", "REGISTRY_KEY", "VIEW_KEY", "build_app", "parse_listen", "serve"]
@@ -85,21 +91,27 @@ def _error_middleware() -> Callable[[web.Request, _Handler], Awaitable[web.Strea
     return json_errors
 
 
-def build_app(view: View) -> web.Application:
-    """The Application serving ``view``: health, metrics and the JSON API, with its own metrics registry.
+def build_app(view: View, token: str | None = None) -> web.Application:
+    """The Application serving ``view``: health, metrics, the JSON API and the dashboard, with its own
+    metrics registry; with ``token``, every request must carry it (:mod:`cgwatch.web.security`).
 
     >>> from cgwatch.web.metrics import _DemoView
     >>> app = build_app(_DemoView())
     >>> app[REGISTRY_KEY].get_sample_value("cgwatch_ready")
     1
     """
-    app = web.Application(middlewares=[_error_middleware()])
+    middlewares = [_error_middleware(), limits_middleware()]
+    if token:
+        middlewares.append(auth_middleware(token))
+    app = web.Application(middlewares=middlewares)
+    app.on_response_prepare.append(add_headers)
     app[VIEW_KEY] = view
     app[REGISTRY_KEY] = make_registry(view)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/api/v1/containers", handlers.containers)
     app.router.add_get("/api/v1/alerts", handlers.alerts)
+    dashboard.add_routes(app, view)
     return app
 
 
@@ -131,7 +143,9 @@ async def serve(app: web.Application, listen: str = DEFAULT_LISTEN) -> web.AppRu
     holds the bound socket addresses (useful with port 0).
     """
     host, port = parse_listen(listen)
-    runner = web.AppRunner(app, access_log=None)  # a scrape every few seconds does not belong in the journal
+    # a scrape every few seconds does not belong in the journal; request lines up to 16 KiB reach the
+    # app, which answers a query string over 2 KiB with a JSON 414
+    runner = web.AppRunner(app, access_log=None, max_line_size=16384)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -1,7 +1,7 @@
 """What the HTTP side may read from the daemon: one small read-only protocol.
 
-The daemon implements :class:`View`; the web package only ever calls its three
-methods, once per request, from the event loop thread. Every value is a plain
+The daemon implements :class:`View`; the web package only calls its methods
+(and reads its ``history`` and ``hub``) from the event loop thread. Every value is a plain
 snapshot (frozen dataclasses, mappings), so a handler never reaches into the
 pipeline's live state.
 
@@ -22,7 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .history import History
+    from .live import Hub
 
 
 @dataclass(slots=True, frozen=True)
@@ -155,6 +159,58 @@ class Stats:
     """Notifications waiting in the outbox."""
 
 
+@dataclass(slots=True, frozen=True)
+class RuleInfo:
+    """One rule that applies to a container, as the container page lists it.
+
+    >>> RuleInfo(name="cpu-hog", kind="expr", text="cpu.usage_cores > 0.9", severity="warning", for_s=30.0).kind
+    'expr'
+    """
+
+    name: str
+    kind: str
+    """``expr``, ``event`` or ``anomaly``."""
+    text: str
+    """The expression, the event kind, or the anomaly rule's metrics (comma separated)."""
+    severity: str
+    for_s: float
+    threshold: float | None = None
+    """For anomaly rules: the score above which the container counts as anomalous (the
+    chart's threshold band), where the model knows it; None draws the default floor."""
+
+
+@dataclass(slots=True, frozen=True)
+class AlertRecord:
+    """One entry of the alert history (a state change that was recorded).
+
+    >>> AlertRecord(ts=5.0, rule="oom-kill", container="db", state="firing", severity="critical", summary="").state
+    'firing'
+    """
+
+    ts: float
+    rule: str
+    container: str
+    state: str
+    """``firing``, ``resolved``, ``silenced`` ..."""
+    severity: str
+    summary: str
+
+
+@dataclass(slots=True, frozen=True)
+class SilenceInfo:
+    """One active silence (``rule`` and ``container`` are globs; None matches all).
+
+    >>> SilenceInfo(id="s1", rule=None, container="web-*", ends_at=9.0, comment="deploy", created_by="ops").rule
+    """
+
+    id: str
+    rule: str | None
+    container: str | None
+    ends_at: float
+    comment: str
+    created_by: str
+
+
 class View(Protocol):
     """What the daemon shows the HTTP side. Each call returns a fresh snapshot and must be cheap."""
 
@@ -168,4 +224,28 @@ class View(Protocol):
 
     def stats(self) -> Stats:
         """The daemon's own health and counters."""
+        ...
+
+    # -- the dashboard -------------------------------------------------------------------------
+
+    @property
+    def history(self) -> History:
+        """Recent samples, events and alert changes per container (fed by the daemon)."""
+        ...
+
+    @property
+    def hub(self) -> Hub:
+        """The live-update broadcaster the daemon publishes to once per interval."""
+        ...
+
+    def container_rules(self, container_id: str) -> Sequence[RuleInfo]:
+        """The rules whose ``select`` matches this container (empty for an unknown id)."""
+        ...
+
+    def recent_alerts(self, limit: int) -> Sequence[AlertRecord]:
+        """The newest ``limit`` alert history entries, oldest first."""
+        ...
+
+    def silences(self) -> Sequence[SilenceInfo]:
+        """The silences in force now."""
         ...

@@ -1,0 +1,99 @@
+"""What every response carries and what every request must show: security headers,
+the query-size limit and, when a token is configured, the token.
+
+With a token, a request needs ``Authorization: Bearer <token>`` or the
+``cgwatch_token`` cookie, which a browser gets by opening ``/?token=<token>``
+once (answered by a redirect to ``/`` that sets the cookie HttpOnly,
+SameSite=Strict). Anything else is a 401 with a JSON error. Tokens are compared
+in constant time.
+
+Examples
+--------
+>>> token_ok("s3cret", "s3cret"), token_ok("s3cre", "s3cret"), token_ok("", "s3cret")
+(True, False, False)
+>>> HEADERS["X-Frame-Options"]
+'DENY'
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .handlers import error
+
+__all__ = ["COOKIE", "CSP", "HEADERS", "MAX_QUERY", "add_headers", "auth_middleware", "limits_middleware",
+           "token_ok"]
+
+#: the Content-Security-Policy of every response: no inline script or style, nothing from elsewhere
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+#: the name of the cookie holding the token
+COOKIE = "cgwatch_token"
+#: longest query string accepted (bytes); longer is a 414
+MAX_QUERY = 2048
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_Middleware = Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]
+
+
+def token_ok(given: str, token: str) -> bool:
+    """Whether ``given`` is ``token``, compared in constant time (an empty ``given`` never is)."""
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the security headers, on every response (streams and errors too)."""
+    for key, value in HEADERS.items():
+        response.headers.setdefault(key, value)
+
+
+def limits_middleware() -> _Middleware:
+    """Refuse a query string over :data:`MAX_QUERY` bytes with a JSON 414."""
+
+    @web.middleware
+    async def limits(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if len(request.query_string) > MAX_QUERY:
+            return error(414, f"query string too long ({len(request.query_string)} bytes; at most {MAX_QUERY})")
+        return await handler(request)
+
+    return limits
+
+
+def auth_middleware(token: str) -> _Middleware:
+    """Every request needs ``token`` (header or cookie); ``/?token=`` sets the cookie."""
+
+    @web.middleware
+    async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if request.path == "/" and "token" in request.query:
+            if not token_ok(request.query.get("token", ""), token):
+                return _unauthorized("wrong token")
+            redirect = web.HTTPSeeOther("/", headers={"Cache-Control": "no-store"})
+            redirect.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", secure=request.secure)
+            raise redirect
+        header = request.headers.get("Authorization", "")
+        if header:
+            scheme, _, given = header.partition(" ")
+            ok = scheme.lower() == "bearer" and token_ok(given.strip(), token)
+        else:
+            ok = token_ok(request.cookies.get(COOKIE, ""), token)
+        if not ok:
+            return _unauthorized("this cgwatch needs a token: send 'Authorization: Bearer <token>', "
+                                 "or open /?token=<token> once in a browser")
+        return await handler(request)
+
+    return auth
+
+
+def _unauthorized(message: str) -> web.Response:
+    resp = error(401, message)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="cgwatch"'
+    return resp
