@@ -33,9 +33,9 @@ def test_the_live_dashboard_shows_a_new_container_its_charts_and_its_alert(tmp_p
                 async with browser() as (page, errors):
                     await page.goto(base + "/")
                     row = f'#overview tr[data-id="{cid}"]'
-                    cpu = await until(page, f"(() => {{ const r = document.querySelector('{row}');"
-                                            " return r && parseFloat(r.children[3].textContent); })()", 10.0)
-                    assert cpu > 0.3
+                    # the burner keeps a core busy: the row shows it (the first interval may be partial)
+                    await until(page, f"(() => {{ const r = document.querySelector('{row}');"
+                                      " return r && parseFloat(r.children[3].textContent) > 0.3; })()", 10.0)
                     await until(page, f"(() => {{ const a = document.querySelector('{row} td.alerts');"
                                       " return a && a.textContent.includes('e2e-cpu-hot'); })()", 10.0)
                     await until(page, painted(f"{row} canvas.spark"), 10.0)

@@ -267,7 +267,8 @@ class Daemon:
             self.notifier.close()
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]], runner: Any) -> int:
-        """Detach probes, flush delivery briefly, save models; exit 0."""
+        """Detach probes, flush delivery briefly, save models; exit 0. Each step has
+        a budget, so the whole stays within systemd's 10 s whatever hangs."""
         self.notifier.send(STOPPING=1, STATUS="stopping")
         t0 = time.monotonic()
         for t in tasks:
@@ -276,21 +277,36 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.collector is not None:
-            await asyncio.to_thread(self.collector.close)
+            await _step("detaching the probes", asyncio.to_thread(self.collector.close), 3.0)
         if runner is not None:
-            await runner.cleanup()
+            await _step("stopping the web server", runner.cleanup(), 2.0)
         p = self.pipeline
         if p is not None:
-            left = await p.manager.delivery.drain(STOP_FLUSH_S)
-            await p.manager.delivery.close()
-            if left.pending:
+            left = await _step("flushing delivery", p.manager.delivery.drain(STOP_FLUSH_S), STOP_FLUSH_S + 0.5)
+            await _step("stopping delivery", p.manager.delivery.close(), 1.0)
+            if left is not None and left.pending:
                 log.info("%d notifications stay in the outbox for the next start", left.pending)
             if self._saver is not None:
-                await self._saver.save_async(p.engine.baselines, time.time())
+                await _step("saving the baselines", self._saver.save_async(p.engine.baselines, time.time()), 3.0)
         if self.store is not None:
             self.store.close()
         log.info("stopped in %.1fs", time.monotonic() - t0)
         return 1 if self._failed else 0
+
+
+async def _step(what: str, aw: Any, budget: float) -> Any:
+    """Await one shutdown step for at most ``budget`` seconds; a step that overruns is logged and left."""
+    t0 = time.monotonic()
+    try:
+        result = await asyncio.wait_for(aw, budget)
+    except asyncio.TimeoutError:
+        log.warning("shutdown: %s took more than %gs; going on without it", what, budget)
+        return None
+    except Exception as e:   # a failing step must not stop the others (the models still get saved)
+        log.warning("shutdown: %s failed: %s", what, e)
+        return None
+    log.debug("shutdown: %s in %.2fs", what, time.monotonic() - t0)
+    return result
 
 
 def run(config_path: str | None) -> int:

@@ -145,7 +145,8 @@ async def serve(app: web.Application, listen: str = DEFAULT_LISTEN) -> web.AppRu
     host, port = parse_listen(listen)
     # a scrape every few seconds does not belong in the journal; request lines up to 16 KiB reach the
     # app, which answers a query string over 2 KiB with a JSON 414
-    runner = web.AppRunner(app, access_log=None, max_line_size=16384)
+    # at shutdown, a request still running (a live stream) gets a second, not aiohttp's default minute
+    runner = web.AppRunner(app, access_log=None, max_line_size=16384, shutdown_timeout=1.0)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
