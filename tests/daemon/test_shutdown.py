@@ -29,3 +29,23 @@ def test_a_hanging_step_is_left_after_its_budget_and_a_failing_one_is_logged(cap
     assert time.monotonic() - t0 < 2.0
     assert [r.getMessage() for r in caplog.records] == [
         "shutdown: hanging took more than 0.2s; going on without it", "shutdown: failing failed: disk on fire"]
+
+
+def test_a_notify_reader_that_stops_reading_never_blocks_the_daemon(tmp_path):
+    """systemd always reads; another supervisor may not. The socket's queue fills
+    (net.unix.max_dgram_qlen) and further messages are dropped, not waited on."""
+    import socket
+
+    from cgwatch.daemon.sdnotify import Notifier
+
+    path = tmp_path / "notify.sock"
+    reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reader.bind(str(path))
+    n = Notifier(str(path))
+    t0 = time.monotonic()
+    sent = sum(n.send(STATUS=f"tick {i}") for i in range(500))
+    assert time.monotonic() - t0 < 2.0
+    assert 0 < sent < 500 and n.dropped == 500 - sent
+    assert reader.recv(100) == b"STATUS=tick 0"
+    n.close()
+    reader.close()

@@ -33,6 +33,7 @@ class Notifier:
         self.address = address or None
         self._sock: socket.socket | None = None
         self._warned = False
+        self.dropped = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Notifier:
@@ -51,9 +52,14 @@ class Notifier:
         addr = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # non-blocking: a supervisor that stops reading must never stall the daemon
+                self._sock = socket.socket(socket.AF_UNIX,
+                                           socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto(text.encode(), addr)
             return True
+        except BlockingIOError:
+            self.dropped += 1      # the reader is behind: this STATUS/WATCHDOG is lost, the next one may pass
+            return False
         except OSError as e:
             if not self._warned:
                 self._warned = True
