@@ -25,13 +25,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import river
-from river import anomaly
-
 from cgwatch.anomaly.base import BaseDetector, _count, _finite
 from cgwatch.anomaly.robust import RollingMedian
 
 _FEATURES = ("v", "d")
+
+
+def river_version() -> str:
+    """The installed River's version, read from its metadata (importing River costs ~100 MB).
+
+    >>> river_version().count(".") >= 1
+    True
+    """
+    from importlib.metadata import version
+
+    return version("river")
 
 
 class HSTDetector(BaseDetector):
@@ -66,6 +74,9 @@ class HSTDetector(BaseDetector):
         self.scale_window = int(scale_window)
         if min(self.n_trees, self.height, self.window_size) < 1:
             raise ValueError("n_trees, height and window_size must be positive")
+        # River (and the scipy/pandas it brings, ~100 MB) loads only when a rule asks for hst
+        from river import anomaly
+
         self._hst = anomaly.HalfSpaceTrees(
             n_trees=self.n_trees, height=self.height, window_size=self.window_size, seed=self.seed
         )
@@ -105,7 +116,7 @@ class HSTDetector(BaseDetector):
     def _data(self) -> dict[str, Any]:
         hst = self._hst
         return {
-            "river": river.__version__,
+            "river": river_version(),
             "prev": self._prev,
             "v": self._v.state(),
             "d": self._d.state(),
@@ -117,8 +128,8 @@ class HSTDetector(BaseDetector):
         }
 
     def _load(self, data: dict[str, Any]) -> None:
-        if data["river"] != river.__version__:
-            raise ValueError(f"hst state from river {data['river']}, this is {river.__version__}")
+        if data["river"] != river_version():
+            raise ValueError(f"hst state from river {data['river']}, this is {river_version()}")
         self._prev = None if data["prev"] is None else _finite(data["prev"])
         self._v = RollingMedian.from_state(data["v"])
         self._d = RollingMedian.from_state(data["d"])

@@ -53,10 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import river
-
 from .base import STATE_VERSION
 from .baselines import Baselines, Key
+from .hst import river_version
 from .models import KINDS
 from .thresholds import Thresholder
 
@@ -214,7 +213,7 @@ def write(entries: Snapshot, path: Path, now: float) -> int:
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "cgwatch": cgwatch_version(),
-        "river": river.__version__,
+        "river": river_version(),
         "written_at": float(now),
     }
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=_TMP_SUFFIX)
@@ -365,7 +364,7 @@ def _is_old(state: Any) -> bool:
             continue
         if node.get("kind") in KINDS and node.get("version") != STATE_VERSION:
             return True
-        if "river" in node and node["river"] != river.__version__:
+        if "river" in node and node["river"] != river_version():
             return True
         stack.extend(node.values())
     return False

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -48,6 +49,29 @@ def _warn_once(kind: str, msg: str, level: int = logging.WARNING) -> None:
     _warned.add(kind)
 
 
+#: a file found absent (or unsupported) is not looked for again in that cgroup for this long:
+#: on a hybrid host most v2 controller files never exist, and a failed open costs as much as a read
+ABSENT_RETRY_S = 60.0
+_ABSENT_MAX = 100_000
+_absent: dict[str, float] = {}
+
+
+def _known_absent(path: str, now: float) -> bool:
+    """Whether ``path`` was found absent less than ABSENT_RETRY_S ago.
+
+    >>> _absent["/x/memory.max"] = 100.0
+    >>> _known_absent("/x/memory.max", 130.0), _known_absent("/x/memory.max", 200.0)
+    (True, False)
+    """
+    seen = _absent.get(path)
+    if seen is None:
+        return False
+    if now - seen < ABSENT_RETRY_S:
+        return True
+    del _absent[path]
+    return False
+
+
 class _Dir:
     """One cgroup directory being read; remembers whether a file was missing."""
 
@@ -62,6 +86,10 @@ class _Dir:
         if self.path is None:
             return None
         path = os.path.join(self.path, name)
+        now = time.monotonic()
+        if _known_absent(path, now):
+            self.missing = True
+            return None
         try:
             text = read_file(path)
         except OSError as e:
@@ -70,6 +98,10 @@ class _Dir:
             else:  # EOPNOTSUPP: PSI switched off at boot; anything else is odd
                 level = logging.DEBUG if e.errno == errno.EOPNOTSUPP else logging.WARNING
                 _warn_once(name, f"cgroupfs: {path}: {e.strerror}", level)
+            if e.errno in (errno.ENOENT, errno.EOPNOTSUPP):
+                if len(_absent) >= _ABSENT_MAX:
+                    _absent.clear()
+                _absent[path] = now
             return None
         try:
             return parse(text)
