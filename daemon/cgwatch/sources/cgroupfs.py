@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..model import Container, Event, Sample
 from .base import Rates
-from .cgroupfs_layout import V1_CONTROLLERS, Layout, read_file, read_text, resolve_v1
+from .cgroupfs_layout import V1_CONTROLLERS, FileCache, Layout, fd_budget, read_file, read_text, resolve_v1
 
 __all__ = ["CgroupfsSource", "Layout", "V1_CONTROLLERS", "read_cgroup", "resolve_v1"]
 
@@ -54,6 +54,8 @@ def _warn_once(kind: str, msg: str, level: int = logging.WARNING) -> None:
 ABSENT_RETRY_S = 60.0
 _ABSENT_MAX = 100_000
 _absent: dict[str, float] = {}
+#: the open files of the CgroupfsSource that runs (None: open and close per read)
+_files: FileCache | None = None
 
 
 def _known_absent(path: str, now: float) -> bool:
@@ -91,7 +93,7 @@ class _Dir:
             self.missing = True
             return None
         try:
-            text = read_file(path)
+            text = read_file(path) if _files is None else _files.read(path)
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.ENODEV):  # ENODEV: removed while open
                 self.missing = True
@@ -291,6 +293,12 @@ class CgroupfsSource:
         self._rates = Rates()
         #: container id -> (cgroup rel path, v1 dirs, vouched for by a member)
         self._paths: dict[str, tuple[str, dict[str, Path], bool]] = {}
+        global _files
+        if layout is None and _files is None:
+            # on the host's own cgroupfs (not a layout given for a test), the files read every
+            # interval stay open: no open and close per file per interval; a removed cgroup's
+            # open file answers ENODEV, which reads as "gone", as a failed open does
+            _files = FileCache(fd_budget())
 
     def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
         """Samples for the interval ending at ``now``; vanished cgroups give none.
@@ -344,7 +352,11 @@ class CgroupfsSource:
         return []
 
     def close(self) -> None:
-        """Nothing to release: files are opened and closed per read.
+        """Close the files kept open.
 
         >>> CgroupfsSource(Layout()).close()
         """
+        global _files
+        if _files is not None:
+            _files.close()
+            _files = None

@@ -32,6 +32,92 @@ def read_file(path: str) -> str:
     return b"".join(chunks).decode("ascii", "replace")
 
 
+class FileCache:
+    """cgroup files kept open and re-read with ``pread(fd, n, 0)``, which makes the
+    kernel generate them afresh: no open and close per file per interval.
+
+    At most ``cap`` files stay open (least recently read closed first); a read that
+    fails on a kept file (the cgroup went away, or was made again at the same
+    path) closes it and opens the path anew, once.
+
+    >>> import tempfile
+    >>> f = tempfile.NamedTemporaryFile("w", suffix=".stat", delete=False); _ = f.write("usage_usec 5"); f.close()
+    >>> c = FileCache(cap=4)
+    >>> c.read(f.name), c.read(f.name), len(c)
+    ('usage_usec 5', 'usage_usec 5', 1)
+    >>> c.close()
+    """
+
+    def __init__(self, cap: int) -> None:
+        from collections import OrderedDict
+
+        self.cap = max(0, int(cap))
+        self._fds: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def read(self, path: str) -> str:
+        fd = self._fds.get(path)
+        if fd is not None:
+            try:
+                data = _pread_all(fd)
+                self._fds.move_to_end(path)
+                return data
+            except OSError:
+                self._drop(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = _pread_all(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self.cap:
+            self._fds[path] = fd
+            while len(self._fds) > self.cap:
+                self._drop(next(iter(self._fds)))
+        else:
+            os.close(fd)
+        return data
+
+    def _drop(self, path: str) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for path in list(self._fds):
+            self._drop(path)
+
+
+def _pread_all(fd: int) -> str:
+    chunks = [os.pread(fd, _BUF, 0)]
+    while len(chunks[-1]) == _BUF:
+        chunks.append(os.pread(fd, _BUF, _BUF * len(chunks)))
+    return b"".join(chunks).decode("ascii", "replace")
+
+
+def fd_budget(reserve: int = 512, most: int = 8192) -> int:
+    """How many cgroup files may stay open: the soft RLIMIT_NOFILE, raised to the hard
+    limit where it is lower, less ``reserve`` for sockets, BPF maps and the rest.
+
+    >>> fd_budget() >= 0
+    True
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    limit = soft if soft != resource.RLIM_INFINITY else 65536
+    return max(0, min(most, limit - reserve))
+
+
 def read_text(path: str | Path) -> str | None:
     try:
         return read_file(str(path))
