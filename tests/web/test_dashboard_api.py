@@ -14,7 +14,7 @@ import pytest
 
 from cgwatch.model import Alert, Container, Event, Sample
 from cgwatch.web import build_app, serve
-from cgwatch.web.history import EVENTS_KEPT, History
+from cgwatch.web.history import EVENTS_KEPT, FINE_S, History
 from cgwatch.web.live import Hub
 from cgwatch.web.security import HEADERS
 from cgwatch.web.view import AlertRecord, RuleInfo, SilenceInfo
@@ -63,8 +63,8 @@ def test_history_rings_are_bounded_and_coarse_covers_the_hour() -> None:
     ts = [t for t, _ in fine_then_coarse]
     assert ts == sorted(ts)
     assert ts[0] >= 7200 - 3600 - 30            # coarse reaches back an hour, no further
-    assert len([t for t in ts if t >= 7199 - 900]) <= h.fine_n
-    assert all(t % 10 == 0 for t in ts if t < ts[-1] - 900)   # older points are 10 s bucket starts
+    assert len([t for t in ts if t >= 7199 - FINE_S]) <= h.fine_n
+    assert all(t % 10 == 0 for t in ts if t < ts[-1] - FINE_S)   # older points are 10 s bucket starts
     bucket = dict(fine_then_coarse)[6000.0]
     assert bucket == pytest.approx(6004.5)      # the mean of 6000..6009
     before = h.nbytes()

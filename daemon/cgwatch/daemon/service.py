@@ -181,6 +181,7 @@ class Daemon:
             if self._saver.due(now):
                 p.engine.baselines.evict_idle(now)
                 await self._saver.save_async(p.engine.baselines, now)
+                _trim_heap()      # every few minutes: what Python freed goes back to the kernel
             if now - pruned > PRUNE_EVERY_S:
                 pruned = now
                 self.store.prune()

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from .handlers import VIEW_KEY, alert_json, container_json, error, json_response
-from .history import COARSE_S, FINE_S, History
+from .history import COARSE_S, SPARK_S, History
 from .live import Hub
 from .view import AlertRecord, ContainerInfo, RuleInfo, SilenceInfo, View
 
@@ -178,7 +178,7 @@ async def sparklines(request: web.Request) -> web.Response:
         return bad
     history = request.app[HUB_KEY].history
     now = time.time()
-    start = (now - FINE_S) // COARSE_S * COARSE_S
+    start = (now - SPARK_S) // COARSE_S * COARSE_S
     out: dict[str, dict[str, list[float | None]]] = {}
     for c in request.app[VIEW_KEY].containers():
         out[c.id] = {m: history.spark(c.id, m, start) for m in SPARK_METRICS}

@@ -2,7 +2,7 @@
 
 Per container, :class:`History` keeps
 
-- a *fine* ring: every sample of the last 15 minutes (one slot per collection,
+- a *fine* ring: every sample of the last 5 minutes (one slot per collection,
   shared by all the container's metrics; values as float32, NaN where a metric
   sent nothing in that slot);
 - a *coarse* ring: 10 s bucket means for the last hour, filled when a bucket closes;
@@ -37,10 +37,13 @@ from typing import Any
 
 from ..model import Alert, Container, Event, Sample
 
-__all__ = ["COARSE_S", "FINE_S", "HOUR_S", "History"]
+__all__ = ["COARSE_S", "FINE_S", "HOUR_S", "SPARK_S", "History"]
 
-#: how far back the fine ring reaches (seconds)
-FINE_S = 900.0
+#: how far back the fine ring reaches (seconds); before that the coarse 10 s means serve (and the
+#: 15-minute sparklines are drawn from them)
+FINE_S = 300.0
+#: the overview's sparklines reach back this far (drawn from the coarse means)
+SPARK_S = 900.0
 #: coarse bucket width and how far back coarse buckets reach (seconds)
 COARSE_S = 10.0
 HOUR_S = 3600.0

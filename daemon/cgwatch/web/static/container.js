@@ -77,7 +77,10 @@
     var opts = {
       width: Math.max(300, box.clientWidth - 12), height: anomaly ? 170 : 150,
       series: series,
-      scales: { x: { time: true }, y: anomaly ? { range: [0, 1] } : { range: function (u, lo, hi) { return [Math.min(0, lo), hi > 0 ? hi * 1.1 : 1]; } } },
+      // at least a minute wide: a chart with one or two points would otherwise span years
+      scales: { x: { time: true, range: function (u, lo, hi) {
+                  if (lo == null || hi == null) { var now = Date.now() / 1000; return [now - 60, now]; }
+                  return [Math.min(lo, hi - 60), hi]; } }, y: anomaly ? { range: [0, 1] } : { range: function (u, lo, hi) { return [Math.min(0, lo), hi > 0 ? hi * 1.1 : 1]; } } },
       axes: [{ stroke: "#64748b", grid: { stroke: "#f1f5f9" } },
              { stroke: "#64748b", grid: { stroke: "#f1f5f9" }, size: 64, values: function (u, vals) { return vals.map(fmt); } }],
       legend: { show: true, live: true },
