@@ -165,12 +165,22 @@ def _psi_some(key: str) -> Parse:
     return parse
 
 
+def _read_text_kept(path: str) -> str | None:
+    """A file's text through the open-file cache when there is one; None if unreadable."""
+    if _files is None:
+        return read_text(path)
+    try:
+        return _files.read(path)
+    except OSError:
+        return None
+
+
 def _threads(v2: _Dir) -> dict[str, float]:
     """Lines of cgroup.threads over the subtree (walked only when it has children)."""
     nested = (v2.get("cgroup.stat", _pick(nr_descendants="n")) or {}).get("n", 1) > 0
     top, total, found = v2.path or "", 0, False
     for d, _, _ in os.walk(top) if nested else [(top, [], [])]:
-        text = read_text(os.path.join(d, "cgroup.threads"))
+        text = _read_text_kept(os.path.join(d, "cgroup.threads"))
         if text is not None:
             found, total = True, total + len(text.split())
     return {"tasks": float(total)} if found else {}
