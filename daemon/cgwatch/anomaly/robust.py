@@ -12,7 +12,7 @@ Examples
 >>> for x in [1, 2, 3, 4, 100]:
 ...     r.add(x)
 >>> r.median(), round(r.scale(), 3)
-(3, 1.483)
+(3.0, 1.483)
 >>> round(squash(3.0), 2), round(squash(10.0), 4)
 (0.5, 0.9995)
 """
@@ -20,8 +20,8 @@ Examples
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, insort
-from collections import deque
 from typing import Any
 
 from cgwatch.anomaly.base import _finite, finite_list
@@ -82,10 +82,11 @@ class RollingMedian:
         self.trim = None if trim is None else float(trim)
         self._sq = 0.0       # sum of the squared deviations in the window
         self._pushes = 0
-        self._ring: deque[float] = deque()
-        self._sorted: list[float] = []
-        self._devs: deque[float] = deque()
-        self._devs_sorted: list[float] = []
+        # unboxed doubles: a window of 256 costs 2 KB per array, not 8 KB of float objects
+        self._ring = _Ring(self.n)
+        self._sorted = array("d")
+        self._devs = _Ring(self.n)
+        self._devs_sorted = array("d")
 
     def __len__(self) -> int:
         return len(self._ring)
@@ -104,7 +105,7 @@ class RollingMedian:
         if self.trim is not None:
             self._pushes += 1
             if self._pushes % self.n == 0:   # recount now and then: no drift from float rounding
-                self._sq = math.fsum(d * d for d in self._devs)
+                self._sq = math.fsum(d * d for d in self._devs.buf)
             else:
                 self._sq += dev * dev - (0.0 if old is None else old * old)
 
@@ -165,7 +166,8 @@ class RollingMedian:
         >>> r.state()
         {'n': 4, 'trim': None, 'values': [1.0], 'devs': [0.0]}
         """
-        out: dict[str, Any] = {"n": self.n, "trim": self.trim, "values": list(self._ring), "devs": list(self._devs)}
+        out: dict[str, Any] = {"n": self.n, "trim": self.trim, "values": self._ring.ordered(),
+                               "devs": self._devs.ordered()}
         if self.trim is not None:
             out["sq"], out["pushes"] = self._sq, self._pushes
         return out
@@ -186,10 +188,12 @@ class RollingMedian:
         devs = finite_list(d["devs"], r.n)
         if len(values) != len(devs) or any(x < 0 for x in devs):
             raise ValueError("window values and deviations do not match")
-        r._ring.extend(values)
-        r._sorted = sorted(values)
-        r._devs.extend(devs)
-        r._devs_sorted = sorted(devs)
+        for x in values:
+            r._ring.push(x)
+        r._sorted = array("d", sorted(values))
+        for x in devs:
+            r._devs.push(x)
+        r._devs_sorted = array("d", sorted(devs))
         if r.trim is not None:
             r._sq = _finite(d["sq"])
             r._pushes = d["pushes"]
@@ -198,12 +202,45 @@ class RollingMedian:
         return r
 
 
-def _push(ring: deque[float], ordered: list[float], x: float, n: int) -> float | None:
-    """Add ``x``; return the value that fell out of the window, if one did."""
-    ring.append(x)
-    insort(ordered, x)
-    if len(ring) > n:
-        old = ring.popleft()
-        del ordered[bisect_left(ordered, old)]
+class _Ring:
+    """The last ``n`` values in arrival order, in a fixed array of doubles.
+
+    >>> r = _Ring(2)
+    >>> [r.push(x) for x in (1.0, 2.0, 3.0)], r.ordered(), len(r)
+    ([None, None, 1.0], [2.0, 3.0], 2)
+    """
+
+    __slots__ = ("n", "buf", "head")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.buf = array("d")
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.buf)
+
+    def push(self, x: float) -> float | None:
+        """Add ``x``; return the value it pushed out, if the ring was full."""
+        buf = self.buf
+        if len(buf) < self.n:
+            buf.append(x)
+            return None
+        old = buf[self.head]
+        buf[self.head] = x
+        self.head = (self.head + 1) % self.n
         return old
-    return None
+
+    def ordered(self) -> list[float]:
+        """Oldest first."""
+        b = self.buf.tolist()
+        return b[self.head:] + b[:self.head]
+
+
+def _push(ring: _Ring, ordered: array[float], x: float, n: int) -> float | None:
+    """Add ``x`` to the window and its sorted copy; return the value that fell out, if one did."""
+    old = ring.push(x)
+    insort(ordered, x)
+    if old is not None:
+        del ordered[bisect_left(ordered, old)]
+    return old
