@@ -14,7 +14,7 @@ import pytest
 
 from cgwatch.model import Alert, Container, Event, Sample
 from cgwatch.web import build_app, serve
-from cgwatch.web.history import EVENTS_KEPT, FINE_S, History
+from cgwatch.web.history import COARSE_S, EVENTS_KEPT, FINE_S, History
 from cgwatch.web.live import Hub
 from cgwatch.web.security import HEADERS
 from cgwatch.web.view import AlertRecord, RuleInfo, SilenceInfo
@@ -62,11 +62,11 @@ def test_history_rings_are_bounded_and_coarse_covers_the_hour() -> None:
     assert fine_then_coarse is not None
     ts = [t for t, _ in fine_then_coarse]
     assert ts == sorted(ts)
-    assert ts[0] >= 7200 - 3600 - 30            # coarse reaches back an hour, no further
+    assert ts[0] >= 7200 - 3600 - 2 * COARSE_S  # coarse reaches back an hour, no further
     assert len([t for t in ts if t >= 7199 - FINE_S]) <= h.fine_n
-    assert all(t % 10 == 0 for t in ts if t < ts[-1] - FINE_S)   # older points are 10 s bucket starts
+    assert all(t % COARSE_S == 0 for t in ts if t < ts[-1] - FINE_S)   # older points are bucket starts
     bucket = dict(fine_then_coarse)[6000.0]
-    assert bucket == pytest.approx(6004.5)      # the mean of 6000..6009
+    assert bucket == pytest.approx(6000 + (COARSE_S - 1) / 2)      # the mean of the bucket's samples
     before = h.nbytes()
     for t in range(7200, 9000):
         h.add(float(t), "a", "m", 1.0)
@@ -172,9 +172,9 @@ def test_sparklines_alerts_history_and_silences(view: MemoryView, served: Served
     (s1, _, spark), (s2, _, hist), (s3, _, sil) = fetch(
         view, served, "/api/v1/sparklines", "/api/v1/alerts/history?limit=3", "/api/v1/silences")
     assert (s1, s2, s3) == (200, 200, 200)
-    assert spark["step"] == 10.0 and spark["metrics"][0] == "cpu.usage_cores"
+    assert spark["step"] == COARSE_S and spark["metrics"][0] == "cpu.usage_cores"
     cpu = spark["containers"][WEB.id]["cpu.usage_cores"]
-    assert 80 <= len(cpu) <= 92 and cpu[-1] is not None and cpu[0] is None
+    assert 900 / COARSE_S - 1 <= len(cpu) <= 900 / COARSE_S + 2 and cpu[-1] is not None and cpu[0] is None
     assert [h["ts"] for h in hist["history"]] == [4.0, 3.0, 2.0]        # newest first
     assert sil == {"silences": [{"id": "s1", "rule": None, "container": "web-*", "ends_at": 99.0,
                                  "comment": "deploy", "created_by": "ops"}]}

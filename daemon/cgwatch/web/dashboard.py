@@ -6,7 +6,7 @@ JSON behind them:
 ======================================  ==================================================
 ``GET /api/v1/containers/{id}``         detail: info, metrics with history, rules, events, alert changes
 ``GET /api/v1/containers/{id}/series``  ``?metric=M&since=UNIX`` → ``{"container", "metric", "points"}``
-``GET /api/v1/sparklines``              15 minutes of 10 s means of the overview metrics, every container
+``GET /api/v1/sparklines``              15 minutes of 20 s means of the overview metrics, every container
 ``GET /api/v1/alerts/history``          ``?limit=N`` (1-1000) recent alert state changes
 ``GET /api/v1/silences``                silences in force
 ``GET /api/v1/events``                  ``text/event-stream``: a ``tick`` snapshot, then live messages
@@ -172,7 +172,7 @@ async def series(request: web.Request) -> web.Response:
 
 
 async def sparklines(request: web.Request) -> web.Response:
-    """``GET /api/v1/sparklines``: per container, per overview metric, 10 s means of the last 15 minutes
+    """``GET /api/v1/sparklines``: per container, per overview metric, 20 s means of the last 15 minutes
     (``null`` for an empty bucket), aligned to ``start``, ``start + step``, ..."""
     if (bad := _known(request, ())) is not None:
         return bad

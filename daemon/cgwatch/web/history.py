@@ -2,10 +2,10 @@
 
 Per container, :class:`History` keeps
 
-- a *fine* ring: every sample of the last 5 minutes (one slot per collection,
+- a *fine* ring: every sample of the last 2 minutes (one slot per collection,
   shared by all the container's metrics; values as float32, NaN where a metric
   sent nothing in that slot);
-- a *coarse* ring: 10 s bucket means for the last hour, filled when a bucket closes;
+- a *coarse* ring: 20 s bucket means for the last hour, filled when a bucket closes;
 - the last 200 notable events (OOM kills, fatal signals, failed exits, exec
   storms, start/stop) and the last 200 alert state changes.
 
@@ -39,13 +39,13 @@ from ..model import Alert, Container, Event, Sample
 
 __all__ = ["COARSE_S", "FINE_S", "HOUR_S", "SPARK_S", "History"]
 
-#: how far back the fine ring reaches (seconds); before that the coarse 10 s means serve (and the
+#: how far back the fine ring reaches (seconds); before that the coarse 20 s means serve (and the
 #: 15-minute sparklines are drawn from them)
-FINE_S = 300.0
+FINE_S = 120.0
 #: the overview's sparklines reach back this far (drawn from the coarse means)
 SPARK_S = 900.0
 #: coarse bucket width and how far back coarse buckets reach (seconds)
-COARSE_S = 10.0
+COARSE_S = 20.0
 HOUR_S = 3600.0
 #: entries kept per container in the events ring and the alert-changes ring
 EVENTS_KEPT = 200
@@ -285,7 +285,7 @@ class History:
         return order, (r.ts[order[0]] if order else r.last_ts)
 
     def series(self, container_id: str, metric: str, since: float) -> list[tuple[float, float]] | None:
-        """``(ts, value)`` points at or after ``since``, oldest first: coarse 10 s means (stamped with
+        """``(ts, value)`` points at or after ``since``, oldest first: coarse 20 s means (stamped with
         the bucket's start) of buckets that end before the fine ring starts, then every sample; None
         for an unknown container or metric."""
         r = self._rings.get(container_id)
@@ -311,14 +311,14 @@ class History:
         return out
 
     def spark(self, container_id: str, metric: str, since: float) -> list[float | None]:
-        """The coarse 10 s means from ``since`` on (None for empty buckets) for overview sparklines,
+        """The coarse 20 s means from ``since`` on (None for empty buckets) for overview sparklines,
         aligned to bucket starts ``since // 10 * 10``, ``+10``, ... up to the current bucket.
 
         >>> h = History()
         >>> for t in range(0, 35):
         ...     h.add(float(t), "a", "m", float(t))
         >>> h.spark("a", "m", 0.0)
-        [4.5, 14.5, 24.5, 32.0]
+        [9.5, 27.0]
         """
         r = self._rings.get(container_id)
         first = int(since // COARSE_S)
