@@ -161,24 +161,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .rules.engine import Engine
 
     rules = _load_rules_or_fail(args.rules)
-    out = _open_output(args.output)
     n = 0
     try:
-        if args.config:
-            return replay_deliver(args, rules, read_recording(args.input), out)
-        for alert in Engine(rules).feed(read_recording(args.input)):
-            out.write(record_line(alert))
-            out.write("\n")
-            n += 1
+        with _output(args.output) as out:
+            if args.config:
+                return replay_deliver(args, rules, read_recording(args.input), out)
+            for alert in Engine(rules).feed(read_recording(args.input)):
+                out.write(record_line(alert))
+                out.write("\n")
+                n += 1
     except RecordingError as e:
         raise UsageError(str(e)) from None
-    except BrokenPipeError:
-        pass
-    finally:
-        if out is not sys.stdout:
-            out.close()
-        else:
-            out.flush()
     log.info("%d alert state changes", n)
     return 0
 
@@ -202,16 +195,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     except RecordingError as e:
         raise UsageError(str(e)) from None
     text = render(report, fmt)
-    out = _open_output(args.output)
-    try:
+    with _output(args.output) as out:
         out.write(text)
-    except BrokenPipeError:
-        pass
-    finally:
-        if out is not sys.stdout:
-            out.close()
-        else:
-            out.flush()
     if report.skipped.count:
         log.warning("%d unreadable lines of %s skipped (first: line %d)", report.skipped.count, args.input,
                     report.skipped.first[0][0])
@@ -261,6 +246,25 @@ def _open_output(path: str) -> IO[str]:
         return open(path, "w", encoding="utf-8")
     except OSError as e:
         raise UsageError(f"cannot write {path}: {e.strerror}") from None
+
+
+@contextmanager
+def _output(path: str) -> Iterator[IO[str]]:
+    """The file to write (``-``: stdout), closed or flushed at the end; a reader that
+    went away (``| head``) ends the writing quietly."""
+    out = _open_output(path)
+    try:
+        yield out
+    except BrokenPipeError:
+        pass
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            try:
+                out.flush()
+            except BrokenPipeError:
+                pass
 
 
 def cmd_run(args: argparse.Namespace) -> int:
