@@ -148,6 +148,7 @@
   }
 
   var DPR = window.devicePixelRatio || 1;
+  var FIRST_ROWS = 60, generation = 0;
 
   function drawRow(r, t0, t1) {
     if (!r.hasCanvas) {
@@ -187,9 +188,23 @@
     var ids = list.map(function (r) { return r.id; });
     var same = ids.length === order.length && ids.every(function (id, i) { return id === order[i]; });
     if (!same) {
+      /* The first time, a screenful of rows goes in now and the rest right after the first
+         frame: at 500 containers the page shows its top rows without laying out 500 first. */
+      var gen = ++generation, now = order.length === 0 && list.length > FIRST_ROWS ? list.slice(0, FIRST_ROWS) : list;
       var frag = document.createDocumentFragment();
-      list.forEach(function (r) { frag.appendChild(r.tr); });
+      now.forEach(function (r) { frag.appendChild(r.tr); });
       cg.clear(tbody).appendChild(frag);
+      if (now !== list) {
+        var rest = list.slice(FIRST_ROWS);
+        requestAnimationFrame(function () {
+          setTimeout(function () {
+            if (gen !== generation) return;       // a newer layout already placed every row
+            var more = document.createDocumentFragment();
+            rest.forEach(function (r) { more.appendChild(r.tr); });
+            tbody.appendChild(more);
+          }, 0);
+        });
+      }
       order = ids;
       list.forEach(function (r) { r.dirty = true; });
     }
