@@ -103,6 +103,23 @@ def test_after_a_restart_alerts_that_no_longer_hold_resolve(tmp_path):
     assert [a.container for a in again.alerts()] == ["web-1"]
 
 
+def test_after_a_restart_an_alert_pending_again_at_reconcile_still_resolves(tmp_path):
+    p, _ = pipeline(tmp_path)
+    for t in range(4):
+        tick(p, 100.0 + t, web=1.5, db=1.5)
+    p.manager.store.close()
+    again, _ = pipeline(tmp_path)
+    for t, cpu in enumerate((1.5, 1.5, 0.1, 1.5, 1.5)):   # a dip: both are pending when reconciled
+        tick(again, 200.0 + t, web=cpu, db=cpu)
+    assert outbox(again) == [("hot", "firing")] * 2      # the two from before: nothing new, none resolved
+    tick(again, 205.0, web=0.1, db=1.5)                   # web calms down
+    again.process(206.0, [], [Event(206.0, DB, "container_stop", {})])   # db goes away
+    resolved = [r.notification.container for r in again.manager.store.take("list", 1e18, 99)
+                if r.notification.state == "resolved"]
+    assert sorted(resolved) == ["db-1", "web-1"]
+    assert again.manager.store.active_alerts() == []
+
+
 def test_event_alerts_notify_each_time(tmp_path):
     p, _ = pipeline(tmp_path)
     for t in (100.0, 130.0):

@@ -121,8 +121,13 @@ class Pipeline:
 
     def reconcile(self, now: float) -> None:
         """Resolve alerts left firing by the run before this one that no longer hold."""
-        live = {fingerprint(r.name, c.id) for r, c, _, _, _ in self.engine.alerts()}
-        gone = self.manager.reconcile(live, now)
+        live = {fingerprint(r.name, c.id): (r.name, c.id, state) for r, c, state, _, _ in self.engine.alerts()}
+        gone = self.manager.reconcile(set(live), now)
+        # what was firing then and is pending again now goes on firing (no new notice), so that
+        # it resolves when it stops holding; left pending, it would stay firing on record forever
+        for n in self.manager.store.active_alerts():
+            if live.get(n.fingerprint, ("", "", ""))[2] == "pending":
+                self.engine.promote(n.rule, n.container_id)
         if gone:
             log.info("%d alerts firing before the restart no longer hold: resolved", len(gone))
             self.manager.delivery.wake()

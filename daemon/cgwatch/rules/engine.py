@@ -391,6 +391,15 @@ class Engine:
                                  f"{r.name}: rule removed", dict(r.labels)))
         return out
 
+    def promote(self, rule: str, container_id: str) -> bool:
+        """Treat a pending alert as firing (it was firing before a restart and holds
+        again), so that it resolves when it stops holding; False if it is not pending."""
+        for (i, cid), st in self._active.items():
+            if cid == container_id and self.rules[i].name == rule and st[0] == PENDING:
+                st[0] = FIRING
+                return True
+        return False
+
     @property
     def active(self) -> int:
         """How many alerts are pending or firing now."""
