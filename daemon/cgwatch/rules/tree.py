@@ -250,7 +250,8 @@ def unparse(node: Node) -> str:
         return "-" + sub(node.operand, _PREC["neg"])
     if isinstance(node, Arith):
         p = _prec(node)
-        parts = [sub(node.items[0], p)]
+        first = node.items[0]    # (a + b) + c keeps its parentheses: the parser flattens a + b + c
+        parts = [sub(first, p + 1 if isinstance(first, Arith) else p)]
         for op, item in zip(node.ops, node.items[1:]):
             parts.append(f" {op} {sub(item, p + 1)}")
         return "".join(parts)
