@@ -23,8 +23,9 @@ pkgs=(python3-bpfcc python3-systemd python3-venv)
 kver=$(uname -r)
 [[ -d /lib/modules/$kver/build/include ]] || pkgs+=(linux-headers-amd64)
 # bpftrace: the probe benchmark's peer; chromium: the browser tests drive it (Playwright,
-# launched from /usr/bin/chromium: no browser downloads)
-((want_test)) && pkgs+=(bpftrace chromium fonts-dejavu-core)
+# launched from /usr/bin/chromium: no browser downloads); gcc, libc6-dev, binutils: the
+# profiler tests build C programs with known hot functions and strip them
+((want_test)) && pkgs+=(bpftrace chromium fonts-dejavu-core gcc libc6-dev binutils)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -1,0 +1,148 @@
+"""A profile as people and tools read it: folded stacks, speedscope JSON, the
+tree a flame graph draws, and the few functions an alert can carry.
+
+Examples
+--------
+>>> from ..model import Container
+>>> from .model import LOST_FRAME, UNKNOWN, Profile
+>>> c = Container(id="ab" * 32, name="web-1", runtime="docker")
+>>> p = Profile(id="p1", container=c, started=0.0, duration_s=1.0, requested_s=1.0, hz=49,
+...             stacks={("app", "_start", "main", "hot"): 7, ("app", "_start", "main", "cold"): 3})
+>>> print(folded(p), end="")
+app;_start;main;cold 3
+app;_start;main;hot 7
+>>> [(f, round(s, 2)) for f, s in top_functions(p)]
+[('main', 1.0), ('hot', 0.7), ('cold', 0.3)]
+>>> flame_tree(p)["children"][0]["value"]
+10
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import LOST_FRAME, UNKNOWN, Profile
+
+TOP = 5
+
+
+def folded(p: Profile) -> str:
+    """Brendan Gregg's folded format: ``frame;frame;frame count`` per line, sorted.
+
+    Semicolons inside frame names (C++ templates can have them) become colons.
+    """
+    lines = [";".join(f.replace(";", ":") for f in s) + f" {n}" for s, n in p.stacks.items() if n > 0]
+    lines.sort()
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def speedscope(p: Profile) -> dict[str, Any]:
+    """The profile in speedscope's file format (one "sampled" profile, weights in samples)."""
+    index: dict[str, int] = {}
+    frames: list[dict[str, str]] = []
+    samples: list[list[int]] = []
+    weights: list[int] = []
+    for stack, n in sorted(p.stacks.items(), key=lambda kv: kv[0]):
+        if n <= 0:
+            continue
+        ids = []
+        for f in stack:
+            i = index.get(f)
+            if i is None:
+                i = index[f] = len(frames)
+                frames.append({"name": f})
+            ids.append(i)
+        samples.append(ids)
+        weights.append(n)
+    name = f"{p.container.name} ({p.id})"
+    return {
+        "$schema": "https://www.speedscope.app/file-format-schema.json",
+        "shared": {"frames": frames},
+        "profiles": [{
+            "type": "sampled", "name": name, "unit": "none",
+            "startValue": 0, "endValue": sum(weights), "samples": samples, "weights": weights,
+        }],
+        "name": name,
+        "activeProfileIndex": 0,
+        "exporter": "cgwatch",
+    }
+
+
+def flame_tree(p: Profile) -> dict[str, Any]:
+    """The nested ``{name, value, children}`` tree flame graph renderers draw;
+    the root is the container, values are samples (inclusive)."""
+    root: dict[str, Any] = {"name": p.container.name, "value": 0, "children": []}
+    kids: dict[int, dict[str, dict[str, Any]]] = {}
+    for stack, n in p.stacks.items():
+        if n <= 0:
+            continue
+        node = root
+        node["value"] += n
+        for f in stack:
+            table = kids.setdefault(id(node), {})
+            child = table.get(f)
+            if child is None:
+                child = table[f] = {"name": f, "value": 0, "children": []}
+                node["children"].append(child)
+            child["value"] += n
+            node = child
+    _sort(root)
+    return root
+
+
+def _sort(node: dict[str, Any]) -> None:
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        n["children"].sort(key=lambda c: c["name"])
+        todo += n["children"]
+
+
+def top_functions(p: Profile, n: int = TOP) -> list[tuple[str, float]]:
+    """The ``n`` functions with the largest inclusive share (of all samples, 0..1).
+
+    The process name at each stack's root is not a function, and a frame that
+    only passes through to one callee (``_start``, ``__libc_start_main``: the
+    callee holds every one of its samples) says nothing the callee does not:
+    such frames are left out, and so are frames nothing could name. Ties go to the deeper frame.
+    """
+    total = p.samples
+    if total == 0:
+        return []
+    share: dict[str, int] = {}
+    depth: dict[str, int] = {}
+    for stack, count in p.stacks.items():
+        seen = set()
+        for d, f in enumerate(stack[1:], 1):
+            if f not in seen:
+                seen.add(f)
+                share[f] = share.get(f, 0) + count
+                depth[f] = max(depth.get(f, 0), d)
+    useful = _informative(flame_tree(p))
+    best = sorted(((f, c) for f, c in share.items() if f in useful),
+                  key=lambda kv: (-kv[1], -depth[kv[0]], kv[0]))[:n]
+    return [(f, c / total) for f, c in best]
+
+
+def _informative(root: dict[str, Any]) -> set[str]:
+    """Names of the frames (below the process names) that are somewhere more than a pass-through."""
+    out: set[str] = set()
+    todo = [(c, 1) for c in root["children"]]
+    while todo:
+        node, d = todo.pop()
+        kids = node["children"]
+        if d >= 2 and not (len(kids) == 1 and kids[0]["value"] == node["value"]) \
+                and not node["name"].startswith((UNKNOWN, LOST_FRAME)):
+            out.add(node["name"])
+        todo += [(c, d + 1) for c in kids]
+    return out
+
+
+def top_text(top: list[tuple[str, float]]) -> str:
+    """The top functions as a few aligned lines (Slack code block, annotations).
+
+    >>> print(top_text([("hot", 0.7), ("cold", 0.25)]))
+     70%  hot
+     25%  cold
+    """
+    return "\n".join(f"{round(s * 100):3d}%  {f}" for f, s in top)
