@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cgwatch.profile.store import ProfileStore
 from cgwatch.web import AlertInfo, ContainerInfo, Stats, build_app, serve
 from cgwatch.web.history import History
 from cgwatch.web.live import Hub
@@ -67,6 +68,7 @@ class MemoryView:
     rules_: dict[str, list[RuleInfo]] = field(default_factory=dict)
     records_: list[AlertRecord] = field(default_factory=list)
     silences_: list[SilenceInfo] = field(default_factory=list)
+    store: ProfileStore | None = None
 
     def __post_init__(self) -> None:
         self.hub = Hub(self.history)
@@ -96,6 +98,9 @@ class MemoryView:
 
     def silences(self) -> list[SilenceInfo]:
         return self.silences_
+
+    def profiles(self) -> ProfileStore | None:
+        return self.store
 
 
 Served = Callable[..., AbstractAsyncContextManager[aiohttp.ClientSession]]

@@ -15,6 +15,8 @@ Routes (all read-only; a write endpoint, once there is one, must require a token
 ``GET /api/v1/alerts``    ``{"alerts": [...]}``, ``?state=firing|pending``
 the dashboard             ``/``, ``/containers/{id}``, ``/alerts`` and their API
                           (:mod:`cgwatch.web.dashboard`)
+CPU profiles              ``/api/v1/containers/{id}/profiles``, ``/api/v1/profiles/{pid}[/folded|/speedscope.json|
+                          /flamegraph.html]`` (:mod:`cgwatch.web.profiles`)
 ========================  =====================================================
 
 Every response carries the security headers of :mod:`cgwatch.web.security`;

@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import profiles
 from .handlers import VIEW_KEY, alert_json, container_json, error, json_response
 from .history import COARSE_S, SPARK_S, History
 from .live import Hub
@@ -146,6 +147,7 @@ async def container_detail(request: web.Request) -> web.Response:
         "rules": [_rule_json(r) for r in _view_list(view, "container_rules", cid)],
         "alerts": [alert_json(a) for a in view.alerts() if a.container_id == cid],
         "events": history.recent_events(cid), "alert_changes": history.alert_changes(cid),
+        "profiling": profiles.enabled(view),
     })
 
 
@@ -266,6 +268,7 @@ def add_routes(app: web.Application, view: View) -> None:
     app.router.add_get("/", _page("index.html"))
     app.router.add_get("/containers/{id}", _page("container.html"))
     app.router.add_get("/alerts", _page("alerts.html"))
+    profiles.add_routes(app)                      # its /static/vendor/flamegraph/ before /static/
     app.router.add_static("/static/", STATIC, append_version=False)
     app.router.add_get("/api/v1/containers/{id}", container_detail)
     app.router.add_get("/api/v1/containers/{id}/series", series)

@@ -226,3 +226,6 @@ class _DemoView:
                      rules_loaded=1, reload_ok=True, reload_error="", reloads=0, samples_total=10,
                      events_total=0, queue_drops={}, event_drops={}, bpf_maps={}, models=0, models_evicted=0,
                      delivery={}, outbox_pending=0)
+
+    def profiles(self) -> None:
+        return None     # the demo does not profile

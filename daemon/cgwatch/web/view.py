@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from ..profile.store import ProfileStore
     from .history import History
     from .live import Hub
 
@@ -248,4 +249,8 @@ class View(Protocol):
 
     def silences(self) -> Sequence[SilenceInfo]:
         """The silences in force now."""
+        ...
+
+    def profiles(self) -> ProfileStore | None:
+        """The stored CPU profiles (read-only use), or None when profiling is off."""
         ...

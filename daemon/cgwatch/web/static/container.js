@@ -155,6 +155,7 @@
   function load() {
     cg.getJSON("/api/v1/containers/" + encodeURIComponent(id)).then(function (detail) {
       fillInfo(detail);
+      if (detail.profiling) startProfiles();
       lastSeen = detail.container.last_seen || 0;
       var since = Math.floor(detail.now - HOUR);
       var metrics = order(detail.metrics);
@@ -164,6 +165,8 @@
       })).then(function (all) {
         var boxes = metrics.map(makeBox);
         metrics.forEach(function (m, i) { makeChart(boxes[i], m, all[i][0], all[i][1]); });
+        // the charts just pushed the profiles down: keep a profile opened by #profile= in view
+        if (prof.scroll && prof.flame) document.getElementById("profiles").scrollIntoView({ block: "start" });
         document.body.setAttribute("data-charts", String(metrics.length));
       });
     }).catch(function (err) {
@@ -203,6 +206,119 @@
       charts[m].u.setSize({ width: Math.max(300, box.clientWidth - 12), height: charts[m].u.height });
     });
   });
+
+  /* -- CPU profiles: the list (polled), one opened as a flame graph; #profile=<pid> opens one -- */
+  var PROFILE_POLL_MS = window.cgwatchProfilePollMs || 10000;      // tests set it lower
+  var prof = { listed: "", open: null, flame: null, scroll: false, started: false };
+  stats.profileLists = 0; stats.flames = 0;
+
+  function fetchJSON(url) {
+    return fetch(url, { credentials: "same-origin", cache: "no-store" }).then(function (r) {
+      return r.json().then(function (body) { return { status: r.status, ok: r.ok, body: body }; });
+    });
+  }
+
+  function wanted() {
+    var m = /^#profile=(.+)$/.exec(location.hash);
+    return m ? decodeURIComponent(m[1]) : null;
+  }
+
+  function pct(share) { return (100 * share).toFixed(1) + "%"; }
+
+  function seconds(s) { return s >= 10 ? s.toFixed(0) + " s" : s.toFixed(1) + " s"; }
+
+  function profileRow(p) {
+    var top = p.top && p.top.length ? p.top[0] : null;
+    var when = el("td", {}, [el("a", { href: "#profile=" + encodeURIComponent(p.id), text: cg.clock(p.started) })]);
+    if (p.partial) when.appendChild(el("span", { class: "badge partial", title: p.partial, text: "partial" }));
+    return el("tr", { "data-id": p.id, class: p.id === prof.open ? "selected" : "" }, [when,
+      el("td", { text: p.rule ? "rule " + p.rule : "on demand" }),
+      el("td", { class: "num", text: seconds(p.duration_s) }), el("td", { class: "num", text: String(p.samples) }),
+      el("td", { class: "wrap", text: top ? top.function : "–" }), el("td", { class: "num", text: top ? pct(top.share) : "" })]);
+  }
+
+  function listProfiles() {
+    return fetchJSON("/api/v1/containers/" + encodeURIComponent(id) + "/profiles").then(function (r) {
+      var section = document.getElementById("profiles"), err = document.getElementById("profiles-error");
+      if (r.status === 404) { section.classList.add("hidden"); return; }       // profiling is off
+      section.classList.remove("hidden");
+      if (!r.ok) throw new Error(r.body.error || "HTTP " + r.status);
+      err.classList.add("hidden");
+      stats.profileLists += 1;
+      var list = r.body.profiles, key = JSON.stringify(list);
+      if (key === prof.listed) return;
+      prof.listed = key;
+      var body = cg.clear(document.querySelector("#profile-list tbody"));
+      list.forEach(function (p) { body.appendChild(profileRow(p)); });
+      if (!list.length) body.appendChild(el("tr", {}, [el("td", { colspan: "6", class: "muted", text: "no CPU profile of this container yet" })]));
+      section.setAttribute("data-profiles", String(list.length));
+    }).catch(function (e) {
+      var err = document.getElementById("profiles-error");
+      err.textContent = "Cannot list CPU profiles: " + e.message;
+      err.classList.remove("hidden");
+    });
+  }
+
+  function openProfile(pid, scroll) {
+    if (pid === prof.open) return;
+    prof.open = pid;
+    Array.prototype.forEach.call(document.querySelectorAll("#profile-list tbody tr"), function (tr) {
+      tr.classList.toggle("selected", tr.getAttribute("data-id") === pid);
+    });
+    var section = document.getElementById("profiles"), box = document.getElementById("profile");
+    var err = document.getElementById("profiles-error");
+    fetchJSON("/api/v1/profiles/" + encodeURIComponent(pid)).then(function (r) {
+      if (pid !== prof.open) return;                                           // another was asked for since
+      if (!r.ok) throw new Error(r.body.error || "HTTP " + r.status);
+      section.classList.remove("hidden");
+      err.classList.add("hidden");
+      var p = r.body.profile, base = "/api/v1/profiles/" + encodeURIComponent(pid);
+      var bits = [cg.clock(p.started), seconds(p.duration_s), p.hz + " Hz", p.samples + " samples",
+                  p.rule ? "rule " + p.rule : "on demand"];
+      if (p.lost) bits.push(p.lost + " stacks lost");
+      var title = cg.clear(document.getElementById("profile-title"));
+      title.appendChild(document.createTextNode("CPU profile · " + bits.join(" · ")));
+      if (p.partial) title.appendChild(el("span", { class: "badge partial", title: p.partial, text: "partial: " + p.partial }));
+      var top = cg.clear(document.querySelector("#profile-top tbody"));
+      r.body.top.forEach(function (t) {
+        top.appendChild(el("tr", {}, [el("td", { class: "num", text: pct(t.share) }), el("td", { class: "wrap", text: t.function })]));
+      });
+      if (!r.body.top.length) top.appendChild(el("tr", {}, [el("td", { colspan: "2", class: "muted", text: "no samples" })]));
+      document.getElementById("dl-folded").setAttribute("href", base + "/folded");
+      document.getElementById("dl-speedscope").setAttribute("href", base + "/speedscope.json");
+      document.getElementById("dl-html").setAttribute("href", base + "/flamegraph.html");
+      box.classList.remove("hidden");
+      if (prof.flame) prof.flame.destroy();
+      var flame = document.getElementById("flame");
+      prof.flame = window.cgwatchFlame.draw(flame, r.body.tree, {
+        search: document.getElementById("flame-search"), reset: document.getElementById("flame-reset"),
+        details: document.getElementById("flame-details") });
+      flame.setAttribute("data-profile", pid);
+      stats.flames += 1;
+      if (scroll) section.scrollIntoView({ block: "start" });
+    }).catch(function (e) {
+      if (pid !== prof.open) return;
+      prof.open = null;
+      section.classList.remove("hidden");
+      err.textContent = "Cannot show CPU profile " + pid + ": " + e.message;
+      err.classList.remove("hidden");
+    });
+  }
+
+  document.getElementById("profile-list").addEventListener("click", function (ev) {
+    var tr = ev.target.closest("tbody tr[data-id]");
+    if (!tr || ev.target.closest("a")) return;                                 // links change the hash
+    location.hash = "profile=" + encodeURIComponent(tr.getAttribute("data-id"));
+  });
+  window.addEventListener("hashchange", function () { var pid = wanted(); if (pid) openProfile(pid, false); });
+
+  /* once the container's detail says the daemon keeps profiles (else the section stays hidden) */
+  function startProfiles() {
+    if (prof.started) return;
+    prof.started = true;
+    listProfiles().then(function () { var pid = wanted(); if (pid) { prof.scroll = true; openProfile(pid, true); } });
+    setInterval(listProfiles, PROFILE_POLL_MS);
+  }
 
   load();
   cg.live({
