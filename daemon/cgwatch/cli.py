@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import IO
 
 from .cli_notify import UsageError, add_parsers, check_with_config, replay_deliver, state_args
+from .cli_profile import add_parser as add_profile_parser
 from .units import parse_duration
 
 log = logging.getLogger("cgwatch")
@@ -32,6 +33,7 @@ examples:
   cgwatch report --input rec.jsonl --output report.html   one offline HTML page (--format md for a ticket)
   cgwatch notify test --config /etc/cgwatch/config.yaml
   sudo cgwatch silence add --rule 'cpu-*' --container 'web-*' --duration 2h -m "load test"
+  sudo cgwatch profile web-1 --duration 10s --output web-1.html   a CPU flame graph of one container
 """
 
 
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the host the recording was made on (recordings do not carry it)")
     rpt.set_defaults(func=cmd_report)
     add_parsers(sub, _duration)
+    add_profile_parser(sub, _duration)
     return p
 
 
