@@ -17,7 +17,10 @@ names: cpu, proc, mem, net, cgroupfs, and exit_codes) · ``notify`` (sink name
 -> ``{type: ..., ...}``; default ``{journal: {type: journald}}``, since the
 daemon runs under systemd; ``notify: {}`` sends nothing) · ``auth``
 (``{token: ...}`` or ``{token_file: PATH}``; the dashboard and API then need
-the token. Required when ``listen`` is not a loopback address).
+the token. Required when ``listen`` is not a loopback address) · ``profiles``
+(``{enabled: true, hz: 49, max_concurrent: 2, max_bytes: 67108864, stack_map:
+8192}``: the CPU profiles rules with ``profile:`` take) · ``external_url``
+(how people reach the dashboard, for links in alerts; default ``http://LISTEN``).
 
 A sink's secret keys (webhook ``url``/``secret``, slack ``url``) may instead be
 ``KEY_file: PATH`` (read at load, trailing newline dropped) or
@@ -92,6 +95,26 @@ class AuthConfig(BaseModel):
     token: str | None = Field(None, min_length=16, repr=False)
 
 
+class ProfilesConfig(BaseModel):
+    """``profiles:``: CPU profiles that rules with ``profile:`` take when they fire (docs/profiling.md).
+
+    >>> ProfilesConfig().hz, ProfilesConfig().max_concurrent
+    (49, 2)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    hz: int = Field(49, ge=1, le=1000)
+    """Samples per second per CPU."""
+    max_concurrent: int = Field(2, ge=1, le=32)
+    """Profiles at a time (one per container); an alert beyond it goes out without a profile."""
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    """Stored profiles, in total; the oldest are removed first."""
+    stack_map: int = Field(8192, ge=256, le=1_048_576)
+    """Distinct stacks the kernel can hold per window (about 1 KiB of kernel memory each)."""
+
+
 def is_loopback(listen: str) -> bool:
     """Whether ``listen``'s host is loopback only (127.0.0.0/8, ::1, localhost).
 
@@ -122,6 +145,30 @@ class Config(BaseModel):
     notify: dict[str, SinkConfig] = Field(default_factory=default_notify)
     collectors: dict[str, bool] = {}
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
+    external_url: str | None = None
+    """How people reach the dashboard (links in alerts); default ``http://LISTEN`` with this
+    host's name in place of a wildcard address."""
+
+    @field_validator("external_url")
+    @classmethod
+    def _external_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s) URL, e.g. https://cgwatch.node-1.example:9477")
+        return v.rstrip("/") if v else v
+
+    def dashboard_url(self) -> str:
+        """The dashboard's base URL as alerts link to it (no trailing slash).
+
+        >>> Config(host="node-1").dashboard_url(), Config(host="node-1", listen="0.0.0.0:80").dashboard_url()
+        ('http://127.0.0.1:9477', 'http://node-1:80')
+        """
+        if self.external_url:
+            return self.external_url
+        host, _, port = self.listen.rpartition(":")
+        if host.strip("[]") in ("", "0.0.0.0", "::"):
+            host = self.host
+        return f"http://{host}:{port}"
 
     @field_validator("listen")
     @classmethod
@@ -339,7 +386,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
         raise _from_pydantic(r, e, (), list(Config.model_fields),
-                             {"auth": [*AuthConfig.model_fields, "token_file"]}) from None
+                             {"auth": [*AuthConfig.model_fields, "token_file"],
+                              "profiles": list(ProfilesConfig.model_fields)}) from None
     if cfg.auth.token is None and not is_loopback(cfg.listen):
         raise r.at(("listen",), f"listen: {cfg.listen} is not a loopback address, so the dashboard and API "
                                 "need a token: set auth.token or auth.token_file")

@@ -154,3 +154,33 @@ def test_reconcile_resolves_what_the_engine_no_longer_holds(tmp_path):
     assert "no longer seen after a restart" in r.summary
     assert again.store.active_count() == 1
     assert again.reconcile({f"cpu-hog/{db.id}"}, now=600.0) == []
+
+
+def test_a_notice_waiting_for_its_profile_goes_out_with_it_or_without_it(tmp_path):
+    """Rules with ``profile:`` hold their first firing notice until the profile is attached
+    (then it goes at once, carrying it), or until the profile's length plus a grace passed."""
+    hot = Rule("cpu-hot", "warning", profile_s=10.0)
+    m = manager(tmp_path, rules=[hot, Rule("plain", "warning")])
+    m.profile_grace_s = 5.0
+    clock = m.store.clock
+    t = clock()
+    [held] = m.handle(fire("cpu-hot", box(1), ts=100.0))
+    [plain] = m.handle(fire("plain", box(1), ts=100.0))
+    assert [r.notification.id for r in m.store.take("list", t + 1.0, 10)] == [plain.id]   # only the plain one is due
+    assert [r.notification.id for r in m.store.take("list", t + 16.0, 10)] == [plain.id, held.id]  # then, without
+    doc = {"id": "p1", "samples": 490, "partial": "", "top": [{"function": "hot_alpha", "share": 0.7}]}
+    assert m.attach_profile(held.fingerprint, held.id, doc)
+    [row] = [r for r in m.store.take("list", clock() + 0.5, 10) if r.notification.id == held.id]
+    assert row.notification.profile == doc and row.notification.profile_text() == " 70%  hot_alpha"
+    assert m.store.get_alert(held.fingerprint)[0].profile == doc                 # what the dashboard shows too
+    assert not m.attach_profile(held.fingerprint, "another-notice", doc)         # a later firing is another notice
+
+
+def test_an_alert_that_resolves_while_its_profile_runs_sends_firing_then_resolved(tmp_path):
+    m = manager(tmp_path, rules=[Rule("cpu-hot", "warning", profile_s=10.0)])
+    m.profile_grace_s = 5.0
+    [held] = m.handle(fire("cpu-hot", box(1), ts=100.0))
+    [gone] = m.handle(resolve("cpu-hot", box(1), ts=103.0))
+    due = m.store.take("list", m.store.clock() + 1.0, 10)          # both go now, the firing first
+    assert [r.notification.id for r in due] == [held.id, gone.id]
+    assert not m.attach_profile(held.fingerprint, held.id, {"id": "late", "top": []})

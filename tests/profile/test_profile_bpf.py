@@ -21,7 +21,7 @@ import pytest
 from cgwatch.identity.cgroups import find_cgroup2_root
 from cgwatch.model import Container
 from cgwatch.profile.formats import top_functions
-from cgwatch.profile.model import Profile
+from cgwatch.profile.model import LOST_FRAME, Profile
 from cgwatch.profile.profiler import Profiler
 
 pytestmark = pytest.mark.bpf
@@ -142,3 +142,30 @@ def test_a_container_that_exits_mid_profile_gives_a_partial_profile_with_names(t
     top = dict(top_functions(profile))
     assert "hot_alpha" in top, top               # named although the process is gone
     assert os.path.exists(hot)
+
+
+def test_a_full_stack_map_is_counted_and_shown_not_fatal(tmp_path, cgroups):
+    """With room for two stacks, a Python process (many distinct native stacks) overflows the map:
+    the samples still count, under '[lost stack]', and the profile says how many lost their stack."""
+    one = cid()
+    c = cgroups(f"docker/{one}")
+    c.run(["python3", "-c", "import json, random\nwhile True: json.dumps([random.random() for _ in range(50)])"])
+    root = find_cgroup2_root()
+    assert root is not None
+    prof = Profiler(None, root, hz=99, stack_entries=2)
+    assert prof.load(), prof.unavailable
+    try:
+        box = Container(id=one, name="python-box", runtime="docker", cgroup=f"docker/{one}")
+        assert prof.start(box, 2.0)
+        done: list = []
+        t0 = time.monotonic()
+        while not done and time.monotonic() - t0 < 15:
+            time.sleep(0.5)
+            done = prof.poll()
+        [d] = done
+    finally:
+        prof.close()
+    p = d.profile
+    assert p.samples > 50 and p.lost > 0, (p.samples, p.lost)
+    assert any(LOST_FRAME in s for s in p.stacks), list(p.stacks)[:5]
+    assert prof.stats.lost_samples == p.lost

@@ -39,7 +39,7 @@ RULE_CASES = {
     "unknown key, nothing close": (
         "    event: exec\n    severity: info\n    colour: red\n",
         lines("r.yaml:5:5: unknown key 'colour' (expected one of name, description, severity, select, expr, event, "
-              "anomaly, where, for, summary, notify, repeat, enabled, labels)",
+              "anomaly, where, for, summary, notify, repeat, enabled, labels, profile)",
               "    colour: red",
               "    ^~~~~~")),
     "a key twice": (

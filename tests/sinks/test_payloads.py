@@ -110,3 +110,28 @@ def test_alertmanager_shape_and_times(receiver: Receiver) -> None:
     assert firing["startsAt"] == "2024-11-25T00:00:00Z" and "endsAt" not in firing
     assert RFC3339.match(resolved["endsAt"])
     assert datetime.strptime(resolved["endsAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp() == 1732492900.0
+
+
+PROFILE = {"id": "20241125T000000.000Z-000000000001", "samples": 490, "partial": "",
+           "url": "http://node-1:9477/containers/c1#profile=20241125T000000.000Z-000000000001",
+           "top": [{"function": "hot_alpha", "share": 0.7}, {"function": "hot_beta", "share": 0.3}]}
+
+
+def test_a_profile_reaches_every_http_sink_in_its_own_shape(receiver: Receiver) -> None:
+    sinks = build_sinks({"w": {"type": "webhook", "url": receiver.url("/w")},
+                         "s": {"type": "slack", "url": receiver.url("/s")},
+                         "a": {"type": "alertmanager", "url": receiver.url("/am")}})
+    n = note(1, profile=PROFILE)
+    for name in ("w", "s", "a"):
+        assert send(sinks[name], [n]).ok  # type: ignore[arg-type]
+    by_path = {r.path: json.loads(r.body) for r in receiver.requests}
+    assert by_path["/w"]["alerts"][0]["profile"] == PROFILE           # the webhook: a field
+    blocks = json.dumps(by_path["/s"]["blocks"])                       # Slack: a small code block and a link
+    assert "```" in blocks and " 70%  hot_alpha" in blocks and " 30%  hot_beta" in blocks
+    assert PROFILE["url"] in blocks and "490 samples" in blocks
+    [am] = by_path["/am/api/v2/alerts"]                                # Alertmanager: annotations
+    assert am["annotations"]["profile"] == " 70%  hot_alpha\n 30%  hot_beta"
+    assert am["annotations"]["profile_url"] == PROFILE["url"]
+    plain = note(2)
+    assert send(sinks["a"], [plain]).ok  # type: ignore[arg-type]
+    assert "profile" not in json.loads(receiver.requests[-1].body)[0]["annotations"]

@@ -62,6 +62,9 @@ class Notification:
     container_labels: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
     repeat: int = 0
     """0 for the first notice of a state, n for the n-th repeat while firing."""
+    profile: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+    """The CPU profile taken when it fired: ``id``, ``url``, ``samples``, ``partial`` and
+    ``top`` (``[{"function", "share"}]``, inclusive share 0..1), where the rule asked for one."""
 
     def to_json(self) -> dict[str, Any]:
         """DESIGN.md's alert line (ts, rule, container, state, severity, value,
@@ -93,7 +96,22 @@ class Notification:
             out["container_labels"] = dict(self.container_labels)
         if self.repeat:
             out["repeat"] = self.repeat
+        if self.profile:
+            out["profile"] = dict(self.profile)
         return out
+
+    def profile_text(self) -> str:
+        """The profile's top functions as aligned lines ("" without a profile).
+
+        >>> n = Notification(id="a", fingerprint="r/c", ts=0.0, rule="r", state="firing", severity="info",
+        ...                  value=None, summary="s", container="c", container_id="c", runtime="docker",
+        ...                  starts_at=0.0, host="h", profile={"top": [{"function": "hot", "share": 0.7}]})
+        >>> n.profile_text()
+        ' 70%  hot'
+        """
+        if not self.profile:
+            return ""
+        return "\n".join(f"{round(float(t['share']) * 100):3d}%  {t['function']}" for t in self.profile.get("top", ()))
 
 
 @dataclass(slots=True, frozen=True)

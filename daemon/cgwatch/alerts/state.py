@@ -92,6 +92,9 @@ class AlertManager:
         self.host = host
         self.silences = Silences(store)
         self.delivery = delivery if delivery is not None else Delivery(store, self.sinks)
+        #: set by the daemon when it can profile: the first notice of an alert whose rule asks
+        #: for a profile waits up to the profile's length plus this grace for it (:meth:`attach_profile`)
+        self.profile_grace_s: float | None = None
 
     def batch(self) -> AbstractContextManager[object]:
         """One SQLite transaction for many :meth:`handle` calls (a tick's worth); much faster.
@@ -110,6 +113,24 @@ class AlertManager:
         r = self.rules.get(rule)
         names = r.notify if r is not None and r.notify else self.sinks
         return [s for s in names if s in self.sinks and self.sinks[s].policy.admits(severity)]
+
+    def hold_s(self, rule: str) -> float:
+        """How long the first firing notice of ``rule`` waits for its profile (0: not at all)."""
+        r = self.rules.get(rule)
+        if self.profile_grace_s is None or r is None or not getattr(r, "profile_s", 0.0):
+            return 0.0
+        return float(r.profile_s) + self.profile_grace_s
+
+    def attach_profile(self, fingerprint: str, notice_id: str, profile: Mapping[str, Any]) -> bool:
+        """Add a profile to the firing notice ``notice_id`` and send it now (it was held for this).
+        False when that notice is no longer the alert's (it resolved, or fired again since)."""
+        current = self.store.get_alert(fingerprint)
+        if current is None or current[0].id != notice_id:
+            return False
+        n = replace(current[0], profile=dict(profile))
+        self.store.rewrite(n, self.store.clock())
+        self.delivery.wake()
+        return True
 
     def repeat_s(self, rule: str, sink: str) -> float:
         """How often a still-firing alert of ``rule`` is re-sent to ``sink`` (inf: never)."""
@@ -160,7 +181,7 @@ class AlertManager:
         if silence is not None:
             self.store.add_history(n, state="silenced", silenced_by=silence.id)
             return []
-        return self._send_first(n, alert.ts)
+        return self._send_first(n, alert.ts, self.hold_s(n.rule))
 
     def _event(self, alert: Alert, fp: str) -> list[tuple[str, Notification]]:
         """An event rule's alert (an OOM kill, an exit): one notice per event, never
@@ -193,10 +214,10 @@ class AlertManager:
                 out += self._resolved(gone, n.fingerprint)
         return self._queued(out)
 
-    def _send_first(self, n: Notification, now: float) -> list[tuple[str, Notification]]:
+    def _send_first(self, n: Notification, now: float, hold: float = 0.0) -> list[tuple[str, Notification]]:
         sinks = self.route(n.rule, n.severity)
         self.store.add_history(n, sinks)
-        due = self.store.clock()
+        due = self.store.clock() + hold
         for s in sinks:
             self.store.set_notified(n.fingerprint, s, 0, now + self.repeat_s(n.rule, s))
             self.store.enqueue(n, s, due + self.sinks[s].policy.group_wait_s)
@@ -211,6 +232,7 @@ class AlertManager:
         n = self._notice(alert, fp, "resolved", firing.starts_at)
         self.store.add_history(n, sinks)
         due = self.store.clock()
+        self.store.release(firing.id, due)    # a firing notice held for its profile goes first, without it
         for s in sinks:
             self.store.enqueue(n, s, due + self.sinks[s].policy.group_wait_s)
         return [(s, n) for s in sinks]

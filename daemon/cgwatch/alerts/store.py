@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS history (
     silenced_by TEXT, sinks TEXT NOT NULL, recorded REAL NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS history_fp ON history(fingerprint);
 CREATE INDEX IF NOT EXISTS history_recorded ON history(recorded);
+CREATE INDEX IF NOT EXISTS history_id ON history(id);
 CREATE TABLE IF NOT EXISTS alerts (
     fingerprint TEXT PRIMARY KEY, silenced INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_silenced ON alerts(silenced) WHERE silenced = 1;
@@ -87,7 +88,8 @@ def from_row(body: str) -> Notification:
         severity=d["severity"], value=d["value"], summary=d["summary"], container=d["container"],
         container_id=d["container_id"], runtime=d["runtime"], starts_at=d["starts_at"], host=d["host"],
         ends_at=d.get("ends_at"), description=d.get("description", ""), image=d.get("image", ""),
-        labels=d.get("labels", {}), container_labels=d.get("container_labels", {}), repeat=d.get("repeat", 0))
+        labels=d.get("labels", {}), container_labels=d.get("container_labels", {}), repeat=d.get("repeat", 0),
+        profile=d.get("profile"))
 
 
 @dataclass(slots=True, frozen=True)
@@ -267,6 +269,24 @@ class Store:
         row = self.conn.execute("SELECT due, attempts FROM outbox WHERE sink = ? AND status = 'pending'"
                                 " ORDER BY due LIMIT 1", (sink,)).fetchone()
         return None if row is None else (row[0], row[1])
+
+    def rewrite(self, n: Notification, due: float) -> int:
+        """Replace the body of notice ``n.id`` wherever it waits (outbox rows not yet sent,
+        the firing alert, its history line) and make its pending rows due by ``due``;
+        returns how many outbox rows changed."""
+        body = to_row(n)
+        with self.tx() as c:
+            cur = c.execute("UPDATE outbox SET body = ?, due = MIN(due, ?) WHERE id = ? AND status = 'pending'",
+                            (body, due, n.id))
+            c.execute("UPDATE alerts SET body = ? WHERE fingerprint = ? AND json_extract(body, '$.id') = ?",
+                      (body, n.fingerprint, n.id))
+            c.execute("UPDATE history SET body = ? WHERE id = ?", (body, n.id))
+        return cur.rowcount
+
+    def release(self, notice_id: str, due: float) -> None:
+        """Make the pending rows of notice ``notice_id`` due by ``due`` (a held notice goes now)."""
+        with self.tx() as c:
+            c.execute("UPDATE outbox SET due = MIN(due, ?) WHERE id = ? AND status = 'pending'", (due, notice_id))
 
     def take(self, sink: str, until: float, limit: int) -> list[OutboxRow]:
         """Up to ``limit`` pending rows of ``sink`` due by ``until``, earliest first (rows stay pending)."""

@@ -19,9 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..alerts.notification import Notification
 from ..alerts.silence import Silences
 from ..alerts.state import AlertManager, fingerprint
 from ..model import Alert, Container, Event, Sample
+from ..profile.store import ProfileStore
 from ..rules.engine import Engine, summarize
 from ..web.history import History
 from ..web.live import Hub
@@ -73,6 +75,10 @@ class Pipeline:
         #: what the dashboard draws: the last hour per container, and the live stream
         self.history = History(interval_s)
         self.hub = Hub(self.history)
+        #: firing notices waiting for a CPU profile, and their containers (the daemon takes them)
+        self.profile_requests: list[tuple[Notification, Container]] = []
+        #: where profiles are kept, when the daemon profiles (the web View reads it)
+        self.profile_store: ProfileStore | None = None
         longest = max((r.for_s for r in engine.rules), default=0.0)
         #: after this many intervals the engine knows what fires; then the store is reconciled
         self.reconcile_after = int(longest / interval_s) + 3
@@ -109,11 +115,14 @@ class Pipeline:
         return alerts
 
     def handle(self, alerts: Sequence[Alert], now: float) -> None:
-        """Queue the notices for these alert changes (one transaction), then repeats due at ``now``."""
+        """Queue the notices for these alert changes (one transaction), then repeats due at ``now``.
+        A first firing notice held for a profile joins ``profile_requests``."""
         m = self.manager
         with m.batch():
             for a in alerts:
-                m.handle(a)
+                for n in m.handle(a):
+                    if n.state == "firing" and n.repeat == 0 and m.hold_s(n.rule) > 0:
+                        self.profile_requests.append((n, a.container))
             m.tick(now)
         if alerts:
             self.counters.alerts += len(alerts)
@@ -221,6 +230,9 @@ class Pipeline:
         return [AlertRecord(ts=h["ts"], rule=h["rule"], container=h["container"], state=h["state"],
                             severity=h["severity"], summary="")
                 for h in self.manager.store.history(limit=limit)]
+
+    def profiles(self) -> ProfileStore | None:
+        return self.profile_store
 
     def silences(self) -> list[SilenceInfo]:
         """Silences in force."""

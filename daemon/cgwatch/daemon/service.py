@@ -39,6 +39,9 @@ from ..alerts.store import Store, StoreError
 from ..anomaly import store as model_store
 from ..anomaly.baselines import Baselines
 from ..config import Config, ConfigError, load_config
+from ..profile.formats import top_functions
+from ..profile.profiler import Profiler, default_cgroup_root
+from ..profile.store import ProfileStore
 from ..rules.engine import Engine
 from ..rules.load import load_rules
 from ..sinks.base import build_sinks
@@ -59,6 +62,10 @@ MAP_SIZES_EVERY = 15
 SAVE_EVERY_S = 300.0
 #: alert history and finished outbox rows are pruned this often, keeping 7 days
 PRUNE_EVERY_S = 3600.0
+#: a firing notice waits this much longer than its profile for it (then goes without)
+PROFILE_GRACE_S = 5.0
+#: running profiles fold what the kernel counted this often
+PROFILE_POLL_S = 1.0
 
 
 class StartError(Exception):
@@ -89,6 +96,8 @@ class Daemon:
         self._queue: asyncio.Queue[tuple[float, list[Any], list[Any]]] = asyncio.Queue(QUEUE_TICKS)
         self._saver: model_store.Saver | None = None
         self._failed = False
+        self.profiler: Profiler | None = None
+        self._dashboard = ""
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -115,20 +124,72 @@ class Daemon:
             log.info("loaded %d anomaly baselines from %s", loaded.loaded, self._saver.path)
         manager = AlertManager(self.store, build_sinks(cfg.notify), {r.name: r for r in rules}, host=cfg.host)
         self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
-        self.collector = await asyncio.to_thread(self._open_collector, cfg)
+        self.profiler = self._make_profiler(cfg, state, rules)
+        self.collector = await asyncio.to_thread(self._open_collector, cfg, self.profiler)
         manager.delivery.start()
         runner = await serve(build_app(self.pipeline, cfg.auth.token), cfg.listen)
         log.info("cgwatch running: %d rules, %d sinks, every %gs, http://%s/", len(rules), len(cfg.notify),
                  cfg.interval, cfg.listen)
         return runner
 
+    def _make_profiler(self, cfg: Config, state: Path, rules: list[Any]) -> Profiler | None:
+        """The profiler, when ``profiles.enabled`` (loaded at start if a rule asks for profiles,
+        else on the first request); alerts of rules with ``profile:`` then wait for theirs."""
+        assert self.pipeline is not None
+        if not cfg.profiles.enabled:
+            return None
+        root = default_cgroup_root()
+        if root is None:
+            return None
+        p = cfg.profiles
+        store = ProfileStore(state / "profiles", p.max_bytes)
+        self.pipeline.profile_store = store
+        self.pipeline.manager.profile_grace_s = PROFILE_GRACE_S
+        self._dashboard = cfg.dashboard_url()
+        return Profiler(store, root, hz=p.hz, max_concurrent=p.max_concurrent, stack_entries=p.stack_map,
+                        preload=any(r.profile_s for r in rules))
+
     @staticmethod
-    def _open_collector(cfg: Config) -> Any:
+    def _open_collector(cfg: Config, profiler: Profiler | None = None) -> Any:
         from ..collect import open_collector
 
         col = open_collector(cfg.sources(), "/", exit_codes=cfg.exit_codes)
+        if profiler is not None and profiler.preload:
+            profiler.load()
         _trim_heap(pageout=True)   # compiling left ~45 MB of freed LLVM heap and ~75 MB of its libraries
         return col
+
+    async def _profiles(self) -> None:
+        """Start the profiles alerts ask for; attach each to its alert when it ends (which sends it)."""
+        assert self.pipeline is not None and self.profiler is not None
+        prof = self.profiler
+        while True:
+            p = self.pipeline
+            requests, p.profile_requests = p.profile_requests, []
+            for n, container in requests:
+                rule = p.manager.rules.get(n.rule)
+                seconds = float(getattr(rule, "profile_s", 0.0) or 0.0)
+                started = seconds > 0 and await asyncio.to_thread(
+                    prof.start, container, seconds, n.rule, (n.fingerprint, n.id))
+                if not started:      # busy, capped or unable: the alert goes now, without a profile
+                    p.manager.store.release(n.id, p.manager.store.clock())
+                    p.manager.delivery.wake()
+            if prof.sessions:
+                for done in await asyncio.to_thread(prof.poll):
+                    self._attach(done)
+            await asyncio.sleep(PROFILE_POLL_S)
+
+    def _attach(self, done: Any) -> None:
+        assert self.pipeline is not None
+        fp, notice = done.tag
+        pr = done.profile
+        doc: dict[str, Any] = {"id": pr.id, "samples": pr.samples, "duration_s": pr.duration_s,
+                               "partial": pr.partial,
+                               "top": [{"function": f, "share": round(s, 4)} for f, s in top_functions(pr)]}
+        if done.info is not None:
+            doc["url"] = f"{self._dashboard}/containers/{pr.container.id}#profile={pr.id}"
+        if not self.pipeline.manager.attach_profile(fp, notice, doc):
+            log.info("profile %s: its alert resolved before it ended; it is kept on the dashboard", pr.id)
 
     # -- the loops -----------------------------------------------------------------------------
 
@@ -244,6 +305,8 @@ class Daemon:
             assert self.pipeline is not None
             tasks = [asyncio.create_task(self._collect(), name="collect"),
                      asyncio.create_task(self._process(), name="pipeline")]
+            if self.profiler is not None:
+                tasks.append(asyncio.create_task(self._profiles(), name="profiles"))
             every = watchdog_interval()
             if every:
                 tasks.append(asyncio.create_task(self._watchdog(every), name="watchdog"))
@@ -281,6 +344,8 @@ class Daemon:
                 await t
         if self.collector is not None:
             await _step("detaching the probes", asyncio.to_thread(self.collector.close), 3.0)
+        if self.profiler is not None:
+            await _step("stopping the profiler", asyncio.to_thread(self.profiler.close), 2.0)
         if runner is not None:
             await _step("stopping the web server", runner.cleanup(), 2.0)
         p = self.pipeline

@@ -37,6 +37,10 @@ _SCALARS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "
 _CONSTRUCT = yaml.constructor.SafeConstructor()
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
+PROFILE_KEYS = ("duration",)
+PROFILE_DEFAULT_S = 10.0
+PROFILE_MIN_S = 1.0
+PROFILE_MAX_S = 300.0
 ANOMALY_KEYS = ("metric", "metrics", "model", "sensitivity", "warmup")
 #: errors reported for one file, at most
 MAX_ERRORS = 100
@@ -272,6 +276,17 @@ class FileReader:
                     else:
                         items[name] = got
         return texts, items, broken
+
+    def profile(self, node: Node) -> float | None:
+        """``profile: {duration: 10s}``, ``profile: true`` (10 s) or ``false``: seconds, 0 for off."""
+        if isinstance(node, ScalarNode) and node.tag == _TAG + "bool":
+            return PROFILE_DEFAULT_S if self.boolean(node, "profile") else 0.0
+        f = self.fields(node, PROFILE_KEYS, what="profile")
+        if f is None:
+            return None
+        if "duration" not in f:
+            return PROFILE_DEFAULT_S
+        return self.duration(f["duration"][1], "profile.duration", PROFILE_MIN_S, PROFILE_MAX_S)
 
     def anomaly(self, node: Node) -> dict[str, Any] | None:
         """The fields of an ``anomaly:`` mapping, checked (not yet meaningful to anyone)."""

@@ -60,7 +60,7 @@ from .template import Template, TemplateError, compile_template
 SEVERITIES = ("info", "warning", "critical")
 EVENTS = ("exec", "exit", "oom_kill", "signal", "container_start", "container_stop")
 RULE_KEYS = ("name", "description", "severity", "select", "expr", "event", "anomaly", "where", "for",
-             "summary", "notify", "repeat", "enabled", "labels")
+             "summary", "notify", "repeat", "enabled", "labels", "profile")
 MAX_FOR = 7 * 86400.0
 MIN_REPEAT = 60.0
 _RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
@@ -123,6 +123,8 @@ class Rule:
     labels: Mapping[str, str] = field(default_factory=dict, hash=False)
     file: str = ""
     line: int = 0
+    profile_s: float = 0.0
+    """Profile the container for this long when the alert fires (0: no profile)."""
 
 
 @dataclass(slots=True)
@@ -311,11 +313,16 @@ class _FileLoader(FileReader):
         enabled = self.boolean(f["enabled"][1], "enabled") if "enabled" in f else True
         notify = self.names_list(f["notify"][1], "notify", "receiver names") if "notify" in f else ()
         labels = self._labels(f["labels"][1], "labels") if "labels" in f else {}
+        profile_s = 0.0
+        if "profile" in f:
+            if kind == "event":
+                self.error(f["profile"][0], "'profile' does not apply to event rules (the event is over)")
+            profile_s = self.profile(f["profile"][1]) or 0.0
         if (len(self.errors), self.failures) != before or name is None or severity is None:
             return None
         return Rule(name, severity, description or "", select or Select(), expr, event, where, anomaly, for_s,
                     summary, tuple(notify or ()), repeat_s, bool(enabled), MappingProxyType(dict(labels or {})),
-                    self.path, node.start_mark.line + 1)
+                    self.path, node.start_mark.line + 1, profile_s)
 
     def _name(self, f: dict[str, tuple[ScalarNode, Node]], node: Node, head: int, misspelled: set[str]) -> str | None:
         if "name" not in f:

@@ -2,7 +2,8 @@
 
 Each alert has labels ``alertname`` (the rule), ``container``, ``severity``,
 ``instance`` (the host) over the rule's own labels, annotations ``summary``
-and ``description``, ``startsAt`` and, for a resolved alert only,
+and ``description`` (and ``profile``, ``profile_url`` when a CPU profile was
+taken: its top functions, one per line), ``startsAt`` and, for a resolved alert only,
 ``endsAt``, in RFC 3339 UTC. Alertmanager resolves a firing alert by itself
 after its ``resolve_timeout`` (5m) unless it is sent again, so this sink's
 ``repeat`` defaults to 1m (Prometheus re-sends every minute too); a rule's
@@ -62,6 +63,10 @@ def alert(n: Notification) -> dict[str, Any]:
     annotations = {"summary": n.summary, "description": n.description or n.summary}
     if n.value is not None:
         annotations["value"] = f"{n.value:g}"
+    if n.profile:
+        annotations["profile"] = n.profile_text()
+        if n.profile.get("url"):
+            annotations["profile_url"] = str(n.profile["url"])
     out: dict[str, Any] = {"labels": labels, "annotations": annotations, "startsAt": rfc3339(n.starts_at)}
     if n.state == "resolved":
         out["endsAt"] = rfc3339(n.ends_at if n.ends_at is not None else n.ts)

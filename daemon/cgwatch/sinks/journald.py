@@ -59,6 +59,10 @@ def fields(n: Notification) -> dict[str, str]:
         out["CGWATCH_VALUE"] = repr(float(n.value))
     if n.repeat:
         out["CGWATCH_REPEAT"] = str(n.repeat)
+    if n.profile:
+        out["CGWATCH_PROFILE"] = n.profile_text()
+        if n.profile.get("url"):
+            out["CGWATCH_PROFILE_URL"] = str(n.profile["url"])
     return out
 
 

@@ -96,6 +96,18 @@ def fallback(group: Sequence[Notification], max_lines: int = 20) -> str:
     return _cut("\n".join([head, *rows]) + more, MAX_SECTION)
 
 
+def _profile(n: Notification) -> str:
+    """The profile's top functions as a small code block, with its link."""
+    assert n.profile is not None
+    head = f"*CPU profile* ({int(n.profile.get('samples', 0))} samples"
+    head += ", partial)" if n.profile.get("partial") else ")"
+    url = str(n.profile.get("url", ""))
+    if url:
+        head += f" <{esc(url)}|flame graph>"
+    body = esc(n.profile_text()).replace("`", "'") or "(no samples)"
+    return _cut(f"{head}\n```{body}```", MAX_SECTION)
+
+
 def _listing(group: Sequence[Notification], max_lines: int) -> tuple[str, int]:
     """Lines that fit one section, and how many notifications were left out."""
     shown: list[str] = []
@@ -124,6 +136,8 @@ def payload(group: Sequence[Notification], cfg: SlackConfig | None = None) -> di
                  ("State", n.state), ("Host", n.host)]
         blocks.append({"type": "section", "fields": [
             {"type": "mrkdwn", "text": _cut(f"*{k}*\n{esc(v)}", 2000)} for k, v in facts]})
+        if n.profile:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _profile(n)}})
     else:
         firing = sum(n.state == "firing" for n in group)
         title = f"cgwatch: {len(group)} alerts on {host} ({firing} firing, {len(group) - firing} resolved)"
