@@ -67,6 +67,10 @@ def test_a_firing_cpu_rule_sends_its_alert_with_the_hottest_functions(tmp_path, 
             assert got["profile"]["container"]["id"] == one
             listed = get(f"http://127.0.0.1:{listen}/api/v1/containers/{one}/profiles")["profiles"]
             assert [p["id"] for p in listed] == [profile["id"]]
+            with urllib.request.urlopen(f"http://127.0.0.1:{listen}/metrics", timeout=5) as r:
+                metrics = r.read().decode()
+            assert 'cgwatch_profiles_total{outcome="finished"} 1.0' in metrics
+            assert "cgwatch_profile_lost_samples_total 0.0" in metrics
         finally:
             assert d.stop(signal.SIGTERM) == 0
     assert len([a for a in rx.alerts if a["state"] == "firing"]) == 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..alerts.notification import Notification
@@ -79,6 +79,8 @@ class Pipeline:
         self.profile_requests: list[tuple[Notification, Container]] = []
         #: where profiles are kept, when the daemon profiles (the web View reads it)
         self.profile_store: ProfileStore | None = None
+        #: the profiler's counters, for /metrics (None when the daemon does not profile)
+        self.profile_stats: Any = None
         longest = max((r.for_s for r in engine.rules), default=0.0)
         #: after this many intervals the engine knows what fires; then the store is reconciled
         self.reconcile_after = int(longest / interval_s) + 3
@@ -197,7 +199,9 @@ class Pipeline:
             models_evicted=self.engine.baselines.evicted,
             delivery={name: {"sent": x.sent, "messages": x.messages, "retried": x.retried, "failed": x.failed,
                              "dropped": x.dropped} for name, x in delivery.items()},
-            outbox_pending=self.manager.store.counts().get("pending", 0))
+            outbox_pending=self.manager.store.counts().get("pending", 0),
+            profiles={} if self.profile_stats is None else {
+                k: v for k, v in asdict(self.profile_stats).items() if isinstance(v, int)})
 
     def container_rules(self, container_id: str) -> list[RuleInfo]:
         """The rules that watch this container, as the container page lists them."""

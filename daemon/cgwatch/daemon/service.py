@@ -146,8 +146,10 @@ class Daemon:
         self.pipeline.profile_store = store
         self.pipeline.manager.profile_grace_s = PROFILE_GRACE_S
         self._dashboard = cfg.dashboard_url()
-        return Profiler(store, root, hz=p.hz, max_concurrent=p.max_concurrent, stack_entries=p.stack_map,
-                        preload=any(r.profile_s for r in rules))
+        profiler = Profiler(store, root, hz=p.hz, max_concurrent=p.max_concurrent, stack_entries=p.stack_map,
+                            preload=any(r.profile_s for r in rules))
+        self.pipeline.profile_stats = profiler.stats
+        return profiler
 
     @staticmethod
     def _open_collector(cfg: Config, profiler: Profiler | None = None) -> Any:

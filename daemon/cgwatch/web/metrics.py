@@ -153,6 +153,13 @@ class ViewCollector:
         yield messages
         yield GaugeMetricFamily("cgwatch_outbox_pending", "Notifications waiting in the outbox.",
                                 value=st.outbox_pending)
+        if st.profiles:
+            yield labelled(CounterMetricFamily, "cgwatch_profiles_total",
+                           "CPU profiles by outcome (started, finished, partial, skipped_busy, skipped_cap).",
+                           "outcome", {k: v for k, v in st.profiles.items() if k != "lost_samples"})
+            yield CounterMetricFamily("cgwatch_profile_lost_samples_total",
+                                      "Profile samples whose stack the kernel's stack map could not hold.",
+                                      value=st.profiles.get("lost_samples", 0))
         yield GaugeMetricFamily("cgwatch_rules_loaded", "Rules running now.", value=st.rules_loaded)
         yield GaugeMetricFamily("cgwatch_config_reload_ok", "1 if the last config reload worked, else 0.",
                                 value=1 if st.reload_ok else 0)

@@ -21,7 +21,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -158,6 +158,11 @@ class Stats:
     """Sink name -> ``{"sent", "messages", "retried", "failed", "dropped"}`` counts."""
     outbox_pending: int
     """Notifications waiting in the outbox."""
+
+    # CPU profiles
+    profiles: Mapping[str, int] = field(default_factory=dict)
+    """``started``, ``finished``, ``partial``, ``skipped_busy``, ``skipped_cap``,
+    ``lost_samples`` (samples whose stack the kernel could not store) since start."""
 
 
 @dataclass(slots=True, frozen=True)
