@@ -8,7 +8,8 @@
  *
  * Stack ids < 0 are kept in the key: -EFAULT is "no stack of this kind" (a
  * kernel thread has no user stack; user code interrupted has no kernel one),
- * anything else means the stack map was full or the unwind failed, which is
+ * anything else means the stack found no slot in the stack map (-EEXIST: its
+ * hash bucket holds another stack; -ENOMEM: full) or the unwind failed, which is
  * also counted in `errors` so user space can say how much was lost.
  *
  *   -DCGW_STACKS=N        stack map entries (default 16384)

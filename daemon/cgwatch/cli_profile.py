@@ -103,7 +103,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     note = f", partial: {profile.partial}" if profile.partial else ""
     print(f"cgwatch: {profile.samples} samples in {profile.duration_s:g}s{note}", file=sys.stderr)
     if profile.lost:
-        print(f"cgwatch: {profile.lost} samples lost their stack (the kernel's stack map was full)", file=sys.stderr)
+        print(f"cgwatch: {profile.lost} samples lost their stack (the kernel's stack map had no slot for it)", file=sys.stderr)
     top = top_text(top_functions(profile))
     if top:
         print(top, file=sys.stderr)

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..model import Container
 
-#: a stack the kernel could not record (its map was full, or the unwind failed)
+#: a stack the kernel could not record (its slot in the stack map was taken, or the unwind failed)
 LOST_FRAME = "[lost stack]"
 #: a frame nothing could name; the module it is in follows when known
 UNKNOWN = "[unknown]"
@@ -66,7 +66,8 @@ class Profile:
     partial: str = ""
     """Why the profile is incomplete ("" when it is complete)."""
     lost: int = 0
-    """Samples whose stack the kernel could not store (stack map full): counted, not named."""
+    """Samples whose stack the kernel could not store (its slot in the stack map was taken by
+    another stack, or the map was full): counted, not named."""
     rule: str = ""
     """The rule whose alert asked for it ("" for an on-demand profile)."""
 

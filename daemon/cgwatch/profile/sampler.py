@@ -218,7 +218,8 @@ class Session:
         if errors[2] and not self.partial:
             self.partial = f"{errors[2]} samples were not counted: the kernel's counts map was full"
         if self.lost:
-            log.warning("profile of %s: %d samples lost their stack (stack map full; raise profiles.stack_map)",
+            log.info("profile of %s: %d samples lost their stack to the stack map (a slot taken by another "
+                     "stack; a larger profiles.stack_map makes that rarer)",
                         self.container.name, self.lost)
         took = min(self.clock() - self.started, self.duration_s)
         return Profile(id=profile_id(self.container.id, self.started), container=self.container,
