@@ -201,7 +201,7 @@ class Pipeline:
                              "dropped": x.dropped} for name, x in delivery.items()},
             outbox_pending=self.manager.store.counts().get("pending", 0),
             profiles={} if self.profile_stats is None else {
-                k: v for k, v in asdict(self.profile_stats).items() if isinstance(v, int)})
+                k: int(v) for k, v in asdict(self.profile_stats).items()})
 
     def container_rules(self, container_id: str) -> list[RuleInfo]:
         """The rules that watch this container, as the container page lists them."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,6 @@ class ProfilerStats:
     skipped_busy: int = 0
     skipped_cap: int = 0
     lost_samples: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 class Profiler:
@@ -146,7 +145,7 @@ class Profiler:
         root = self.cgroup_root
         session = Session(self.sampler, self._names, container, lambda: cgroup_ids(root, container),
                           duration_s, rule)
-        if not session._cgids:
+        if not session.cgids:
             session.finish()
             log.info("no profile of %s: it has no cgroup left", container.name)
             return False

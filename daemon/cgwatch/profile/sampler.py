@@ -174,7 +174,8 @@ class Session:
         self.started = clock()
         self.partial = ""
         self.lost = 0
-        self._cgids: set[int] = set()
+        #: the cgroup ids being counted for this container (grows as its cgroups do)
+        self.cgids: set[int] = set()
         self._stacks: dict[tuple[str, ...], int] = {}
         self._user: dict[tuple[int, int], tuple[str, ...]] = {}    # (tgid, stack id) -> names, root first
         self._kernel: dict[int, tuple[str, ...]] = {}
@@ -190,15 +191,15 @@ class Session:
     def _grow(self) -> bool:
         """Want the container's current cgroups; False when it has none left."""
         now = self.cgroups()
-        new = now - self._cgids
+        new = now - self.cgids
         if new:
             self.sampler.want(new)
-            self._cgids |= new
+            self.cgids |= new
         return bool(now)
 
     def poll(self) -> bool:
         """Fold what the kernel counted; False once the profile is over (time, or the container left)."""
-        self._fold(self.sampler.take(self._cgids))
+        self._fold(self.sampler.take(self.cgids))
         if self.clock() >= self.due:
             return False
         if not self._grow():
@@ -209,9 +210,9 @@ class Session:
     def finish(self) -> Profile:
         """Stop counting and return the profile (call once)."""
         try:
-            self._fold(self.sampler.take(self._cgids))
+            self._fold(self.sampler.take(self.cgids))
         finally:
-            self.sampler.unwant(self._cgids)
+            self.sampler.unwant(self.cgids)
         for pid in self._pids:
             self.names.forget(pid)
         errors = [b - a for a, b in zip(self._errors0, self.sampler.errors(), strict=True)]
