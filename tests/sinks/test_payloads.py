@@ -135,3 +135,22 @@ def test_a_profile_reaches_every_http_sink_in_its_own_shape(receiver: Receiver) 
     plain = note(2)
     assert send(sinks["a"], [plain]).ok  # type: ignore[arg-type]
     assert "profile" not in json.loads(receiver.requests[-1].body)[0]["annotations"]
+
+
+def test_alertmanager_cluster_every_member_gets_each_alert_and_one_is_enough(receiver: Receiver) -> None:
+    """As Prometheus does: the same alerts to each member; the cluster deduplicates. A member
+    refusing connections or failing costs nothing while another takes the group."""
+    from tests.receiver import free_port
+
+    down = f"http://127.0.0.1:{free_port()}"           # nothing listens there
+    members = [receiver.url("/am-0"), receiver.url("/am-1"), down]
+    sink = build_sinks({"a": {"type": "alertmanager", "url": members}})["a"]
+    assert send(sink, [note(1)]).ok  # type: ignore[arg-type]
+    paths = sorted(r.path for r in receiver.requests)
+    assert paths == ["/am-0/api/v2/alerts", "/am-1/api/v2/alerts"]
+    assert receiver.requests[0].body == receiver.requests[1].body
+    receiver.status = 503                               # every member failing: retried, all named
+    sink = build_sinks({"a": {"type": "alertmanager", "url": members}})["a"]
+    r = send(sink, [note(2)])  # type: ignore[arg-type]
+    assert not r.ok and r.retry and r.error.startswith("every Alertmanager failed")
+    assert "HTTP 503" in r.error and "127.0.0.1" in r.error

@@ -20,7 +20,9 @@ own ``repeat:`` wins over it, so keep that under 5m for rules routed here.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,18 +34,35 @@ from .base import BaseSink, Duration, HttpSinkConfig, check_http_url
 
 PATH = "/api/v2/alerts"
 
+log = logging.getLogger("cgwatch.sinks")
+
 
 class AlertmanagerConfig(HttpSinkConfig):
-    """``notify.NAME`` for ``type: alertmanager``: ``url`` is Alertmanager's base URL."""
+    """``notify.NAME`` for ``type: alertmanager``: ``url`` is Alertmanager's base URL, or a list
+    of them: the members of one Alertmanager cluster, each of which gets every alert.
+
+    >>> AlertmanagerConfig(url=["http://am-0:9093", "http://am-1:9093"]).urls
+    ['http://am-0:9093', 'http://am-1:9093']
+    """
 
     type: Literal["alertmanager"] = "alertmanager"
-    url: str
+    url: str | list[str]
     repeat: Duration = 60.0
 
     @field_validator("url")
     @classmethod
-    def _http(cls, v: str) -> str:
+    def _http(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("needs at least one URL")
+            if len(set(v)) != len(v):
+                raise ValueError("lists a URL twice")
+            return [check_http_url(u) for u in v]
         return check_http_url(v)
+
+    @property
+    def urls(self) -> list[str]:
+        return list(self.url) if isinstance(self.url, list) else [self.url]
 
 
 def rfc3339(ts: float) -> str:
@@ -74,7 +93,9 @@ def alert(n: Notification) -> dict[str, Any]:
 
 
 class AlertmanagerSink(BaseSink):
-    """One POST of the whole group to Alertmanager."""
+    """One POST of the whole group to each Alertmanager (a cluster deduplicates, as
+    Prometheus relies on): delivered once any member took it. A member that was down
+    hears of it from the others by gossip, and from this sink's next repeat."""
 
     Config = AlertmanagerConfig
     config: AlertmanagerConfig
@@ -83,18 +104,30 @@ class AlertmanagerSink(BaseSink):
         return f"AlertmanagerSink(name={self.name!r}, url={self.config.url!r})"
 
     def secrets(self) -> list[str]:
-        """Credentials written into the URL (``user:password@``), if any."""
-        return [self.config.url] if "@" in self.config.url else []
+        """Credentials written into a URL (``user:password@``), if any."""
+        return [u for u in self.config.urls if "@" in u]
 
     @property
-    def endpoint(self) -> str:
-        """The alerts endpoint under the configured base URL."""
-        return self.config.url.rstrip("/") + PATH
+    def endpoints(self) -> list[str]:
+        """The alerts endpoint under each configured base URL."""
+        return [u.rstrip("/") + PATH for u in self.config.urls]
 
     async def send(self, group: Sequence[Notification]) -> SendResult:
-        """POST the list."""
+        """POST the list to every member at once."""
         body = json.dumps([alert(n) for n in group], ensure_ascii=False).encode()
-        return await self.post(self.endpoint, body, {**self.config.headers, "Content-Type": "application/json"})
+        headers = {**self.config.headers, "Content-Type": "application/json"}
+        results = await asyncio.gather(*(self.post(url, body, headers) for url in self.endpoints))
+        if any(r.ok for r in results):
+            for r in results:
+                if not r.ok:
+                    log.info("sink %s: one Alertmanager missed a group (the cluster has it): %s", self.name, r.error)
+            return SendResult.delivered()
+        if len(results) == 1:
+            return results[0]
+        retry = any(r.retry for r in results)
+        waits = [r.retry_after for r in results if r.retry_after is not None]
+        error = "; ".join(r.error for r in results)
+        return SendResult(False, retry, min(waits) if waits else None, f"every Alertmanager failed: {error}")
 
 
 def _example() -> Notification:
