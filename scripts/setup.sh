@@ -24,8 +24,11 @@ kver=$(uname -r)
 [[ -d /lib/modules/$kver/build/include ]] || pkgs+=(linux-headers-amd64)
 # bpftrace: the probe benchmark's peer; chromium: the browser tests drive it (Playwright,
 # launched from /usr/bin/chromium: no browser downloads); gcc, libc6-dev, binutils: the
-# profiler tests build C programs with known hot functions and strip them
-((want_test)) && pkgs+=(bpftrace chromium fonts-dejavu-core gcc libc6-dev binutils)
+# profiler tests build C programs with known hot functions and strip them; prometheus
+# (with promtool) and prometheus-alertmanager: the fleet tests run a real Prometheus
+# and a three-node Alertmanager cluster; iproute2: their network namespaces
+((want_test)) && pkgs+=(bpftrace chromium fonts-dejavu-core gcc libc6-dev binutils prometheus
+                        prometheus-alertmanager iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
