@@ -82,6 +82,10 @@ def default_notify() -> dict[str, SinkConfig]:
     return {"journal": sink_class("journald").Config(type="journald")}
 
 
+#: what ``auth.public`` may open: health and metrics, never the dashboard or its API
+PUBLIC_PATHS = ("/healthz", "/metrics")
+
+
 class AuthConfig(BaseModel):
     """``auth:``: the token (16 characters or more) every HTTP request must carry; ``token_file``
     is read at load instead, relative to the config file.
@@ -93,6 +97,17 @@ class AuthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     token: str | None = Field(None, min_length=16, repr=False)
+    public: list[str] = []
+    """Paths answered without the token (GET only): ``/healthz`` and ``/metrics`` are the
+    ones that make sense (kubelet probes, Prometheus); the dashboard and API never."""
+
+    @field_validator("public")
+    @classmethod
+    def _public(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if path not in PUBLIC_PATHS:
+                raise ValueError(f"'{path}' cannot be public (only {', '.join(PUBLIC_PATHS)})")
+        return v
 
 
 class ProfilesConfig(BaseModel):

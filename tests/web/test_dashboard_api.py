@@ -287,3 +287,27 @@ def test_without_the_token_a_public_listener_answers_401_to_everything(view: Mem
             await runner.cleanup()
 
     asyncio.run(body())
+
+
+def test_public_paths_answer_without_the_token_and_nothing_else_does(view: MemoryView) -> None:
+    """auth.public: [/healthz, /metrics] lets kubelet probes and Prometheus in; the rest still
+    needs the token, even a path that only looks like a public one, and writes never pass."""
+    fed(view)
+
+    async def body() -> None:
+        runner = await serve(build_app(view, TOKEN, ["/healthz", "/metrics"]), "0.0.0.0:0")
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            async with aiohttp.ClientSession() as http:
+                for path in ("/healthz", "/metrics"):
+                    async with http.get(base + path) as r:
+                        assert r.status == 200, path
+                for path in ("/", "/api/v1/containers", "/metrics/", "/healthz/../api/v1/alerts", "/api/v1/events"):
+                    async with http.get(base + path, allow_redirects=False) as r:
+                        assert r.status == 401, path
+                async with http.post(base + "/metrics") as r:
+                    assert r.status == 401
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(body())

@@ -127,7 +127,7 @@ class Daemon:
         self.profiler = self._make_profiler(cfg, state, rules)
         self.collector = await asyncio.to_thread(self._open_collector, cfg, self.profiler)
         manager.delivery.start()
-        runner = await serve(build_app(self.pipeline, cfg.auth.token), cfg.listen)
+        runner = await serve(build_app(self.pipeline, cfg.auth.token, cfg.auth.public), cfg.listen)
         log.info("cgwatch running: %d rules, %d sinks, every %gs, http://%s/", len(rules), len(cfg.notify),
                  cfg.interval, cfg.listen)
         return runner

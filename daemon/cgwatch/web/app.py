@@ -36,7 +36,7 @@ import asyncio
 import errno
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
@@ -93,7 +93,7 @@ def _error_middleware() -> Callable[[web.Request, _Handler], Awaitable[web.Strea
     return json_errors
 
 
-def build_app(view: View, token: str | None = None) -> web.Application:
+def build_app(view: View, token: str | None = None, public: Iterable[str] = ()) -> web.Application:
     """The Application serving ``view``: health, metrics, the JSON API and the dashboard, with its own
     metrics registry; with ``token``, every request must carry it (:mod:`cgwatch.web.security`).
 
@@ -104,7 +104,7 @@ def build_app(view: View, token: str | None = None) -> web.Application:
     """
     middlewares = [_error_middleware(), limits_middleware()]
     if token:
-        middlewares.append(auth_middleware(token))
+        middlewares.append(auth_middleware(token, public))
     app = web.Application(middlewares=middlewares)
     app.on_response_prepare.append(add_headers)
     app[VIEW_KEY] = view

@@ -18,7 +18,7 @@ Examples
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
@@ -68,11 +68,16 @@ def limits_middleware() -> _Middleware:
     return limits
 
 
-def auth_middleware(token: str) -> _Middleware:
-    """Every request needs ``token`` (header or cookie); ``/?token=`` sets the cookie."""
+def auth_middleware(token: str, public: Iterable[str] = ()) -> _Middleware:
+    """Every request needs ``token`` (header or cookie), except GETs of the exact paths in
+    ``public`` (``/healthz`` for kubelet probes, ``/metrics`` for Prometheus, where the operator
+    says so); ``/?token=`` sets the cookie."""
+    open_paths = frozenset(public)
 
     @web.middleware
     async def auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if request.path in open_paths and request.method in ("GET", "HEAD"):
+            return await handler(request)
         if request.path == "/" and "token" in request.query:
             if not token_ok(request.query.get("token", ""), token):
                 return _unauthorized("wrong token")
