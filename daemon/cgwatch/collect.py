@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .identity import Resolver
 from .identity.cgroups import CgroupTree, find_cgroup2_root
+from .identity.kubelet import PodIndex
 from .identity.metadata import Metadata
 from .model import Event, Sample
 from .sources import SOURCES
@@ -106,7 +107,7 @@ class Collector:
 
 
 def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/",
-                   exit_codes: bool = True) -> Collector:
+                   exit_codes: bool = True, pods: PodIndex | None = None) -> Collector:
     """Check the host, build identity and load every named source.
 
     A BPF source that fails to load is skipped with a warning (its metrics
@@ -126,7 +127,7 @@ def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/"
         except (RuntimeError, SetupError) as e:
             log.warning("%s", e)
     tree = CgroupTree(root, walk_every=FULL_WALK_EVERY if feed else None)
-    col = Collector(Resolver(tree, Metadata(Path(metadata_root))), feed=feed)
+    col = Collector(Resolver(tree, Metadata(Path(metadata_root), pods=pods)), feed=feed)
     if feed is not None:
         tree.pull = col.pull_cgroup_events
     for name in names:

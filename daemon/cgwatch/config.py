@@ -20,7 +20,11 @@ daemon runs under systemd; ``notify: {}`` sends nothing) · ``auth``
 the token. Required when ``listen`` is not a loopback address) · ``profiles``
 (``{enabled: true, hz: 49, max_concurrent: 2, max_bytes: 67108864, stack_map:
 8192}``: the CPU profiles rules with ``profile:`` take) · ``external_url``
-(how people reach the dashboard, for links in alerts; default ``http://LISTEN``).
+(how people reach the dashboard, for links in alerts; default ``http://LISTEN``) ·
+``host_root`` (``/``; where runtime state is read, ``/host`` in a pod) ·
+``reload_on_change`` (false; reload when the config or a rule file changes) ·
+``kubernetes`` (``{kubelet_url: https://${NODE_IP}:10250, token_file, ca_file,
+tls_verify, refresh: 30s}``: pod names and labels from the kubelet).
 
 A sink's secret keys (webhook ``url``/``secret``, slack ``url``) may instead be
 ``KEY_file: PATH`` (read at load, trailing newline dropped) or
@@ -130,6 +134,36 @@ class ProfilesConfig(BaseModel):
     """Distinct stacks the kernel can hold per window (about 1 KiB of kernel memory each)."""
 
 
+class KubernetesConfig(BaseModel):
+    """``kubernetes:``: where the node's kubelet lists its pods (names, namespaces, labels
+    for ``select:``); ``${VAR}`` in ``kubelet_url`` is read from the environment.
+
+    >>> KubernetesConfig(kubelet_url="https://10.0.0.7:10250").refresh
+    30.0
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kubelet_url: str
+    token_file: str | None = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ca_file: str | None = None
+    tls_verify: bool = True
+    refresh: Duration = Field(30.0, ge=1.0)
+
+    @field_validator("kubelet_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        def var(m: re.Match[str]) -> str:
+            if m.group(1) not in os.environ:
+                raise ValueError(f"${{{m.group(1)}}} is not set in the environment")
+            return os.environ[m.group(1)]
+
+        v = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", var, v)
+        if not re.match(r"^(https?://[^\s/]+|file:///\S+)", v):
+            raise ValueError("must be an http(s) URL (the kubelet, e.g. https://${NODE_IP}:10250) or file:///PATH")
+        return v
+
+
 def is_loopback(listen: str) -> bool:
     """Whether ``listen``'s host is loopback only (127.0.0.0/8, ::1, localhost).
 
@@ -161,6 +195,11 @@ class Config(BaseModel):
     collectors: dict[str, bool] = {}
     auth: AuthConfig = Field(default_factory=AuthConfig)
     profiles: ProfilesConfig = Field(default_factory=ProfilesConfig)
+    kubernetes: KubernetesConfig | None = None
+    host_root: str = "/"
+    """Where the host's file system is, for runtime state (``/host`` in a pod)."""
+    reload_on_change: bool = False
+    """Reload when the config or a rule file changes (a Kubernetes ConfigMap), as on SIGHUP."""
     external_url: str | None = None
     """How people reach the dashboard (links in alerts); default ``http://LISTEN`` with this
     host's name in place of a wildcard address."""
@@ -402,7 +441,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except ValidationError as e:
         raise _from_pydantic(r, e, (), list(Config.model_fields),
                              {"auth": [*AuthConfig.model_fields, "token_file"],
-                              "profiles": list(ProfilesConfig.model_fields)}) from None
+                              "profiles": list(ProfilesConfig.model_fields),
+                              "kubernetes": list(KubernetesConfig.model_fields)}) from None
     if cfg.auth.token is None and not is_loopback(cfg.listen):
         raise r.at(("listen",), f"listen: {cfg.listen} is not a loopback address, so the dashboard and API "
                                 "need a token: set auth.token or auth.token_file")

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -39,6 +41,7 @@ from ..alerts.store import Store, StoreError
 from ..anomaly import store as model_store
 from ..anomaly.baselines import Baselines
 from ..config import Config, ConfigError, load_config
+from ..identity.kubelet import PodIndex
 from ..profile.formats import top_functions
 from ..profile.profiler import Profiler, default_cgroup_root
 from ..profile.store import ProfileStore
@@ -62,10 +65,36 @@ MAP_SIZES_EVERY = 15
 SAVE_EVERY_S = 300.0
 #: alert history and finished outbox rows are pruned this often, keeping 7 days
 PRUNE_EVERY_S = 3600.0
+#: config keys a reload cannot change (the next start takes them)
+RESTART_KEYS = ("interval", "collectors", "listen", "state_dir", "host_root", "kubernetes", "profiles")
+#: with reload_on_change, the config and rule files are looked at this often
+WATCH_EVERY_S = 5.0
 #: a firing notice waits this much longer than its profile for it (then goes without)
 PROFILE_GRACE_S = 5.0
 #: running profiles fold what the kernel counted this often
 PROFILE_POLL_S = 1.0
+
+
+def watched(config_path: str | None, rules: list[str]) -> list[tuple[str, tuple[int, int, int] | None]]:
+    """(path, (inode, size, mtime_ns)) of the config file, each rules entry (a directory's
+    own entry too: files come and go) and every file in a rules directory or glob."""
+    paths = [config_path] if config_path else []
+    for entry in rules:
+        if os.path.isdir(entry):
+            paths.append(entry)
+            paths += sorted(glob.glob(os.path.join(entry, "*.y*ml")))
+        elif glob.has_magic(entry):
+            paths += sorted(glob.glob(entry))
+        else:
+            paths.append(entry)
+    out: list[tuple[str, tuple[int, int, int] | None]] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((p, (st.st_ino, st.st_size, st.st_mtime_ns)))
+        except OSError:
+            out.append((p, None))
+    return out
 
 
 class StartError(Exception):
@@ -97,6 +126,7 @@ class Daemon:
         self._saver: model_store.Saver | None = None
         self._failed = False
         self.profiler: Profiler | None = None
+        self.pods: PodIndex | None = None
         self._dashboard = ""
 
     # -- start ---------------------------------------------------------------------------------
@@ -125,7 +155,11 @@ class Daemon:
         manager = AlertManager(self.store, build_sinks(cfg.notify), {r.name: r for r in rules}, host=cfg.host)
         self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
         self.profiler = self._make_profiler(cfg, state, rules)
-        self.collector = await asyncio.to_thread(self._open_collector, cfg, self.profiler)
+        if cfg.kubernetes is not None:
+            k = cfg.kubernetes
+            self.pods = PodIndex(k.kubelet_url, k.token_file, k.tls_verify, k.ca_file)
+            await asyncio.to_thread(self.pods.fetch)     # names and labels from the first interval on
+        self.collector = await asyncio.to_thread(self._open_collector, cfg, self.profiler, self.pods)
         manager.delivery.start()
         runner = await serve(build_app(self.pipeline, cfg.auth.token, cfg.auth.public), cfg.listen)
         log.info("cgwatch running: %d rules, %d sinks, every %gs, http://%s/", len(rules), len(cfg.notify),
@@ -152,14 +186,34 @@ class Daemon:
         return profiler
 
     @staticmethod
-    def _open_collector(cfg: Config, profiler: Profiler | None = None) -> Any:
+    def _open_collector(cfg: Config, profiler: Profiler | None = None, pods: PodIndex | None = None) -> Any:
         from ..collect import open_collector
 
-        col = open_collector(cfg.sources(), "/", exit_codes=cfg.exit_codes)
+        col = open_collector(cfg.sources(), cfg.host_root, exit_codes=cfg.exit_codes, pods=pods)
         if profiler is not None and profiler.preload:
             profiler.load()
         _trim_heap(pageout=True)   # compiling left ~45 MB of freed LLVM heap and ~75 MB of its libraries
         return col
+
+    async def _kubelet(self, every: float) -> None:
+        """Read the kubelet's pods now and then (off the loop); a failure keeps the last list."""
+        assert self.pods is not None
+        while True:
+            await asyncio.sleep(every)
+            await asyncio.to_thread(self.pods.fetch)
+
+    async def _watch_files(self) -> None:
+        """reload_on_change: a changed config or rule file reloads, as SIGHUP does. Kubernetes
+        swaps a ConfigMap's files through a symlink; stat follows it, so the swap is seen."""
+        assert self.cfg is not None
+        seen = watched(self.config_path, self.cfg.rules)
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            now = await asyncio.to_thread(watched, self.config_path, self.cfg.rules)
+            if now != seen:
+                seen = now
+                log.info("config or rule files changed: reloading")
+                self._reload.set()
 
     async def _profiles(self) -> None:
         """Start the profiles alerts ask for; attach each to its alert when it ends (which sends it)."""
@@ -275,7 +329,7 @@ class Daemon:
             log.error("reload failed, the old config and rules stay: %s", e)
             self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
             return False
-        for key in ("interval", "collectors", "listen", "state_dir"):
+        for key in RESTART_KEYS:
             if getattr(cfg, key) != getattr(self.cfg, key):
                 log.warning("reload: '%s' changed; that takes effect at the next restart", key)
         self.pipeline.replace_rules(rules, time.time())
@@ -284,7 +338,7 @@ class Daemon:
                                    {r.name: r for r in rules}, host=cfg.host)
             await self.pipeline.replace_sinks(manager)
         self.cfg = cfg.model_copy(update={k: getattr(self.cfg, k)
-                                          for k in ("interval", "collectors", "listen", "state_dir")})
+                                          for k in RESTART_KEYS})
         c.reload_ok, c.reload_error = True, ""
         log.info("reloaded: %d rules, %d sinks", len(rules), len(cfg.notify))
         self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
@@ -309,6 +363,10 @@ class Daemon:
                      asyncio.create_task(self._process(), name="pipeline")]
             if self.profiler is not None:
                 tasks.append(asyncio.create_task(self._profiles(), name="profiles"))
+            if self.pods is not None and self.cfg is not None and self.cfg.kubernetes is not None:
+                tasks.append(asyncio.create_task(self._kubelet(self.cfg.kubernetes.refresh), name="kubelet"))
+            if self.cfg is not None and self.cfg.reload_on_change:
+                tasks.append(asyncio.create_task(self._watch_files(), name="watch-files"))
             every = watchdog_interval()
             if every:
                 tasks.append(asyncio.create_task(self._watchdog(every), name="watchdog"))

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import Container
+from .kubelet import PodIndex
 
 log = logging.getLogger("cgwatch.identity")
 
@@ -101,9 +102,11 @@ class Metadata:
     ('web-1', 'nginx:1.25', {'env': 'prod'}, True)
     """
 
-    def __init__(self, root: Path = Path("/"), retry_after: float = 10.0) -> None:
+    def __init__(self, root: Path = Path("/"), retry_after: float = 10.0, pods: PodIndex | None = None) -> None:
         self.root = root
         self.retry_after = retry_after
+        #: the kubelet's pods (names, namespaces, labels), on Kubernetes nodes
+        self.pods = pods
         self._found: dict[str, _Found] = {}
         self._tried: dict[str, float] = {}
         self._warned: set[str] = set()
@@ -123,12 +126,27 @@ class Metadata:
         found = self._found.get(c.id)
         if found is None:
             found = self._look(c, now)
-        if found is None:
+        if found is not None:
+            labels = dict(found.labels) if found.labels else dict(c.labels)
+            c = replace(c, runtime=found.runtime, name=found.name or c.name, image=found.image or c.image,
+                        labels=labels)
+        return self._with_pod(c) if self.pods is not None and c.pod else c
+
+    def _with_pod(self, c: Container) -> Container:
+        """``c`` with its pod's labels (and, when the runtime did not name it, its
+        ``<namespace>/<pod>/<container>`` name) from the kubelet."""
+        assert self.pods is not None
+        hit = self.pods.container(c.id)
+        pod = hit[0] if hit is not None else self.pods.pod(c.pod)
+        if pod is None:
             return c
-        labels = dict(found.labels) if found.labels else dict(c.labels)
-        return replace(
-            c, runtime=found.runtime, name=found.name or c.name, image=found.image or c.image, labels=labels
-        )
+        labels = {**pod.labels, **c.labels, _NS: pod.namespace, _POD: pod.name}
+        name = c.name
+        if hit is not None and hit[1]:
+            labels[_CTR] = hit[1]
+            if name == c.id[:12]:
+                name = f"{pod.namespace}/{pod.name}/{hit[1]}"
+        return replace(c, name=name, labels=labels)
 
     def settled(self, c: Container) -> bool:
         """True when :meth:`enrich` will never change ``c`` again.
@@ -139,6 +157,8 @@ class Metadata:
         >>> Metadata().settled(Container(id="cron.service", name="cron.service", runtime="systemd"))
         True
         """
+        if self.pods is not None and c.pod and self.pods.pod(c.pod) is None:
+            return False          # the kubelet has not listed its pod yet
         return c.runtime not in _READERS or c.id in self._found
 
     def forget(self, cid: str) -> None:
