@@ -12,7 +12,7 @@ Keys and defaults (no file at all means all defaults):
 the config file; default the shipped pack: ``rules/`` beside the package in a
 source checkout, else ``/usr/share/cgwatch/rules``) · ``state_dir``
 (``/var/lib/cgwatch``) · ``listen`` (``127.0.0.1:9477``) · ``host`` (this
-host's name) · ``collectors`` (source name -> true/false, all on by default;
+host's name; ``${VAR}`` from the environment) · ``collectors`` (source name -> true/false, all on by default;
 names: cpu, proc, mem, net, cgroupfs, and exit_codes) · ``notify`` (sink name
 -> ``{type: ..., ...}``; default ``{journal: {type: journald}}``, since the
 daemon runs under systemd; ``notify: {}`` sends nothing) · ``auth``
@@ -134,6 +134,21 @@ class ProfilesConfig(BaseModel):
     """Distinct stacks the kernel can hold per window (about 1 KiB of kernel memory each)."""
 
 
+def expand_env(v: str) -> str:
+    """``${VAR}`` replaced from the environment; ValueError naming a variable that is not set.
+
+    >>> os.environ["CGW_DOCTEST_NODE"] = "node-7"
+    >>> expand_env("https://${CGW_DOCTEST_NODE}:10250")
+    'https://node-7:10250'
+    """
+    def var(m: re.Match[str]) -> str:
+        if m.group(1) not in os.environ:
+            raise ValueError(f"${{{m.group(1)}}} is not set in the environment")
+        return os.environ[m.group(1)]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", var, v)
+
+
 class KubernetesConfig(BaseModel):
     """``kubernetes:``: where the node's kubelet lists its pods (names, namespaces, labels
     for ``select:``); ``${VAR}`` in ``kubelet_url`` is read from the environment.
@@ -153,12 +168,7 @@ class KubernetesConfig(BaseModel):
     @field_validator("kubelet_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        def var(m: re.Match[str]) -> str:
-            if m.group(1) not in os.environ:
-                raise ValueError(f"${{{m.group(1)}}} is not set in the environment")
-            return os.environ[m.group(1)]
-
-        v = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", var, v)
+        v = expand_env(v)
         if not re.match(r"^(https?://[^\s/]+|file:///\S+)", v):
             raise ValueError("must be an http(s) URL (the kubelet, e.g. https://${NODE_IP}:10250) or file:///PATH")
         return v
@@ -203,6 +213,14 @@ class Config(BaseModel):
     external_url: str | None = None
     """How people reach the dashboard (links in alerts); default ``http://LISTEN`` with this
     host's name in place of a wildcard address."""
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        v = expand_env(v)          # host: ${NODE_NAME} in a DaemonSet
+        if not v:
+            raise ValueError("must not be empty")
+        return v
 
     @field_validator("external_url")
     @classmethod

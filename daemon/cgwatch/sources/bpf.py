@@ -109,7 +109,10 @@ def raw_tracepoints() -> bool:
 
 
 def check_host() -> None:
-    """Raise SetupError naming the first thing that stops BPF from loading."""
+    """Raise SetupError naming the first thing that stops BPF from loading.
+
+    What a host must grant for these checks to pass is listed in :mod:`cgwatch.requirements`.
+    """
     if os.geteuid() != 0:
         raise SetupError("loading BPF programs needs root: run it with sudo")
     try:
