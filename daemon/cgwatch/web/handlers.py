@@ -151,9 +151,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """``GET /metrics``: Prometheus text exposition of the View and the process."""
-    body = await scrape(request.app[REGISTRY_KEY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    """``GET /metrics``: Prometheus text exposition of the View and the process, gzipped
+    when the client accepts it (Prometheus does: a tenth to a third of the bytes)."""
+    gz = "gzip" in request.headers.get("Accept-Encoding", "")
+    body = await scrape(request.app[REGISTRY_KEY], compress=gz)
+    headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 async def containers(request: web.Request) -> web.Response:
