@@ -54,11 +54,11 @@ def test_notification_round_trips_and_outbox_is_unique_per_id_and_sink(tmp_path)
         assert s.enqueue(n, "a", 0.0) is True
         assert s.enqueue(n, "a", 0.0) is False  # same id, same sink: queued once
         assert s.enqueue(n, "b", 0.0) is True
-        assert s.counts() == {"pending": 2}
+        assert s.counts() == {"pending": 2} and s.pending_count() == 2
         rows = s.take("a", 1.0, 10)
         assert [r.notification.id for r in rows] == [n.id]
         s.mark_sent([rows[0].seq])
-        assert s.counts("a") == {"sent": 1}
+        assert s.counts("a") == {"sent": 1} and s.pending_count() == 1
         assert s.prune(keep_s=-1) >= 1  # finished rows can be pruned; pending ones never
         assert s.counts() == {"pending": 1}
 

@@ -199,7 +199,7 @@ class Pipeline:
             models_evicted=self.engine.baselines.evicted,
             delivery={name: {"sent": x.sent, "messages": x.messages, "retried": x.retried, "failed": x.failed,
                              "dropped": x.dropped} for name, x in delivery.items()},
-            outbox_pending=self.manager.store.counts().get("pending", 0),
+            outbox_pending=self.manager.store.pending_count(),
             profiles={} if self.profile_stats is None else {
                 k: int(v) for k, v in asdict(self.profile_stats).items()})
 
