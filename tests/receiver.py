@@ -18,10 +18,12 @@ def free_port() -> int:
 
 
 class Receiver:
-    """A webhook receiver on 127.0.0.1:port in a thread of its own (the CLI is another process)."""
+    """A webhook receiver on host:port (loopback by default) in a thread of its own (the CLI is
+    another process)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host
         self.bodies: list[dict] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -37,7 +39,7 @@ class Receiver:
         app.router.add_post("/hook", self._hook)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._loop.run_until_complete(web.TCPSite(self._runner, self.host, self.port).start())
         self._ready.set()
         self._loop.run_forever()
 

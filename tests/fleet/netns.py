@@ -15,7 +15,6 @@ so cgwatch (cgroup2, BCC) cannot run that way. ``Netns.enter_argv`` is
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import os
@@ -30,8 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
 
 from tests.daemon.test_daemon_e2e import CGWATCH, Daemon, NotifySocket
 from tests.receiver import Receiver
@@ -226,18 +223,7 @@ class HookReceiver(Receiver):
     every alert of every request (Alertmanager's webhook: ``{"alerts": [{"status", "labels"}…]}``)."""
 
     def __init__(self, host: str, port: int) -> None:
-        super().__init__(port)
-        self.host = host
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, self.host, self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
+        super().__init__(port, host)
 
     @property
     def url(self) -> str:
