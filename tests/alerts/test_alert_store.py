@@ -71,3 +71,15 @@ def test_tx_rolls_back_on_error(tmp_path):
             s.enqueue(n, "a", 0.0)
             raise RuntimeError("boom")
         assert s.counts() == {}
+
+
+def test_rows_of_a_sink_removed_from_the_config_are_dropped_not_kept_pending(tmp_path):
+    with Store.open(tmp_path) as s:
+        m = AlertManager(s, {}, {}, host="h")
+        n = m._notice(fire("r", box(1)), "r/x", "firing", 100.0)
+        for sink in ("kept", "gone", "gone-too"):
+            s.enqueue(n, sink, 0.0)
+        assert s.drop_orphans(["kept"]) == {"gone": 1, "gone-too": 1}
+        assert s.pending_count() == 1 and s.counts() == {"pending": 1, "dropped": 2}
+        assert s.drop_orphans(["kept"]) == {}
+        assert s.drop_orphans([]) == {"kept": 1}          # notify: {} sends nothing: nothing waits

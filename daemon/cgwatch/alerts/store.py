@@ -25,7 +25,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,6 +320,19 @@ class Store:
             cur = c.execute("UPDATE outbox SET status = 'dropped', done_at = ? WHERE sink = ? AND status ="
                             " 'pending' AND created <= ?", (now, sink, now - max_age_s))
         return cur.rowcount
+
+    def drop_orphans(self, sinks: Iterable[str]) -> dict[str, int]:
+        """Mark pending rows of sinks that are no longer configured as dropped (they could
+        never be sent, and would look like a backlog forever); returns sink -> rows."""
+        known = list(sinks)
+        marks = ",".join("?" * len(known))
+        where = f"status = 'pending' AND sink NOT IN ({marks})" if known else "status = 'pending'"
+        with self.tx() as c:
+            gone = dict(c.execute(f"SELECT sink, count(*) FROM outbox WHERE {where} GROUP BY sink", known).fetchall())
+            if gone:
+                c.execute(f"UPDATE outbox SET status = 'dropped', done_at = ?, last_error = 'sink removed from the "
+                          f"config' WHERE {where}", (self.clock(), *known))
+        return gone
 
     def expedite(self, sink: str) -> None:
         """Make every pending row of ``sink`` due now (the sink answers again)."""

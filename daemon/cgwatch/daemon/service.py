@@ -153,6 +153,7 @@ class Daemon:
         if loaded.loaded:
             log.info("loaded %d anomaly baselines from %s", loaded.loaded, self._saver.path)
         manager = AlertManager(self.store, build_sinks(cfg.notify), {r.name: r for r in rules}, host=cfg.host)
+        _drop_orphans(self.store, cfg.notify)
         self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
         self.profiler = self._make_profiler(cfg, state, rules)
         if cfg.kubernetes is not None:
@@ -337,6 +338,7 @@ class Daemon:
             manager = AlertManager(self.store, sinks if sinks is not None else self.pipeline.manager.sinks,
                                    {r.name: r for r in rules}, host=cfg.host)
             await self.pipeline.replace_sinks(manager)
+            _drop_orphans(self.store, cfg.notify)
         self.cfg = cfg.model_copy(update={k: getattr(self.cfg, k)
                                           for k in RESTART_KEYS})
         c.reload_ok, c.reload_error = True, ""
@@ -420,6 +422,12 @@ class Daemon:
             self.store.close()
         log.info("stopped in %.1fs", time.monotonic() - t0)
         return 1 if self._failed else 0
+
+
+def _drop_orphans(store: Store, sinks: Any) -> None:
+    """Notices queued for sinks the config no longer has are dropped, and said so."""
+    for sink, n in store.drop_orphans(sinks).items():
+        log.warning("dropped %d undelivered notifications for sink %r: it is no longer in the config", n, sink)
 
 
 #: the compiler's libraries: needed to compile the BPF programs at start, not after
