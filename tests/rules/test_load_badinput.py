@@ -145,3 +145,10 @@ def test_a_fifo_does_not_hang() -> None:
     os.mkfifo("pipe.yaml")
     assert [e.format() for e in load(["pipe.yaml"]).errors] == [
         "pipe.yaml:1:1: cannot read pipe.yaml: not a regular file"]
+
+
+def test_an_empty_drop_in_directory_beside_rules_is_fine() -> None:
+    os.mkdir("rules.d")
+    Path("main.yaml").write_text("rules:\n  - {name: a, expr: cpu.usage_cores > 1, severity: info}\n")
+    got = load(["main.yaml", "rules.d"])
+    assert got.errors == [] and [r.name for r in got.rules] == ["a"]

@@ -231,13 +231,16 @@ def read_source(path: str) -> Source | RuleError:
 
 def rule_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[RuleError]]:
     """The rule files named by ``paths``: files as given, directories'
-    ``*.yaml``/``*.yml`` sorted; each file once. A directory without any is an error.
+    ``*.yaml``/``*.yml`` sorted; each file once. An empty directory beside paths that
+    do hold rule files is fine (a drop-in ``rules.d`` with nothing in it yet); when no
+    path holds any, each empty directory is an error.
 
     >>> rule_files(["/nonexistent.yaml", "/nonexistent.yaml"])
     (['/nonexistent.yaml'], [])
     """
     files: list[str] = []
     errors: list[RuleError] = []
+    empty: list[RuleError] = []
     seen: set[str] = set()
     for p in map(os.fspath, paths):
         found = [p]
@@ -249,13 +252,13 @@ def rule_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list
                 continue
             found = [os.path.join(p, n) for n in names if _is_rule_file(n) and os.path.isfile(os.path.join(p, n))]
             if not found:
-                errors.append(RuleError(p, 1, 1, f"no rule files (*.yaml, *.yml) in {p}"))
+                empty.append(RuleError(p, 1, 1, f"no rule files (*.yaml, *.yml) in {p}"))
         for f in found:
             real = os.path.realpath(f)
             if real not in seen:
                 seen.add(real)
                 files.append(f)
-    return files, errors
+    return files, errors if files else errors + empty
 
 
 def _is_rule_file(name: str) -> bool:
