@@ -7,6 +7,7 @@ import json
 import secrets
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,9 @@ notify:
             [a] = rx.alerts
             assert a["container"] == "shop/web-7d9f/nginx" and a["rule"] == "pod-hot"
             assert a["container_labels"]["app"] == app
+            with urllib.request.urlopen(f"http://127.0.0.1:{listen}/metrics", timeout=5) as r:
+                metrics = r.read().decode()
+            assert "cgwatch_kubelet_pods 1.0" in metrics and "cgwatch_kubelet_errors_total 0.0" in metrics
 
             (rules / "more.yaml").write_text("rules:\n  - {name: extra, expr: cpu.usage_cores > 99, "
                                              "severity: info}\n")

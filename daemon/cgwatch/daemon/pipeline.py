@@ -81,6 +81,8 @@ class Pipeline:
         self.profile_store: ProfileStore | None = None
         #: the profiler's counters, for /metrics (None when the daemon does not profile)
         self.profile_stats: Any = None
+        #: the kubelet pod list's counters (None without ``kubernetes:``)
+        self.kubelet_stats: Any = None
         longest = max((r.for_s for r in engine.rules), default=0.0)
         #: after this many intervals the engine knows what fires; then the store is reconciled
         self.reconcile_after = int(longest / interval_s) + 3
@@ -201,7 +203,10 @@ class Pipeline:
                              "dropped": x.dropped} for name, x in delivery.items()},
             outbox_pending=self.manager.store.pending_count(),
             profiles={} if self.profile_stats is None else {
-                k: int(v) for k, v in asdict(self.profile_stats).items()})
+                k: int(v) for k, v in asdict(self.profile_stats).items()},
+            kubelet={} if self.kubelet_stats is None else {
+                "fetches": self.kubelet_stats.fetches, "errors": self.kubelet_stats.errors,
+                "pods": self.kubelet_stats.pods})
 
     def container_rules(self, container_id: str) -> list[RuleInfo]:
         """The rules that watch this container, as the container page lists them."""

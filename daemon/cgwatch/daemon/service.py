@@ -159,6 +159,7 @@ class Daemon:
         if cfg.kubernetes is not None:
             k = cfg.kubernetes
             self.pods = PodIndex(k.kubelet_url, k.token_file, k.tls_verify, k.ca_file)
+            self.pipeline.kubelet_stats = self.pods.stats
             await asyncio.to_thread(self.pods.fetch)     # names and labels from the first interval on
         self.collector = await asyncio.to_thread(self._open_collector, cfg, self.profiler, self.pods)
         manager.delivery.start()

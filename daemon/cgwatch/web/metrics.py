@@ -158,6 +158,14 @@ class ViewCollector:
         yield messages
         yield GaugeMetricFamily("cgwatch_outbox_pending", "Notifications waiting in the outbox.",
                                 value=st.outbox_pending)
+        if st.kubelet:
+            yield CounterMetricFamily("cgwatch_kubelet_fetches_total", "Reads of the kubelet's pod list.",
+                                      value=st.kubelet.get("fetches", 0))
+            yield CounterMetricFamily("cgwatch_kubelet_errors_total",
+                                      "Reads of the kubelet's pod list that failed (the last good list stayed).",
+                                      value=st.kubelet.get("errors", 0))
+            yield GaugeMetricFamily("cgwatch_kubelet_pods", "Pods the kubelet listed at the last good read.",
+                                    value=st.kubelet.get("pods", 0))
         if st.profiles:
             yield labelled(CounterMetricFamily, "cgwatch_profiles_total",
                            "CPU profiles by outcome (started, finished, partial, skipped_busy, skipped_cap).",

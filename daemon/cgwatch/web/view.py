@@ -164,6 +164,11 @@ class Stats:
     """``started``, ``finished``, ``partial``, ``skipped_busy``, ``skipped_cap``,
     ``lost_samples`` (samples whose stack the kernel could not store) since start."""
 
+    # Kubernetes
+    kubelet: Mapping[str, int] = field(default_factory=dict)
+    """``fetches``, ``errors`` (reads of the kubelet's pods that failed: the last good list
+    stayed) and ``pods`` (pods known now); empty when ``kubernetes:`` is not configured."""
+
 
 @dataclass(slots=True, frozen=True)
 class RuleInfo:
