@@ -172,6 +172,7 @@ def test_a_notice_waiting_for_its_profile_goes_out_with_it_or_without_it(tmp_pat
     assert m.attach_profile(held.fingerprint, held.id, doc)
     [row] = [r for r in m.store.take("list", clock() + 0.5, 10) if r.notification.id == held.id]
     assert row.notification.profile == doc and row.notification.profile_text() == " 70%  hot_alpha"
+    assert row.notification.summary == f"{held.summary}; hottest: hot_alpha 70%"
     assert m.store.get_alert(held.fingerprint)[0].profile == doc                 # what the dashboard shows too
     assert not m.attach_profile(held.fingerprint, "another-notice", doc)         # a later firing is another notice
 

@@ -61,6 +61,7 @@ def test_a_firing_cpu_rule_sends_its_alert_with_the_hottest_functions(tmp_path, 
             profile = alert["profile"]
             tops = [t["function"] for t in profile["top"]]
             assert tops[0] == "hot_alpha", profile
+            assert "; hottest: hot_alpha " in alert["summary"]
             assert "hot_beta" in tops and profile["samples"] > 100 and not profile["partial"]
             assert profile["url"] == f"http://127.0.0.1:{listen}/containers/{one}#profile={profile['id']}"
             got = get(f"http://127.0.0.1:{listen}/api/v1/profiles/{profile['id']}")

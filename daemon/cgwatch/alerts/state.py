@@ -122,12 +122,15 @@ class AlertManager:
         return float(r.profile_s) + self.profile_grace_s
 
     def attach_profile(self, fingerprint: str, notice_id: str, profile: Mapping[str, Any]) -> bool:
-        """Add a profile to the firing notice ``notice_id`` and send it now (it was held for this).
+        """Add a profile to the firing notice ``notice_id`` (its top 3 functions to the summary too,
+        so every sink's one line says where the time went) and send it now (it was held for this).
         False when that notice is no longer the alert's (it resolved, or fired again since)."""
         current = self.store.get_alert(fingerprint)
         if current is None or current[0].id != notice_id:
             return False
-        n = replace(current[0], profile=dict(profile))
+        n = current[0]
+        top = ", ".join(f"{t['function']} {round(float(t['share']) * 100)}%" for t in list(profile.get("top", ()))[:3])
+        n = replace(n, profile=dict(profile), summary=f"{n.summary}; hottest: {top}" if top else n.summary)
         self.store.rewrite(n, self.store.clock())
         self.delivery.wake()
         return True
