@@ -19,9 +19,6 @@ from typing import Any
 
 from .cli_notify import UsageError
 
-FORMATS = {".folded": "folded", ".txt": "folded", ".json": "speedscope", ".svg": "svg", ".html": "html",
-           ".htm": "html"}
-
 
 def add_parser(sub: Any, duration: Any) -> None:
     """Add ``profile`` to the ``cgwatch`` sub-command parser."""
@@ -45,12 +42,14 @@ def output_format(path: str) -> str:
     ...
     cgwatch.cli_notify.UsageError: web.png: unknown profile format '.png' (use .folded, .json, .svg or .html)
     """
+    from .profile.render import format_for
+
     if path == "-":
         return "folded"
-    ext = Path(path).suffix.lower()
-    if ext not in FORMATS:
-        raise UsageError(f"{path}: unknown profile format '{ext}' (use .folded, .json, .svg or .html)")
-    return FORMATS[ext]
+    try:
+        return format_for(path)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

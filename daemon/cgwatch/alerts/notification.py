@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..profile.formats import top_text
+
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -111,7 +113,7 @@ class Notification:
         """
         if not self.profile:
             return ""
-        return "\n".join(f"{round(float(t['share']) * 100):3d}%  {t['function']}" for t in self.profile.get("top", ()))
+        return top_text((str(t["function"]), float(t["share"])) for t in self.profile.get("top", ()))
 
 
 @dataclass(slots=True, frozen=True)

@@ -42,7 +42,7 @@ from ..anomaly import store as model_store
 from ..anomaly.baselines import Baselines
 from ..config import Config, ConfigError, load_config
 from ..identity.kubelet import PodIndex
-from ..profile.formats import top_functions
+from ..profile.formats import top_functions, top_json
 from ..profile.profiler import Profiler, default_cgroup_root
 from ..profile.store import ProfileStore
 from ..rules.engine import Engine
@@ -127,7 +127,6 @@ class Daemon:
         self._failed = False
         self.profiler: Profiler | None = None
         self.pods: PodIndex | None = None
-        self._dashboard = ""
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -181,7 +180,6 @@ class Daemon:
         store = ProfileStore(state / "profiles", p.max_bytes)
         self.pipeline.profile_store = store
         self.pipeline.manager.profile_grace_s = PROFILE_GRACE_S
-        self._dashboard = cfg.dashboard_url()
         profiler = Profiler(store, root, hz=p.hz, max_concurrent=p.max_concurrent, stack_entries=p.stack_map,
                             preload=any(r.profile_s for r in rules))
         self.pipeline.profile_stats = profiler.stats
@@ -238,14 +236,14 @@ class Daemon:
             await asyncio.sleep(PROFILE_POLL_S)
 
     def _attach(self, done: Any) -> None:
-        assert self.pipeline is not None
+        assert self.pipeline is not None and self.cfg is not None
         fp, notice = done.tag
         pr = done.profile
+        top = done.info.top if done.info is not None else top_functions(pr)   # the store computed them
         doc: dict[str, Any] = {"id": pr.id, "samples": pr.samples, "duration_s": pr.duration_s,
-                               "partial": pr.partial,
-                               "top": [{"function": f, "share": round(s, 4)} for f, s in top_functions(pr)]}
+                               "partial": pr.partial, "top": top_json(top)}
         if done.info is not None:
-            doc["url"] = f"{self._dashboard}/containers/{pr.container.id}#profile={pr.id}"
+            doc["url"] = f"{self.cfg.dashboard_url()}/containers/{pr.container.id}#profile={pr.id}"
         if not self.pipeline.manager.attach_profile(fp, notice, doc):
             log.info("profile %s: its alert resolved before it ended; it is kept on the dashboard", pr.id)
 

@@ -19,6 +19,7 @@ app;_start;main;hot 7
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .model import LOST_FRAME, UNKNOWN, Profile
@@ -138,7 +139,16 @@ def _informative(root: dict[str, Any]) -> set[str]:
     return out
 
 
-def top_text(top: list[tuple[str, float]]) -> str:
+def top_json(top: Iterable[tuple[str, float]]) -> list[dict[str, Any]]:
+    """The top functions as alerts, the store and the API carry them.
+
+    >>> top_json([("hot", 0.70004)])
+    [{'function': 'hot', 'share': 0.7}]
+    """
+    return [{"function": f, "share": round(s, 4)} for f, s in top]
+
+
+def top_text(top: Iterable[tuple[str, float]]) -> str:
     """The top functions as a few aligned lines (Slack code block, annotations).
 
     >>> print(top_text([("hot", 0.7), ("cold", 0.25)]))

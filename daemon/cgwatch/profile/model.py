@@ -9,8 +9,8 @@ Examples
 >>> c = Container(id="ab" * 32, name="web-1", runtime="docker")
 >>> p = Profile(id="p1", container=c, started=100.0, duration_s=10.0, requested_s=10.0, hz=49,
 ...             stacks={("app", "main", "hot"): 7, ("app", "main", "cold"): 3})
->>> p.samples, p.complete
-(10, True)
+>>> p.samples, p.partial
+(10, '')
 >>> Profile.from_json(p.to_json()) == p
 True
 """
@@ -74,10 +74,6 @@ class Profile:
     @property
     def samples(self) -> int:
         return sum(self.stacks.values())
-
-    @property
-    def complete(self) -> bool:
-        return not self.partial
 
     def to_json(self) -> dict[str, Any]:
         c = self.container

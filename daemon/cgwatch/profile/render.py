@@ -34,7 +34,7 @@ from typing import Any
 from .formats import flame_tree, folded, speedscope, top_functions
 from .model import KERNEL_SUFFIX, Profile
 
-__all__ = ["ASSETS", "FORMATS", "MIN_SHARE", "asset", "html", "json_for_script", "svg", "title", "write"]
+__all__ = ["ASSETS", "FORMATS", "MIN_SHARE", "asset", "format_for", "html", "json_for_script", "svg", "title", "write"]
 
 #: file extension -> format name
 FORMATS = {".folded": "folded", ".txt": "folded", ".json": "speedscope", ".svg": "svg", ".html": "html",
@@ -57,6 +57,19 @@ def asset(name: str) -> str:
     return resources.files("cgwatch.profile").joinpath("static", name).read_text(encoding="utf-8")
 
 
+def format_for(path: Path | str) -> str:
+    """The format ``path``'s extension names; ValueError (one line) for one we do not write.
+
+    >>> format_for("web.SVG")
+    'svg'
+    """
+    path = Path(path)
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"{path}: unknown profile format '{path.suffix}' (use .folded, .json, .svg or .html)")
+    return kind
+
+
 def write(p: Profile, path: Path | str) -> str:
     """Write ``p`` to ``path`` in the format its extension names; returns that format's name.
 
@@ -66,9 +79,7 @@ def write(p: Profile, path: Path | str) -> str:
     ValueError: x.pdf: unknown profile format '.pdf' (use .folded, .json, .svg or .html)
     """
     path = Path(path)
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise ValueError(f"{path}: unknown profile format '{path.suffix}' (use .folded, .json, .svg or .html)")
+    kind = format_for(path)
     if kind == "folded":
         text = folded(p)
     elif kind == "speedscope":

@@ -108,10 +108,6 @@ class Sampler:
                 self.bpf["stacks"].clear()
                 self.bpf["counts"].clear()
 
-    @property
-    def busy(self) -> bool:
-        return bool(self._wanted)
-
     # -- reading -----------------------------------------------------------------------
     def take(self, cgids: set[int]) -> list[RawCount]:
         """The counts of these cgroups since the last take (removed from the kernel map)."""

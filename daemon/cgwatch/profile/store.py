@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .formats import top_functions
+from .formats import top_functions, top_json
 from .model import Profile
 
 log = logging.getLogger("cgwatch.profile")
@@ -54,7 +54,7 @@ class ProfileInfo:
         return {"id": self.id, "container_id": self.container_id, "container": self.container,
                 "started": self.started, "duration_s": self.duration_s, "samples": self.samples,
                 "partial": self.partial, "rule": self.rule, "bytes": self.bytes,
-                "top": [{"function": f, "share": round(s, 4)} for f, s in self.top]}
+                "top": top_json(self.top)}
 
 
 class ProfileStore:

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from ..profile import render
-from ..profile.formats import flame_tree, folded, speedscope, top_functions
+from ..profile.formats import flame_tree, folded, speedscope, top_functions, top_json
 from ..profile.model import Profile
 from ..profile.store import ProfileStore
 from .handlers import VIEW_KEY, error, json_response
@@ -86,7 +86,7 @@ def detail(p: Profile) -> dict[str, Any]:
     """What the container page draws: the profile without its stacks, the top functions, the tree."""
     meta = p.to_json()
     del meta["stacks"]
-    return {"profile": meta, "top": [{"function": f, "share": round(s, 4)} for f, s in top_functions(p)],
+    return {"profile": meta, "top": top_json(top_functions(p)),
             "tree": flame_tree(p)}
 
 
