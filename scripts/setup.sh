@@ -26,9 +26,12 @@ kver=$(uname -r)
 # launched from /usr/bin/chromium: no browser downloads); gcc, libc6-dev, binutils: the
 # profiler tests build C programs with known hot functions and strip them; prometheus
 # (with promtool) and prometheus-alertmanager: the fleet tests run a real Prometheus
-# and a three-node Alertmanager cluster; iproute2: their network namespaces
+# and a three-node Alertmanager cluster; iproute2: their network namespaces; docker.io
+# (containerd, runc), podman and busybox-static: the runtime tests run real containers of
+# an image made on the spot from busybox (tests/engines.py; no registry needed)
 ((want_test)) && pkgs+=(bpftrace chromium fonts-dejavu-core gcc libc6-dev binutils prometheus
-                        prometheus-alertmanager iproute2)
+                        prometheus-alertmanager iproute2 docker.io containerd runc podman
+                        busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

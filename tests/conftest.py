@@ -194,3 +194,56 @@ def burner() -> list[str]:
 
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None
+
+
+# --- real container engines (tests/engines.py) --------------------------------------------
+
+def _engine_or_fail(make):  # type: ignore[no-untyped-def]
+    """The engine, or a skip (a failure under CI=true, like a skipped bpf test)."""
+    from tests.engines import EngineUnavailable
+
+    if os.geteuid() != 0:
+        pytest.skip("container engines need root")
+    try:
+        return make()
+    except EngineUnavailable as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"container engine unavailable under CI=true: {e}")
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def docker_daemons() -> Iterator[object]:
+    """containerd + dockerd running (started here when they were not; stopped at the end)."""
+    from tests.engines import DockerDaemons, logdir
+
+    d = DockerDaemons(logdir())
+    _engine_or_fail(d.ensure)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def docker(docker_daemons: object) -> Iterator[object]:
+    """The real Docker engine with the test image imported; containers removed afterwards."""
+    from tests.engines import docker_engine
+
+    e = _engine_or_fail(docker_engine)
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+@pytest.fixture
+def podman() -> Iterator[object]:
+    """Real podman (cgroupfs manager, runc) with the test image imported."""
+    from tests.engines import podman_engine
+
+    e = _engine_or_fail(podman_engine)
+    try:
+        yield e
+    finally:
+        e.cleanup()
