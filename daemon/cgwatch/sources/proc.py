@@ -2,6 +2,12 @@
 
 Counts (forks, execs, abnormal exits) are per-second rates; ``exec`` and
 ``exit`` events (non-zero code or fatal signal) arrive through the ring buffer.
+
+An exit is judged once per process, when it ends: the code of exit_group,
+else the first fatal signal, where a group exit's SIGKILL counts as the signal
+that was sent (``kill -TERM`` is SIGTERM), and the SIGKILLs the kernel sends to
+the other threads of a process that exits, execs or crashes count as nothing.
+How the kernel makes that hard is told in ``bpf/proc.bpf.c``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..model import Container, Event
-from .bpf import Probe
+from .bpf import Probe, tracepoint_fields
 from .kernel import KernelSource, cstr
 
 EV_EXEC, EV_EXIT = 1, 2
@@ -41,6 +47,9 @@ class ProcSource(KernelSource):
         Probe("sched", "sched_process_exit", "CGW_HAVE_EXIT", ("proc.exits_nonzero",)),
         Probe("syscalls", "sys_enter_exit_group", "CGW_HAVE_EXIT_GROUP"),
         Probe("signal", "signal_deliver", "CGW_HAVE_SIGNAL"),
+        # without it a group exit shows as SIGKILL, and a multi-threaded
+        # program's exit without the exit_group hook as a SIGKILL death
+        Probe("signal", "signal_generate", "CGW_HAVE_SIGNAL_GENERATE"),
     )
 
     def __init__(self, resolver, cflags: Iterable[str] = (), ring_pages: int = 256,  # type: ignore[no-untyped-def]
@@ -58,7 +67,12 @@ class ProcSource(KernelSource):
     def extra_flags(self, have: list[str]) -> list[str]:
         if "-DCGW_HAVE_EXIT_GROUP" not in have and "-DCGW_HAVE_SIGNAL" not in have:
             self.absent.add("proc.exits_nonzero")
-        return [f"-DCGW_RINGBUF_PAGES={self.ring_pages}"]
+        flags = [f"-DCGW_RINGBUF_PAGES={self.ring_pages}"]
+        # newer kernels: an exit is judged at the last thread's end, not the leader's
+        # (which may end first, or be replaced by a thread that exec'd)
+        if "group_dead" in tracepoint_fields("sched", "sched_process_exit"):
+            flags.append("-DCGW_HAVE_GROUP_DEAD")
+        return flags
 
 
     def decode(self, rec: Any, container: Container, ts: float) -> Event | None:
