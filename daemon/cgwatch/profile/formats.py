@@ -4,7 +4,7 @@ tree a flame graph draws, and the few functions an alert can carry.
 Examples
 --------
 >>> from ..model import Container
->>> from .model import LOST_FRAME, UNKNOWN, Profile
+>>> from .model import Profile
 >>> c = Container(id="ab" * 32, name="web-1", runtime="docker")
 >>> p = Profile(id="p1", container=c, started=0.0, duration_s=1.0, requested_s=1.0, hz=49,
 ...             stacks={("app", "_start", "main", "hot"): 7, ("app", "_start", "main", "cold"): 3})
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .model import LOST_FRAME, UNKNOWN, Profile
+from .model import KERNEL_SUFFIX, LOST_FRAME, UNKNOWN, Profile
 
 TOP = 5
 
@@ -104,8 +104,25 @@ def top_functions(p: Profile, n: int = TOP) -> list[tuple[str, float]]:
 
     The process name at each stack's root is not a function, and a frame that
     only passes through to one callee (``_start``, ``__libc_start_main``: the
-    callee holds every one of its samples) says nothing the callee does not:
-    such frames are left out, and so are frames nothing could name. Ties go to the deeper frame.
+    callee holds every one of its samples, and has a name) says nothing the callee
+    does not: such frames are left out, and so are frames with neither a name nor
+    a module (``[unknown]``, ``[lost stack]``).
+
+    A frame named by its module alone (``[busybox]``: a stripped binary) is a
+    place, not a function: it counts for the samples in which it is the innermost
+    frame of its side (user or kernel), where the CPU was in that binary, once
+    however many such frames the stack holds. So a container busy in one stripped
+    binary is summarised as that binary, while a module that only called named
+    code (``[libc.so.6]`` for Debian's symbol-less ``__libc_start_call_main``, at
+    the root of every stack) is not credited with all of it. Ties go to the deeper frame.
+
+    >>> from ..model import Container
+    >>> c = Container(id="ab" * 32, name="box", runtime="docker")
+    >>> p = Profile(id="p1", container=c, started=0.0, duration_s=1.0, requested_s=1.0, hz=49,
+    ...             stacks={("sh", "[busybox]", "[busybox]"): 97, ("sh", "[busybox]", "vfs_read_[k]"): 1,
+    ...                     ("sh", "[unknown]"): 2})
+    >>> [(f, round(s, 2)) for f, s in top_functions(p)]
+    [('[busybox]', 0.98), ('vfs_read_[k]', 0.01)]
     """
     total = p.samples
     if total == 0:
@@ -113,30 +130,70 @@ def top_functions(p: Profile, n: int = TOP) -> list[tuple[str, float]]:
     share: dict[str, int] = {}
     depth: dict[str, int] = {}
     for stack, count in p.stacks.items():
+        frames = stack[1:]
+        inner = _innermost(frames)
         seen = set()
-        for d, f in enumerate(stack[1:], 1):
-            if f not in seen:
-                seen.add(f)
-                share[f] = share.get(f, 0) + count
-                depth[f] = max(depth.get(f, 0), d)
+        for d, f in enumerate(frames, 1):
+            if f in seen or (module_only(f) and d - 1 not in inner):
+                continue
+            seen.add(f)
+            share[f] = share.get(f, 0) + count
+            depth[f] = max(depth.get(f, 0), d)
     useful = _informative(flame_tree(p))
     best = sorted(((f, c) for f, c in share.items() if f in useful),
                   key=lambda kv: (-kv[1], -depth[kv[0]], kv[0]))[:n]
     return [(f, c / total) for f, c in best]
 
 
+def _innermost(frames: tuple[str, ...]) -> tuple[int, int]:
+    """Indices of the innermost user and kernel frames that are not nameless (-1: none)."""
+    user = kernel = -1
+    for i, f in enumerate(frames):
+        if not nameless(f):
+            if f.endswith(KERNEL_SUFFIX):
+                kernel = i
+            else:
+                user = i
+    return user, kernel
+
+
 def _informative(root: dict[str, Any]) -> set[str]:
-    """Names of the frames (below the process names) that are somewhere more than a pass-through."""
+    """Names of the frames (below the process names) that are somewhere more than a pass-through.
+
+    A frame whose one callee is nameless (``read`` above a ``[lost stack]_[k]``) is no pass-through:
+    it is the last thing known about those samples."""
     out: set[str] = set()
     todo = [(c, 1) for c in root["children"]]
     while todo:
         node, d = todo.pop()
         kids = node["children"]
-        if d >= 2 and not (len(kids) == 1 and kids[0]["value"] == node["value"]) \
-                and not node["name"].startswith((UNKNOWN, LOST_FRAME)):
+        through = len(kids) == 1 and kids[0]["value"] == node["value"] and not nameless(kids[0]["name"])
+        if d >= 2 and not through and not nameless(node["name"]):
             out.add(node["name"])
         todo += [(c, d + 1) for c in kids]
     return out
+
+
+def module_only(frame: str) -> bool:
+    """True for a frame named by its module alone (``[busybox]``, ``[vdso]``, ``[kernel]_[k]``, and
+    the ``[unknown] (busybox)`` of profiles stored by earlier versions).
+
+    >>> [module_only(f) for f in ("[busybox]", "[kernel]_[k]", "[unknown] (libc.so.6)", "[unknown]", "main")]
+    [True, True, True, False, False]
+    """
+    if not frame.startswith("[") or nameless(frame):
+        return False
+    bare = frame.removesuffix(KERNEL_SUFFIX)
+    return bare.endswith("]") or bare.startswith(UNKNOWN + " (")
+
+
+def nameless(frame: str) -> bool:
+    """True for a frame with neither a name nor a module: ``[unknown]``, a lost stack (user or kernel).
+
+    >>> [nameless(f) for f in ("[unknown]", "[lost stack]_[k]", "[busybox]", "[kernel]_[k]", "main")]
+    [True, True, False, False, False]
+    """
+    return frame in (UNKNOWN, UNKNOWN + KERNEL_SUFFIX) or frame.startswith(LOST_FRAME)
 
 
 def top_json(top: Iterable[tuple[str, float]]) -> list[dict[str, Any]]:

@@ -25,18 +25,24 @@ from ..model import Container
 
 #: a stack the kernel could not record (its slot in the stack map was taken, or the unwind failed)
 LOST_FRAME = "[lost stack]"
-#: a frame nothing could name; the module it is in follows when known
+#: a frame nothing could name, not even the file it is in
 UNKNOWN = "[unknown]"
 KERNEL_SUFFIX = "_[k]"
 
 
 def unknown(module: str = "") -> str:
-    """The name of a frame that could not be symbolised.
+    """The name of a frame that could not be symbolised: its module in brackets, else ``[unknown]``.
 
-    >>> unknown("libfoo.so"), unknown()
-    ('[unknown] (libfoo.so)', '[unknown]')
+    One name per module, not per address, so that the samples in a stripped binary add up
+    (in the top functions and in a flame graph's boxes). Pseudo-modules that already wear
+    brackets (``[vdso]``, ``[anon]``) keep theirs.
+
+    >>> unknown("busybox"), unknown("[vdso]"), unknown("kernel"), unknown()
+    ('[busybox]', '[vdso]', '[kernel]', '[unknown]')
     """
-    return f"{UNKNOWN} ({module})" if module else UNKNOWN
+    if not module:
+        return UNKNOWN
+    return module if module.startswith("[") and module.endswith("]") else f"[{module}]"
 
 
 def profile_id(container_id: str, started: float) -> str:

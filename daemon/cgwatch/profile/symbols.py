@@ -12,11 +12,18 @@ address becomes a file offset, then a virtual address through the PT_LOAD that
 holds it, then the function whose ``[st_value, st_value + st_size)`` holds it.
 Kernel addresses are named from ``/proc/kallsyms``, read once.
 
-Limits: names only (no ``+offset``, no demangling, no inlined frames); the
-``[vdso]`` and anonymous code without a perf map stay ``[unknown] (module)``;
-return addresses are looked up as given (a call at the very end of a function
-may name the next one); kallsyms is not re-read, so modules and BPF programs
-loaded later stay unknown. Not thread-safe.
+An address no symbol holds is named by its module alone, in brackets: every
+frame of a stripped binary is ``[busybox]``, so its samples add up to one
+function-sized share instead of thousands of addresses; the ``[vdso]`` and
+anonymous code without a perf map are ``[vdso]`` and ``[anon]``. An address in
+no executable mapping (where a frame-pointer walk through code built without
+frame pointers lands: the heap, the stack, data), or of a process gone before it
+was watched, is ``[unknown]``; an unnamed kernel address is ``[kernel]``.
+
+Limits: names only (no ``+offset``, no demangling, no inlined frames); return
+addresses are looked up as given (a call at the very end of a function may name
+the next one); kallsyms is not re-read, so modules and BPF programs loaded
+later stay ``[kernel]``. Not thread-safe.
 
 Examples
 --------
@@ -128,7 +135,7 @@ class _Map:
     inode: int
     path: str  # without " (deleted)"
     deleted: bool
-    module: str
+    module: str  # "" when not executable: no code runs there, an address in it is a broken unwind
     code: bool  # executable and file-backed: its symbols are loaded
     syms: _Syms | None = None
 
@@ -162,8 +169,10 @@ def _parse_maps(text: str) -> list[_Map]:
         deleted = path.endswith(_DELETED)
         if deleted:
             path = path[: -len(_DELETED)]
-        code = "x" in parts[1] and path.startswith("/")
-        maps.append(_Map(int(lo, 16), int(hi, 16), int(parts[2], 16), int(parts[4]), path, deleted, _module(path), code))
+        x = "x" in parts[1]
+        code = x and path.startswith("/")
+        maps.append(_Map(int(lo, 16), int(hi, 16), int(parts[2], 16), int(parts[4]), path, deleted,
+                         _module(path) if x else "", code))
     maps.sort(key=lambda m: m.start)
     return maps
 
