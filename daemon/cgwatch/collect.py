@@ -16,6 +16,7 @@ from .identity import Resolver
 from .identity.cgroups import CgroupTree, find_cgroup2_root
 from .identity.kubelet import PodIndex
 from .identity.metadata import Metadata
+from .identity.workloads import Workloads
 from .model import Event, Sample
 from .sources import SOURCES
 from .sources.base import Source
@@ -46,20 +47,23 @@ class Collector:
     resolver: Resolver
     sources: list[Source] = field(default_factory=list)
     feed: CgroupFeed | None = None
+    workloads: Workloads = field(default_factory=Workloads)
     _first: bool = True
 
     def tick(self, now: float) -> tuple[list[Sample], list[Event]]:
-        """Everything that happened in the interval ending at ``now``."""
+        """Everything that happened in the interval ending at ``now``: the events in
+        time order (a container that stopped and started again in the interval
+        stops first), and the samples, ``proc.restarts`` included."""
         self.pull_cgroup_events()
         started, stopped = self.resolver.refresh(now)
+        flashed = self.resolver.flashed
         if self._first:    # what already ran when we started did not start now
-            started, stopped, self._first = [], [], False
-        events = [Event(now, c, "container_start", {"cgroup": c.cgroup}) for c in started]
-        events += [Event(now, c, "container_stop", {"cgroup": c.cgroup}) for c in stopped]
+            started, stopped, flashed, self._first = [], [], [], False
+        events = self.workloads.events(now, started, stopped, flashed)
         for s in self.sources:
             events += s.events()
         containers = self.resolver.containers()
-        samples: list[Sample] = []
+        samples: list[Sample] = self.workloads.samples(now, containers)
         for s in self.sources:
             try:
                 samples += s.collect(now, containers)
@@ -165,8 +169,11 @@ def parse_sources(text: str) -> list[str]:
 
 
 def all_metrics(names: Iterable[str] = SOURCE_NAMES) -> dict[str, str]:
-    """metric name -> source name, for every metric a source may produce."""
-    out = {}
+    """metric name -> source name, for every metric a source may produce (the
+    collector's own ``proc.restarts`` is given as ``identity``)."""
+    from .identity.workloads import METRIC as RESTARTS
+
+    out = {RESTARTS: "identity"}
     for n in names:
         for m in _source_class(n).metrics:
             out[m] = n

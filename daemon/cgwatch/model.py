@@ -35,6 +35,10 @@ RUNTIMES = (
 )
 
 
+#: the label runtimes give a Kubernetes container's name in its pod
+K8S_CONTAINER_LABEL = "io.kubernetes.container.name"
+
+
 @dataclass(slots=True, frozen=True)
 class Container:
     """One watched thing: a container, a systemd unit, or the host.
@@ -55,6 +59,27 @@ class Container:
     """Kubernetes pod uid, where the container belongs to a pod."""
     qos: str = ""
     """Kubernetes QoS class (``guaranteed``, ``burstable``, ``besteffort``)."""
+
+    @property
+    def workload(self) -> str:
+        """What stays the same when the container restarts: the key its series,
+        windows, baselines and alerts are kept under.
+
+        A docker or podman container keeps its id across restarts, and so does a
+        systemd unit its name; a Kubernetes container restarted in its pod gets a
+        new id but keeps its pod and its container name.
+
+        >>> Container(id="4f1c", name="web-1", runtime="docker").workload
+        '4f1c'
+        >>> Container(id="9a0b", name="shop/web-7d9/nginx", runtime="containerd", pod="0a1b-2c",
+        ...           labels={"io.kubernetes.container.name": "nginx"}).workload
+        'pod:0a1b-2c/nginx'
+        """
+        if self.pod:
+            ctr = self.labels.get(K8S_CONTAINER_LABEL)
+            if ctr:
+                return f"pod:{self.pod}/{ctr}"
+        return self.id
 
     def identity_json(self) -> dict[str, Any]:
         """The optional identity keys of a recording line (DESIGN.md), plus

@@ -172,3 +172,33 @@ def test_a_removed_cgroups_last_counts_still_name_its_container(host: Host) -> N
     assert r.container(cgid, 5.0).id == A and not r.alive(cgid)
     r.refresh(10.0)
     assert r.container(cgid, 10.0) is HOST        # one interval later it is forgotten
+
+
+def test_a_container_charged_but_gone_before_a_refresh_flashes_once(host: Host) -> None:
+    # removed before any walk counted it (cgwatch starting, or a container shorter
+    # than an interval): what was charged to it must still end with a stop
+    r = host.resolver
+    r.refresh(0.0)
+    cgid = host.mkdir(DOCKER_A)
+    assert r.container(cgid, 0.5).id == A          # its counts arrive: charged to it
+    host.rmtree(DOCKER_A)
+    assert r.refresh(1.0) == ([], [])
+    assert ids(r.flashed) == [A]
+    r.container(cgid, 1.2)                         # its last counts, read after the refresh
+    r.refresh(2.0)
+    assert r.flashed == []                         # reported once
+    assert ids(r.containers()) == ["host"]
+
+
+def test_a_stopped_container_read_once_more_does_not_flash(host: Host) -> None:
+    r = host.resolver
+    cgid = host.mkdir(DOCKER_A)
+    r.refresh(0.0)
+    host.rmtree(DOCKER_A)
+    _, stopped = r.refresh(1.0)
+    assert ids(stopped) == [A]
+    r.container(cgid, 1.5)                         # last counts, this interval and the next
+    r.refresh(2.0)
+    r.container(cgid, 2.5)
+    r.refresh(3.0)
+    assert r.flashed == []

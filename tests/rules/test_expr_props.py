@@ -162,13 +162,15 @@ def ref_window(func: str, pts: list[tuple[float, float]]) -> float | None:
         r = s[-1] if lo + 1 >= len(s) else s[lo] + (h - lo) * (s[lo + 1] - s[lo])
     elif func == "delta":
         r = vs[-1] - vs[0] if len(vs) > 1 else math.nan
-    elif func == "total":   # each value times the gap before it; the first gets the next gap
-        good = [(t, v) for t, v in pts if not math.isnan(v)]
+    elif func == "total":   # each value times the gap before it (the first: the next gap),
+        good = [(t, v) for t, v in pts if not math.isnan(v)]   # at most the lower-median gap
         if len(good) < 2 or good[-1][0] <= good[0][0]:
             return None
-        r = good[0][1] * (good[1][0] - good[0][0])
-        for (ta, _), (tb, b) in zip(good, good[1:]):
-            r += b * (tb - ta)
+        gaps = sorted(good[k + 1][0] - good[k][0] for k in range(len(good) - 1))
+        cap = gaps[(len(gaps) - 1) // 2]
+        r = good[0][1] * min(good[1][0] - good[0][0], cap)
+        for k in range(1, len(good)):
+            r += good[k][1] * min(good[k][0] - good[k - 1][0], cap)
     else:   # rate: a drop is a counter reset to 0
         good = [(t, v) for t, v in pts if not math.isnan(v)]
         if len(good) < 2 or good[-1][0] <= good[0][0]:

@@ -1,6 +1,7 @@
 """The alert lifecycle: rules-engine transitions in, notices into the outbox.
 
-An alert is one fingerprint, ``rule/container-id``. The rules engine hands
+An alert is one fingerprint, ``rule/workload`` (the container id, or for a
+Kubernetes container its pod and name, which outlive a restart). The rules engine hands
 over ``firing`` and ``resolved`` transitions (it already did pending → firing
 with ``for:``); :class:`AlertManager` turns them into notices:
 
@@ -145,7 +146,7 @@ class AlertManager:
 
     def handle(self, alert: Alert) -> list[Notification]:
         """Take one transition from the rules engine; returns the notices it queued (once each)."""
-        fp = fingerprint(alert.rule, alert.container.id)
+        fp = fingerprint(alert.rule, alert.container.workload)
         r = self.rules.get(alert.rule)
         with self.store.tx():
             if alert.state == "firing" and getattr(r, "event", None) is not None:

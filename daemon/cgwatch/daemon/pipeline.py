@@ -91,9 +91,8 @@ class Pipeline:
 
     def process(self, now: float, samples: Sequence[Sample], events: Sequence[Event]) -> list[Alert]:
         """One interval: learn and evaluate, queue the notices; returns the alert changes."""
-        engine, seen = self.engine, self._seen
+        seen = self._seen
         for s in samples:
-            engine.push_sample(s)
             cid = s.container.id
             entry = seen.get(cid)
             if entry is None or entry.container is not s.container:
@@ -102,9 +101,8 @@ class Pipeline:
                                           old.metrics if old else {})
             entry.last_seen = s.ts
             entry.metrics[s.metric] = s.value
-        alerts = engine.flush(now) if samples else []
+        alerts = self.engine.step(now, samples, events)
         for e in events:
-            alerts += engine.push_event(e)
             if e.kind == "container_stop":
                 seen.pop(e.container.id, None)
         self.handle(alerts, now)
@@ -134,13 +132,15 @@ class Pipeline:
 
     def reconcile(self, now: float) -> None:
         """Resolve alerts left firing by the run before this one that no longer hold."""
-        live = {fingerprint(r.name, c.id): (r.name, c.id, state) for r, c, state, _, _ in self.engine.alerts()}
+        live = {fingerprint(r.name, c.workload): (r.name, c.workload, state)
+                for r, c, state, _, _ in self.engine.alerts()}
         gone = self.manager.reconcile(set(live), now)
         # what was firing then and is pending again now goes on firing (no new notice), so that
         # it resolves when it stops holding; left pending, it would stay firing on record forever
         for n in self.manager.store.active_alerts():
-            if live.get(n.fingerprint, ("", "", ""))[2] == "pending":
-                self.engine.promote(n.rule, n.container_id)
+            rule, workload, state = live.get(n.fingerprint, ("", "", ""))
+            if state == "pending":
+                self.engine.promote(rule, workload)
         if gone:
             log.info("%d alerts firing before the restart no longer hold: resolved", len(gone))
             self.manager.delivery.wake()
@@ -231,7 +231,7 @@ class Pipeline:
     def _threshold(self, r: Any, c: Container) -> float | None:
         """The score the rule's model must pass to fire now (its running quantile or floor)."""
         key = "+".join(r.anomaly.metrics) if len(r.anomaly.metrics) > 1 else r.anomaly.metrics[0]
-        model = self.engine.baselines.peek((r.name, c.id, key))
+        model = self.engine.baselines.peek((r.name, c.workload, key))
         return None if model is None else model.threshold()
 
     def recent_alerts(self, limit: int = 100) -> list[AlertRecord]:

@@ -43,7 +43,11 @@ class Resolver:
 
     The first :meth:`refresh` reports every container then alive as started;
     a container whose cgroups all went and came back between two refreshes
-    (``docker restart``) is in both lists, stopped and started.
+    (``docker restart``) is in both lists, stopped and started. A container
+    that samples or events were charged to but whose cgroups came and went
+    between two walks (a container that lived less than an interval, or one
+    removed before cgwatch's first walk) is in :attr:`flashed` after the next
+    refresh: it started and stopped, so that whatever was charged to it ends.
 
     Examples
     --------
@@ -73,6 +77,14 @@ class Resolver:
         # cgroups removed at the latest refresh: their last counts, read right
         # after it, still belong to their container (and need no re-walk)
         self._gone: dict[int, Container] = {}
+        # cgroups something was charged to that refresh() never counted
+        self._orphans: dict[int, str] = {}
+        # cgroups whose container's end was reported, at which refresh (kept a few refreshes:
+        # their last counts may still come, and must not make them orphans again)
+        self._ended: dict[int, int] = {}
+        self._refreshes = 0
+        #: containers that came and went between the last two refreshes (see above)
+        self.flashed: list[Container] = []
 
     def container(self, cgid: int, now: float) -> Container:
         """The Container that cgroup ``cgid`` belongs to (HOST when unknown).
@@ -98,7 +110,10 @@ class Resolver:
             path = self.tree.path(cgid, now)
             if path is None:
                 return HOST
-            c = self._byid[self._learn(cgid, path, now)]
+            cid = self._learn(cgid, path, now)
+            c = self._byid[cid]
+            if cid != HOST.id and cgid not in self._counted and cgid not in self._ended:
+                self._orphans[cgid] = cid
         if not self.metadata.settled(c):
             c = self._byid[c.id] = self.metadata.enrich(c, now)
         return c
@@ -132,9 +147,11 @@ class Resolver:
         ([], [])
         """
         added, removed = self.tree.refresh(now)
+        self._refreshes += 1
         self._gone = {}
         stopped = [c for c in (self._forget(cgid) for cgid in removed) if c is not None]
         started = [c for c in (self._count(cgid, path, now) for cgid, path in added.items()) if c is not None]
+        self.flashed = self._flashes()
         self._prune()
         self._enrich_alive(now)
         return [self._byid.get(c.id, c) for c in started], stopped
@@ -159,6 +176,23 @@ class Resolver:
         self._ids[cgid] = base.id
         return base.id
 
+    def _flashes(self) -> list[Container]:
+        """The orphans that are not alive now: they came and went (see the class)."""
+        out: dict[str, Container] = {}
+        n = self._refreshes
+        for cgid, cid in self._orphans.items():
+            if cgid in self._counted or cid in self._alive or cgid in self._ended:
+                continue
+            self._ended[cgid] = n
+            c = self._byid.get(cid)
+            if c is not None:
+                out[cid] = c
+        self._orphans = {}
+        if self._ended:
+            for cgid in [k for k, at in self._ended.items() if n - at > 3]:
+                del self._ended[cgid]
+        return list(out.values())
+
     def _count(self, cgid: int, path: str, now: float) -> Container | None:
         """A cgroup appeared; return its container if that just started."""
         cid = self._learn(cgid, path, now)
@@ -177,6 +211,7 @@ class Resolver:
         cid = self._counted.pop(cgid, None)
         if cid is None:
             return None
+        self._ended[cgid] = self._refreshes
         n = self._alive[cid] - 1
         if n > 0:
             self._alive[cid] = n

@@ -21,7 +21,16 @@ Evaluation follows Prometheus:
   the container is anomalous, and ``for:`` applies as for thresholds. The
   latest score is also the metric ``anomaly.score`` (the highest of the
   container's models at that time), so an expression can combine it.
-- ``container_stop`` resolves everything firing for that container.
+- Series, windows, models and alerts belong to the container's *workload*
+  (:attr:`~cgwatch.model.Container.workload`), so they carry across a restart.
+  ``container_stop`` stops the workload: from then on its metrics have no
+  current value (a firing threshold alert on them resolves at the stop),
+  while its windows keep what they held (``total(proc.restarts, 5m)``
+  goes on counting a restart loop); ``container_start`` of the same workload
+  takes it up again. A workload stopped for ``stale_after`` is forgotten and
+  whatever still fires for it resolves.
+- :meth:`Engine.step` is one interval, live and in replay alike: the
+  interval's samples, one evaluation at its time, then its events in order.
 
 Cost follows what changed: rules are indexed by the metrics they read, a
 sample of a metric no rule reads costs one dict lookup, and only the metrics
@@ -52,7 +61,7 @@ class Series:
     """One container's recent values of the metrics rules read; the evaluation
     context of threshold expressions."""
 
-    __slots__ = ("container", "now", "stale_after", "_last", "_hist", "_keep", "dirty", "selected")
+    __slots__ = ("container", "now", "stale_after", "_last", "_hist", "_keep", "dirty", "selected", "stopped")
 
     def __init__(self, container: Container, keep: Mapping[str, float], stale_after: float) -> None:
         self.container = container
@@ -63,6 +72,8 @@ class Series:
         self._keep = keep
         self.dirty: set[str] = set()
         self.selected: dict[int, bool] = {}
+        #: when the container stopped (None while it runs): its metrics have no current value
+        self.stopped: float | None = None
 
     def push(self, metric: str, ts: float, value: float) -> None:
         self._last[metric] = (ts, value)
@@ -80,7 +91,7 @@ class Series:
     # -- the expression Context --------------------------------------------------
     def last(self, metric: str) -> float | None:
         got = self._last.get(metric)
-        if got is None or self.now - got[0] > self.stale_after:
+        if got is None or self.stopped is not None or self.now - got[0] > self.stale_after:
             return None
         return got[1]
 
@@ -172,8 +183,10 @@ class Engine:
         self._keep = keep
         self._series: dict[str, Series] = {}
         self._dirty: dict[str, Series] = {}
-        # (rule index, container id) -> [state, since, value]
+        # (rule index, workload) -> [state, since, value]
         self._active: dict[tuple[int, str], list[Any]] = {}
+        # workload -> when it stopped, for the workloads stopped and not forgotten yet
+        self._stopped: dict[str, float] = {}
         self._now: float | None = None
 
     # -- input -----------------------------------------------------------------
@@ -181,10 +194,11 @@ class Engine:
         """Take one sample; nothing is evaluated until :meth:`flush`."""
         if s.metric not in self._by_metric:
             return
-        cid = s.container.id
+        cid = s.container.workload
         ser = self._series.get(cid)
         if ser is None:
             ser = self._series[cid] = Series(s.container, self._keep, self.stale_after)
+            ser.stopped = self._stopped.get(cid)
         elif ser.container is not s.container:   # renamed (metadata arrived): select again
             ser.container = s.container
             ser.selected.clear()
@@ -200,7 +214,7 @@ class Engine:
         for i in rules:
             if not self._selects(i, ser):
                 continue
-            model = self.baselines.get((self.rules[i].name, ser.container.id, s.metric), self._specs[i], s.ts)
+            model = self.baselines.get((self.rules[i].name, ser.container.workload, s.metric), self._specs[i], s.ts)
             score, _ = model.update(s.ts, s.value)
             if score is not None and (best is None or score > best):
                 best = score
@@ -220,7 +234,7 @@ class Engine:
         r = self.rules[i]
         if not self._selects(i, ser):
             return
-        key = (r.name, ser.container.id, self._joint[i])
+        key = (r.name, ser.container.workload, self._joint[i])
         model = self.baselines.peek(key)
         fed = None if model is None else model.detector.last_ts
         values, ts = [], None
@@ -236,10 +250,13 @@ class Engine:
             ser.push("anomaly.score", ts, score)
 
     def push_event(self, e: Event) -> list[Alert]:
-        """Evaluate the event rules for one event (and resolve on container_stop)."""
+        """Evaluate the event rules for one event (and stop or take up a workload
+        on ``container_stop`` / ``container_start``)."""
         out: list[Alert] = []
         if e.kind == "container_stop":
             out += self._stop(e.container, e.ts)
+        elif e.kind == "container_start":
+            self._start(e.container)
         rules = self._by_event.get(e.kind, ())
         if rules:
             ctx = EventContext(e)
@@ -285,28 +302,47 @@ class Engine:
                 self._evaluate(key[0], ser, now, out)
         return out
 
+    def step(self, now: float, samples: Iterable[Sample], events: Iterable[Event]) -> list[Alert]:
+        """One interval, the one order live and in replay: the interval's samples,
+        evaluation at ``now``, then its events in time order; returns the alert changes."""
+        pushed = False
+        for s in samples:
+            self.push_sample(s)
+            pushed = True
+        out = self.flush(now) if pushed else []
+        for e in events:
+            out += self.push_event(e)
+        if self._stopped:
+            out += self._forget(now)
+        return out
+
     def feed(self, items: Iterable[Sample | Event]) -> Iterator[Alert]:
-        """Drive the engine over a time-ordered stream (a recording); each
-        batch of one timestamp is evaluated when the next begins."""
-        cur: float | None = None
+        """Drive the engine over a time-ordered stream (a recording), interval by
+        interval as :meth:`step` is driven live: the samples of one timestamp are an
+        interval, and the events since the previous interval's samples (the kernel's,
+        stamped inside the interval, and the lifecycle events stamped at its end)
+        belong to it."""
+        samples: list[Sample] = []
+        events: list[Event] = []
+        cur: float | None = None        # the timestamp of ``samples``
         for item in items:
-            if cur is not None and item.ts > cur:
-                yield from self.flush(cur)
-            cur = item.ts if cur is None else max(cur, item.ts)
+            if cur is not None and item.ts > cur:   # past this interval's samples: it is complete
+                yield from self.step(cur, samples, events)
+                samples, events, cur = [], [], None
             if isinstance(item, Sample):
-                self.push_sample(item)
+                samples.append(item)
+                cur = item.ts
             else:
-                yield from self.flush(cur) if self._dirty else ()
-                yield from self.push_event(item)
-        if cur is not None:
-            yield from self.flush(cur)
+                events.append(item)
+        if samples or events:
+            yield from self.step(cur if cur is not None else events[-1].ts, samples, events)
 
     # -- state machine -----------------------------------------------------------
     def _evaluate(self, i: int, ser: Series, now: float, out: list[Alert]) -> None:
         r = self.rules[i]
         if not self._selects(i, ser):
             return
-        key = (i, ser.container.id)
+        key = (i, ser.container.workload)
         if r.anomaly is not None:
             holds, value = self._anomalous(i, ser)
         else:
@@ -331,19 +367,47 @@ class Engine:
     def _anomalous(self, i: int, ser: Series) -> tuple[bool, float | None]:
         """Whether the rule's model for this container is alerting, and its latest score."""
         r = self.rules[i]
-        model = self.baselines.peek((r.name, ser.container.id, self._joint.get(i) or r.anomaly.metrics[0]))
+        model = self.baselines.peek((r.name, ser.container.workload, self._joint.get(i) or r.anomaly.metrics[0]))
         if model is None:
             return False, None
-        return model.active, model.last_score
+        return model.active and ser.stopped is None, model.last_score
 
     def _stop(self, c: Container, ts: float) -> list[Alert]:
+        """The container stopped: its workload's metrics have no value from now on, so
+        its alerts are evaluated again at once (those on windows may go on holding)."""
+        w = c.workload
+        self._stopped[w] = ts
+        ser = self._series.get(w)
+        out: list[Alert] = []
+        if ser is not None:
+            ser.stopped = ts
+            ser.now = ts
+            for key in [k for k in self._active if k[1] == w]:
+                self._evaluate(key[0], ser, ts, out)
+        return out
+
+    def _start(self, c: Container) -> None:
+        """The container (re)started: its workload runs again, as ``c``."""
+        if self._stopped.pop(c.workload, None) is None:
+            return
+        ser = self._series.get(c.workload)
+        if ser is not None:
+            ser.stopped = None
+            if ser.container is not c:
+                ser.container = c
+                ser.selected.clear()
+
+    def _forget(self, now: float) -> list[Alert]:
+        """Drop the workloads stopped for ``stale_after``; what still fires for them resolves."""
         out = []
-        for key in [k for k in self._active if k[1] == c.id]:
-            st = self._active.pop(key)
-            if st[0] == FIRING:
-                out.append(self._alert(self.rules[key[0]], c, ts, "resolved", st[2]))
-        self._series.pop(c.id, None)
-        self._dirty.pop(c.id, None)
+        for w in [w for w, t in self._stopped.items() if now - t >= self.stale_after]:
+            del self._stopped[w]
+            ser = self._series.pop(w, None)
+            self._dirty.pop(w, None)
+            for key in [k for k in self._active if k[1] == w]:
+                st = self._active.pop(key)
+                if st[0] == FIRING and ser is not None:
+                    out.append(self._alert(self.rules[key[0]], ser.container, now, "resolved", st[2]))
         return out
 
     def _alert(self, r: Any, c: Container, ts: float, state: str, value: float | None,
@@ -379,6 +443,7 @@ class Engine:
             ser.selected.clear()
             ser.dirty.clear()
         self._series = old._series
+        self._stopped = old._stopped
         self._now = old._now
         out = []
         for (i, cid), st in old._active.items():
@@ -391,11 +456,11 @@ class Engine:
                                  f"{r.name}: rule removed", dict(r.labels)))
         return out
 
-    def promote(self, rule: str, container_id: str) -> bool:
+    def promote(self, rule: str, workload: str) -> bool:
         """Treat a pending alert as firing (it was firing before a restart and holds
         again), so that it resolves when it stops holding; False if it is not pending."""
         for (i, cid), st in self._active.items():
-            if cid == container_id and self.rules[i].name == rule and st[0] == PENDING:
+            if cid == workload and self.rules[i].name == rule and st[0] == PENDING:
                 st[0] = FIRING
                 return True
         return False

@@ -16,10 +16,12 @@ or None where the window holds too little to say (an empty window always; ``rate
   Never negative. For gauges, use ``delta``.
 - ``delta``: last value minus first value (a gauge's change over the window; may be negative).
 - ``total``: for a per-second metric (``proc.exits_nonzero``, ``net.tcp_retransmits``), how
-  many happened in the window: each value times the time it covers (the gap since the
-  point before it; the first point is given the gap after it). The same answer at any
-  sampling interval, so ``total(proc.exits_nonzero, 5m) > 3`` means "more than 3 in 5
-  minutes". Needs two points.
+  many happened in the window: each value times the time it covers, the gap since the
+  point before it (the first point: the gap after it), but never more than the window's
+  typical (median) gap: a value measured over one interval covers one interval, also
+  after a pause in the data (a container that was stopped, a daemon restart). The same
+  answer at any sampling interval, so ``total(proc.restarts, 5m) >= 3`` means "3 or
+  more in 5 minutes". Needs two points.
 """
 
 from __future__ import annotations
@@ -151,15 +153,19 @@ def total(points: Points) -> float | None:
     3.0
     >>> total([(0.0, 0.5), (5.0, 0.5), (10.0, 0.5)])                  # 5 s apart: 0.5/s for 15 s
     7.5
+    >>> total([(0.0, 1.0), (1.0, 0.0), (2.0, 0.0), (62.0, 1.0), (63.0, 0.0)])  # a minute's pause
+    2.0
     >>> total([(0.0, 1.0)]) is None
     True
     """
     good = [(t, v) for t, v in points if v == v]
     if len(good) < 2 or good[-1][0] <= good[0][0]:
         return None
-    acc = good[0][1] * (good[1][0] - good[0][0])
-    for (t0, _), (t1, v) in zip(good, good[1:]):
-        acc += v * (t1 - t0)
+    gaps = [t1 - t0 for (t0, _), (t1, _) in zip(good, good[1:])]
+    typical = sorted(gaps)[(len(gaps) - 1) // 2]
+    acc = good[0][1] * min(gaps[0], typical)
+    for gap, (_, v) in zip(gaps, good[1:]):
+        acc += v * min(gap, typical)
     return acc if acc == acc else None
 
 
