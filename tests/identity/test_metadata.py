@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import sqlite3
+import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -217,34 +221,317 @@ def test_cri_via_cri_dockerd(tmp_path: Path) -> None:
     assert Metadata(tmp_path).enrich(identify(f"kubepods/pod{UID}/{ID}"), 0.0).runtime == "docker"
 
 
+# --- podman -------------------------------------------------------------------------------
+# podman 4 (Debian 12) keeps names and the user's labels only in libpod's BoltDB; the tests build
+# such files with a small bbolt writer (bbolt's page layout; see metadata._Bolt), podman 5's
+# SQLite file with sqlite3, and the real thing is read in tests/runtimes/test_identity_engines.py.
+
+STORE = "var/lib/containers/storage"
+ANNOTATIONS = {"io.container.manager": "libpod", "io.podman.annotations.autoremove": "FALSE",
+               "org.opencontainers.image.stopSignal": "15"}
+
+
+def _fnv64a(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+class BoltWriter:
+    """Writes nested dicts (bucket name → dict or bytes) as a bbolt file, as bbolt lays it out:
+    two meta pages, a freelist page, leaf pages (with overflow), one level of branch pages when
+    a bucket has more than ``leaf_max`` keys, small buckets of plain values inline."""
+
+    def __init__(self, page_size: int = 4096, leaf_max: int = 1000) -> None:
+        self.ps, self.leaf_max = page_size, leaf_max
+        self.pages: list[bytes] = []
+
+    def file(self, tree: dict[bytes, Any], txids: tuple[int, int] = (4, 5)) -> bytes:
+        self.pages = [b"", b"", struct.pack("<QHHI", 2, 0x10, 0, 0).ljust(self.ps, b"\0")]
+        root = self._tree(sorted(tree.items()))
+        hwm = len(self.pages)
+        for i, txid in enumerate(txids):
+            body = struct.pack("<IIIIQQQQQ", 0xED0CDAED, 2, self.ps, 0, root, 0, 2, hwm, txid)
+            self.pages[i] = (struct.pack("<QHHI", i, 0x04, 0, 0) + body
+                             + struct.pack("<Q", _fnv64a(body))).ljust(self.ps, b"\0")
+        return b"".join(self.pages)
+
+    def _value(self, v: Any) -> tuple[int, bytes]:
+        if not isinstance(v, dict):
+            return 0, v
+        items = sorted(v.items())
+        plain = all(not isinstance(x, dict) for _, x in items)
+        if plain and sum(len(k) + len(x) + 16 for k, x in items) + 32 < self.ps // 4:
+            return 1, struct.pack("<QQ", 0, 0) + self._leaf(items, 0)
+        return 1, struct.pack("<QQ", self._tree(items), 0)
+
+    def _leaf(self, items: list[tuple[bytes, Any]], pgid: int) -> bytes:
+        vals = [(k, *self._value(v)) for k, v in items]
+        head, data = b"", b""
+        for i, (k, flags, v) in enumerate(vals):
+            pos = 16 * len(vals) + len(data) - 16 * i
+            head += struct.pack("<IIII", flags, pos, len(k), len(v))
+            data += k + v
+        return struct.pack("<QHHI", pgid, 0x02, len(vals), 0) + head + data
+
+    def _alloc(self, make: Callable[[int], bytes]) -> int:
+        pgid = len(self.pages)
+        self.pages.append(b"")
+        page = make(pgid)
+        n = -(-len(page) // self.ps)
+        page = page[:12] + struct.pack("<I", n - 1) + page[16:]
+        self.pages[pgid] = page.ljust(n * self.ps, b"\0")
+        self.pages.extend([b""] * (n - 1))   # overflow pages are part of this one
+        return pgid
+
+    def _tree(self, items: list[tuple[bytes, Any]]) -> int:
+        chunks = [items[i:i + self.leaf_max] for i in range(0, len(items), self.leaf_max)] or [[]]
+        leaves = [(c[0][0] if c else b"", self._alloc(lambda pgid, c=c: self._leaf(c, pgid))) for c in chunks]
+        if len(leaves) == 1:
+            return leaves[0][1]
+
+        def branch(pgid: int) -> bytes:
+            head, data = b"", b""
+            for i, (k, child) in enumerate(leaves):
+                head += struct.pack("<IIQ", 16 * len(leaves) + len(data) - 16 * i, len(k), child)
+                data += k
+            return struct.pack("<QHHI", pgid, 0x01, len(leaves), 0) + head + data
+        return self._alloc(branch)
+
+
+def libpod_config(cid: str, name: str, labels: dict[str, str] | None, annotations: dict[str, str] | None = None,
+                  image: str = "docker.io/library/redis:7") -> dict[str, Any]:
+    """The parts of podman 4.3's ContainerConfig JSON (bucket ctr/<id>, key config) that matter."""
+    return {
+        "spec": {"ociVersion": "1.0.2-dev", "process": {"args": ["redis-server"]},
+                 "annotations": annotations if annotations is not None else ANNOTATIONS,
+                 "linux": {"cgroupsPath": f"/libpod_parent/libpod-{cid}"}},
+        "id": cid, "name": name, "lockID": 3,
+        "CreateCommand": ["podman", "run", "-d", "--label", "tier=batch", "--name", name, "redis:7"],
+        "RawImageName": "redis:7", "rootfsImageID": "7fc37b47", "rootfsImageName": image,
+        "labels": labels, "stopSignal": 15, "cgroupManager": "cgroupfs", "cgroupParent": "/libpod_parent",
+        "logDriver": "k8s-file", "runtime": "runc",
+    }
+
+
+def libpod_tree(configs: list[dict[str, Any]]) -> dict[bytes, Any]:
+    """libpod's bucket layout: ctr/<id>/{config, state, dependencies}, registries, runtime config."""
+    ids = {c["id"].encode(): c["name"].encode() for c in configs}
+    return {
+        b"all-ctrs": dict(ids), b"allPods": {}, b"allVolumes": {}, b"exec": {}, b"exit-code": {},
+        b"ctr": {c["id"].encode(): {b"config": json.dumps(c).encode(), b"dependencies": {},
+                                    b"state": b'{"state":3,"pid":4242}'} for c in configs},
+        b"id-registry": dict(ids), b"name-registry": {v: k for k, v in ids.items()}, b"pod": {},
+        b"runtime-config": {b"graph-root": b"/var/lib/containers/storage", b"os": b"linux"},
+    }
+
+
+def bolt_db(root: Path, configs: list[dict[str, Any]], store: str = STORE, **kw: Any) -> Path:
+    path = root / store / "libpod/bolt_state.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(BoltWriter(**kw).file(libpod_tree(configs)))
+    return path
+
+
+def sqlite_db(root: Path, configs: list[dict[str, Any]]) -> Path:
+    """podman 5's db.sql, the tables and columns that matter."""
+    path = root / STORE / "libpod/db.sql"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE ContainerConfig(ID TEXT PRIMARY KEY NOT NULL, Name TEXT UNIQUE NOT NULL, "
+                "PodID TEXT, JSON TEXT NOT NULL)")
+    con.executemany("INSERT INTO ContainerConfig VALUES (?, ?, NULL, ?)",
+                    [(c["id"], c["name"], json.dumps(c)) for c in configs])
+    con.commit()
+    con.close()
+    return path
+
+
 def podman_entry(cid: str, name: str) -> dict[str, Any]:
     meta = {"image-name": "docker.io/library/redis:7", "image-id": "7fc37b47", "name": name, "created-at": 1732492800}
     return {"id": cid, "names": [name], "image": "7fc37b47acde", "layer": "f1e2d3c4",
             "metadata": json.dumps(meta), "created": "2024-11-25T00:00:00.0Z", "flags": {"MountLabel": ""}}
 
 
-def test_podman(tmp_path: Path) -> None:
-    store = "var/lib/containers/storage/overlay-containers"
-    write(tmp_path, f"{store}/containers.json", [podman_entry(SANDBOX, "other"), podman_entry(ID, "cache")])
-    write(tmp_path, f"{store}/{ID}/userdata/config.json", oci_spec({"io.container.manager": "libpod"}))
-    c = Metadata(tmp_path).enrich(identify(f"machine.slice/libpod-{ID}.scope"), 0.0)
+def podman_storage(root: Path, cid: str = ID, name: str = "cache") -> None:
+    """What containers/storage keeps beside libpod's database: no user labels, OCI annotations."""
+    write(root, f"{STORE}/overlay-containers/containers.json", [podman_entry(SANDBOX, "other"), podman_entry(cid, name)])
+    write(root, f"{STORE}/overlay-containers/{cid}/userdata/config.json", oci_spec(ANNOTATIONS))
+
+
+def podman_container() -> Container:
+    return identify(f"libpod_parent/libpod-{ID}")
+
+
+def test_podman_labels_are_the_users_not_the_oci_annotations(tmp_path: Path) -> None:
+    podman_storage(tmp_path)
+    bolt_db(tmp_path, [libpod_config(SANDBOX, "other", {"tier": "web"}),
+                       libpod_config(ID, "cache", {"tier": "batch", "team": "data"})])
+    c = Metadata(tmp_path).enrich(podman_container(), 0.0)
     assert (c.name, c.image, c.runtime) == ("cache", "docker.io/library/redis:7", "podman")
-    assert dict(c.labels) == {"io.container.manager": "libpod"}
+    assert dict(c.labels) == {"tier": "batch", "team": "data"}
+
+
+@pytest.mark.parametrize("labels", [None, {}])
+def test_podman_without_labels_has_none(tmp_path: Path, labels: dict[str, str] | None) -> None:
+    bolt_db(tmp_path, [libpod_config(ID, "cache", labels)])
+    c = Metadata(tmp_path).enrich(podman_container(), 0.0)
+    assert (c.name, dict(c.labels)) == ("cache", {})
+
+
+def test_podman_sqlite_state(tmp_path: Path) -> None:
+    sqlite_db(tmp_path, [libpod_config(SANDBOX, "other", {}), libpod_config(ID, "cache", {"tier": "batch"})])
+    c = Metadata(tmp_path).enrich(podman_container(), 0.0)
+    assert (c.name, c.image, dict(c.labels)) == ("cache", "docker.io/library/redis:7", {"tier": "batch"})
+
+
+def test_podman_many_containers_span_branch_pages(tmp_path: Path) -> None:
+    ids = [f"{i:02x}" * 32 for i in range(1, 60)]
+    bolt_db(tmp_path, [libpod_config(cid, f"c{n}", {"n": str(n)}) for n, cid in enumerate(ids)], leaf_max=4)
+    md = Metadata(tmp_path)
+    for n, cid in enumerate(ids):
+        c = md.enrich(identify(f"libpod_parent/libpod-{cid}"), 0.0)
+        assert (c.name, dict(c.labels)) == (f"c{n}", {"n": str(n)})
+    assert md.enrich(podman_container(), 0.0).name == ID[:12]          # between two keys: absent
+
+
+@pytest.mark.parametrize("where", ["labels", "annotations"])
+def test_podman_kubernetes_style(tmp_path: Path, where: str) -> None:
+    kube = {"io.kubernetes.pod.namespace": "shop", "io.kubernetes.pod.name": "web-7d9f8b6c5-x2x4k",
+            "io.kubernetes.container.name": "nginx"}
+    labels = {"app": "web", **(kube if where == "labels" else {})}
+    annotations = {**ANNOTATIONS, **(kube if where == "annotations" else {})}
+    bolt_db(tmp_path, [libpod_config(ID, "web-7d9f8b6c5-x2x4k-nginx", labels, annotations)])
+    c = Metadata(tmp_path).enrich(podman_container(), 0.0)
+    assert c.name == "shop/web-7d9f8b6c5-x2x4k/nginx"
+    assert dict(c.labels) == {"app": "web", **kube}
 
 
 def test_podman_rootless_storage_in_home(tmp_path: Path) -> None:
     write(tmp_path, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n")
-    write(tmp_path, "home/alice/.local/share/containers/storage/overlay-containers/containers.json",
-          [podman_entry(ID, "dev-db")])
+    bolt_db(tmp_path, [libpod_config(ID, "dev-db", {"who": "alice"})], store="home/alice/.local/share/containers/storage")
+    bolt_db(tmp_path, [libpod_config(SANDBOX, "roots", {})])
     c = identify(f"user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope")
-    assert Metadata(tmp_path).enrich(c, 0.0).name == "dev-db"
+    e = Metadata(tmp_path).enrich(c, 0.0)
+    assert (e.name, dict(e.labels)) == ("dev-db", {"who": "alice"})
 
 
-def test_podman_missing_entry_is_a_miss(tmp_path: Path) -> None:
-    write(tmp_path, "var/lib/containers/storage/overlay-containers/containers.json", [podman_entry(SANDBOX, "x")])
+def test_podman_without_a_database_is_named_from_containers_json(tmp_path: Path) -> None:
+    podman_storage(tmp_path)
+    c = Metadata(tmp_path).enrich(identify(f"machine.slice/libpod-{ID}.scope"), 0.0)
+    assert (c.name, c.image, c.runtime) == ("cache", "docker.io/library/redis:7", "podman")
+    assert dict(c.labels) == {}          # annotations are not labels, and containers.json has none
+
+
+def test_podman_not_in_the_database_is_a_miss(tmp_path: Path) -> None:
+    podman_storage(tmp_path)          # containers/storage knows it (created, or buildah's) ...
+    bolt_db(tmp_path, [libpod_config(SANDBOX, "other", {})])          # ... libpod not yet
     md = Metadata(tmp_path)
-    assert md.enrich(container("podman"), 0.0).name == ID[:12]
-    assert not md.settled(container("podman"))
+    assert md.enrich(podman_container(), 0.0).name == ID[:12]
+    assert not md.settled(podman_container())
+    bolt_db(tmp_path, [libpod_config(ID, "cache", {"tier": "batch"})])
+    assert md.enrich(podman_container(), 10.0).labels == {"tier": "batch"}
+
+
+def test_podman_database_busy_is_a_quiet_miss(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = bolt_db(tmp_path, [libpod_config(ID, "cache", {"tier": "batch"})])
+    md = Metadata(tmp_path)
+    with open(path, "rb") as podman, caplog.at_level(logging.WARNING, logger="cgwatch.identity"):
+        fcntl.flock(podman, fcntl.LOCK_EX)          # what bbolt does for podman's read-write open
+        assert md.enrich(podman_container(), 0.0).name == ID[:12]
+        fcntl.flock(podman, fcntl.LOCK_UN)
+        assert md.enrich(podman_container(), 10.0).name == "cache"
+    assert not caplog.records
+
+
+def test_podman_newer_meta_page_torn_reads_the_older(tmp_path: Path) -> None:
+    path = bolt_db(tmp_path, [libpod_config(ID, "cache", {"tier": "batch"})])
+    data = bytearray(path.read_bytes())
+    data[4096 + 16 + 40] ^= 0xFF          # meta 1 (the newer txid): its txid no longer matches its checksum
+    path.write_bytes(bytes(data))
+    assert Metadata(tmp_path).enrich(podman_container(), 0.0).name == "cache"
+
+
+def damaged_bolt_files() -> list[tuple[str, bytes]]:
+    good = BoltWriter(leaf_max=3).file(libpod_tree(
+        [libpod_config(f"{i:02x}" * 32, f"c{i}", {}) for i in range(1, 9)] + [libpod_config(ID, "cache", {"t": "b"})]))
+    out = [("empty", b""), ("text", b"not a database\n" * 300), ("zeros", bytes(len(good)))]
+    out += [(f"cut at {n}", good[:n]) for n in range(0, len(good), 509)]
+    wild = bytearray(good)
+    for pgid in range(2, len(good) // 4096):          # every page points everywhere
+        struct.pack_into("<QHH", wild, pgid * 4096, pgid, 0x01, 0xFFFF)
+    out.append(("branches everywhere", bytes(wild)))
+    loop, root = bytearray(good), struct.unpack_from("<Q", good, 32)[0]
+    struct.pack_into("<QHHIIIQ", loop, root * 4096, root, 0x01, 1, 0, 16, 0, root)  # the root, its own child
+    out.append(("loop", bytes(loop)))
+    return out
+
+
+@pytest.mark.parametrize(("what", "data"), damaged_bolt_files(), ids=lambda v: v if isinstance(v, str) else "")
+def test_podman_damaged_database_never_raises_never_misnames(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, what: str, data: bytes) -> None:
+    path = tmp_path / STORE / "libpod/bolt_state.db"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    podman_storage(tmp_path, name="from-storage")          # must not be used while a database is there
+    md = Metadata(tmp_path, retry_after=1.0)
+    with caplog.at_level(logging.WARNING, logger="cgwatch.identity"):
+        names = {md.enrich(podman_container(), float(t)).name for t in range(0, 120, 2)}
+    assert names <= {ID[:12], "cache"}
+    assert len([r for r in caplog.records if r.name == "cgwatch.identity"]) <= 1
+
+
+@pytest.mark.parametrize("data", [b"", b"SQLite format 3\0" + b"\xff" * 500, b"garbage" * 100])
+def test_podman_damaged_sqlite_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture, data: bytes) -> None:
+    write(tmp_path, f"{STORE}/libpod/db.sql", data.decode("latin-1"))
+    md = Metadata(tmp_path, retry_after=1.0)
+    with caplog.at_level(logging.WARNING, logger="cgwatch.identity"):
+        for t in range(5):
+            assert md.enrich(podman_container(), float(t * 2)).name == ID[:12]
+    assert len([r for r in caplog.records if r.name == "cgwatch.identity"]) == 1
+
+
+def test_podman_config_of_the_wrong_shape_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = libpod_config(ID, "cache", {"tier": "batch"})
+    cfg["spec"] = ["not", "an", "object"]
+    bolt_db(tmp_path, [cfg])
+    with caplog.at_level(logging.WARNING, logger="cgwatch.identity"):
+        assert Metadata(tmp_path).enrich(podman_container(), 0.0).name == ID[:12]
+    assert "spec" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("runtime", ["docker", "podman"])
+def test_runtime_absent_warns_once_after_warn_after(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, runtime: str) -> None:
+    md = Metadata(tmp_path, retry_after=10.0, warn_after=60.0)
+    c = container(runtime)
+    with caplog.at_level(logging.WARNING, logger="cgwatch.identity"):
+        for t in range(0, 60, 10):
+            assert md.enrich(c, float(t)).name == ID[:12]
+        assert not caplog.records
+        for t in range(60, 300, 10):
+            assert md.enrich(c, float(t)).name == ID[:12]
+    assert len(caplog.records) == 1
+    assert ID[:12] in caplog.records[0].getMessage() and runtime in caplog.records[0].getMessage()
+    assert not md.settled(c)
+
+
+def test_container_gone_before_it_was_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    md = Metadata(tmp_path, warn_after=60.0)
+    with caplog.at_level(logging.WARNING, logger="cgwatch.identity"):
+        assert md.enrich(container("podman"), 0.0).name == ID[:12]
+        md.forget(ID)          # its cgroup went: the resolver forgets it
+        assert md.enrich(container("podman"), 100.0).name == ID[:12]          # an id seen anew starts over
+    assert not caplog.records
+
+
+def test_state_path_through_a_file_is_a_miss(tmp_path: Path) -> None:
+    write(tmp_path, "var/lib/docker", "a file where a directory belongs")
+    write(tmp_path, "var/lib/containers", "likewise")
+    for runtime in ("docker", "podman"):
+        assert Metadata(tmp_path).enrich(container(runtime), 0.0).name == ID[:12]
 
 
 def test_runtimes_without_state_are_settled(tmp_path: Path) -> None:

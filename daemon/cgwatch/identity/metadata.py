@@ -11,10 +11,21 @@ containerd     ``run/containerd/io.containerd.runtime.v2.task/k8s.io/<id>/config
                (the OCI spec; CRI annotations name pod, namespace, container, image)
 CRI-O          ``run/containers/storage/overlay-containers/<id>/userdata/config.json``
                (then the same under ``var/lib``)
-podman         ``var/lib/containers/storage/overlay-containers/containers.json``
-               and ``<id>/userdata/config.json``; rootless: the same below the
-               user's ``~/.local/share/containers/storage`` (home from ``etc/passwd``)
+podman         libpod's database in ``var/lib/containers/storage/libpod/``:
+               ``bolt_state.db`` (BoltDB; podman 4, Debian 12's) or ``db.sql``
+               (SQLite; podman 5); rootless: the same below the user's
+               ``~/.local/share/containers/storage`` (home from ``etc/passwd``)
 =============  ==============================================================
+
+podman keeps a container's name, image and the user's ``--label``\ s only in
+libpod's database (the ``config`` of bucket ``ctr/<id>``, or table
+``ContainerConfig``); ``overlay-containers/containers.json`` has the name and
+image but no labels, and ``userdata/config.json`` has OCI *annotations*
+(``io.container.manager``, ``io.podman.annotations.*``), which are not labels
+and never become labels. BoltDB files are read by :class:`_Bolt`, a small
+read-only reader, under a shared ``flock`` (podman takes it exclusively while
+it writes; a busy file is a miss, retried); SQLite files read-only. Where a
+storage has no database at all, ``containers.json`` still gives name and image.
 
 Kubernetes containers are named ``<namespace>/<pod>/<container>`` (a pod's
 sandbox, the pause container, is ``<namespace>/<pod>/POD``); their labels hold
@@ -26,9 +37,12 @@ holds its id: containerd, then CRI-O, then docker.
 
 Docker writes ``config.v2.json`` shortly *after* the cgroup appears, so a miss
 is normal: it is retried at most every ``retry_after`` seconds until found.
-A file that is unreadable or not the JSON expected keeps the short-id name,
-logs one warning per id on the ``cgwatch.identity`` logger, and is retried
-like a miss; nothing here raises.
+A miss that lasts ``warn_after`` seconds (the runtime absent or stopped, its
+state somewhere else) logs one warning per id on the ``cgwatch.identity``
+logger. A file that is unreadable, half written or not the shape expected
+keeps the short-id name, logs one warning per id, and is retried like a miss.
+Nothing here raises, and nothing guesses: a container is named only from its
+own entry in its runtime's state, else it keeps its short id.
 
 Examples
 --------
@@ -40,9 +54,14 @@ Examples
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import mmap
+import os
 import re
+import sqlite3
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -102,13 +121,16 @@ class Metadata:
     ('web-1', 'nginx:1.25', {'env': 'prod'}, True)
     """
 
-    def __init__(self, root: Path = Path("/"), retry_after: float = 10.0, pods: PodIndex | None = None) -> None:
+    def __init__(self, root: Path = Path("/"), retry_after: float = 10.0, pods: PodIndex | None = None,
+                 warn_after: float = 60.0) -> None:
         self.root = root
         self.retry_after = retry_after
+        self.warn_after = warn_after
         #: the kubelet's pods (names, namespaces, labels), on Kubernetes nodes
         self.pods = pods
         self._found: dict[str, _Found] = {}
         self._tried: dict[str, float] = {}
+        self._first: dict[str, float] = {}
         self._warned: set[str] = set()
 
     def enrich(self, c: Container, now: float) -> Container:
@@ -170,6 +192,7 @@ class Metadata:
         """
         self._found.pop(cid, None)
         self._tried.pop(cid, None)
+        self._first.pop(cid, None)
         self._warned.discard(cid)
 
     def _look(self, c: Container, now: float) -> _Found | None:
@@ -179,23 +202,28 @@ class Metadata:
         if not readers or (last is not None and 0 <= now - last < self.retry_after):
             return None
         self._tried[c.id] = now
+        first = self._first.setdefault(c.id, now)
         for reader in readers:
             try:
                 found = reader(self.root, c)
             except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-                self._warn(c, e)
+                self._warn(c, f"cannot read {c.runtime} metadata of container {c.id[:12]}: {e}")
                 return None
             if found is not None:
                 self._found[c.id] = found
                 self._tried.pop(c.id, None)
+                self._first.pop(c.id, None)
                 return found
+        if now - first >= self.warn_after:
+            self._warn(c, f"no {c.runtime} metadata for container {c.id[:12]} after {now - first:.0f}s "
+                          f"(is the runtime running, is its state under {self.root}?); it is named by its id")
         return None
 
-    def _warn(self, c: Container, error: Exception) -> None:
-        """Log one warning per id whose state cannot be read."""
+    def _warn(self, c: Container, message: str) -> None:
+        """Log one warning per id that stays unnamed."""
         if c.id not in self._warned:
             self._warned.add(c.id)
-            log.warning("cannot read %s metadata of container %s: %s", c.runtime, c.id[:12], error)
+            log.warning("%s", message)
 
 
 def _load(path: Path) -> Any | None:
@@ -277,30 +305,225 @@ def _crio(root: Path, c: Container) -> _Found | None:
 
 
 def _podman(root: Path, c: Container) -> _Found | None:
-    """podman: ``containers.json`` of the root or the rootless user's storage."""
+    """podman: libpod's database of the root or the rootless user's storage.
+
+    A storage without any database (another libpod ``static_dir``) falls back
+    to ``containers.json``, which names the container but has no labels.
+    """
     for storage in _podman_storages(root, c):
-        entries = _load(storage / "overlay-containers/containers.json")
-        if entries is None:
-            continue
-        if not isinstance(entries, list):
-            raise ValueError("containers.json is not a JSON list")
-        entry = next((e for e in entries if isinstance(e, dict) and e.get("id") == c.id), None)
-        if entry is not None:
-            return _podman_entry(storage, c, entry)
+        dbs = [storage / "libpod" / n for n in ("bolt_state.db", "db.sql")]
+        dbs = [db for db in dbs if db.exists()]
+        for db in dbs:
+            raw = _bolt_get(db, b"ctr", c.id.encode(), b"config") if db.suffix == ".db" else _sqlite_config(db, c.id)
+            if raw is not None:
+                return _podman_config(_object(json.loads(raw), f"{db.name}: config of {c.id[:12]}"))
+        if not dbs:
+            found = _podman_storage_entry(storage, c)
+            if found is not None:
+                return found
     return None
 
 
-def _podman_entry(storage: Path, c: Container, entry: dict[str, Any]) -> _Found:
-    """One ``containers.json`` entry, plus its OCI annotations as labels."""
+def _podman_config(cfg: dict[str, Any]) -> _Found:
+    """libpod's ``ContainerConfig`` JSON: ``name``, ``rootfsImageName``, ``labels``.
+
+    The OCI annotations in ``spec`` only tell a Kubernetes-style container
+    (``podman kube play``) its pod; they are never labels.
+    """
+    name = str(cfg.get("name") or "")
+    image = str(cfg.get("rootfsImageName") or cfg.get("RawImageName") or "")
+    labels = _strings(cfg.get("labels"), "labels")
+    notes = _strings(_object(cfg.get("spec"), "spec").get("annotations"), "spec.annotations")
+    kube = {**notes, **labels}
+    if _POD in kube and _NS in kube:
+        return _kube(kube[_NS], kube[_POD], kube.get(_CTR, name), image, labels, "podman")
+    return _Found("podman", name, image, labels)
+
+
+def _podman_storage_entry(storage: Path, c: Container) -> _Found | None:
+    """containers/storage's ``containers.json`` entry for ``c``: name and image only."""
+    entries = _load(storage / "overlay-containers/containers.json")
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        raise ValueError("containers.json is not a JSON list")
+    entry = next((e for e in entries if isinstance(e, dict) and e.get("id") == c.id), None)
+    if entry is None:
+        return None
     names = entry.get("names") or []
     meta = _object(json.loads(entry.get("metadata") or "{}"), "metadata")
     image = str(meta.get("image-name") or entry.get("image") or "")
-    name = str(names[0]) if names else str(meta.get("name") or "")
-    spec = _object(_load(storage / "overlay-containers" / c.id / "userdata/config.json"), "config.json")
-    labels = _strings(spec.get("annotations"), "annotations")
-    if _POD in labels and _NS in labels:
-        return _kube(labels[_NS], labels[_POD], labels.get(_CTR, name), image, labels, "podman")
-    return _Found("podman", name, image, labels)
+    name = str(names[0]) if isinstance(names, list) and names else str(meta.get("name") or "")
+    return _Found("podman", name, image, {})
+
+
+def _sqlite_config(path: Path, cid: str) -> str | None:
+    """libpod's SQLite ``ContainerConfig.JSON`` for ``cid``; None when absent or busy.
+
+    Read-only; where SQLite cannot open it so (a WAL database on a read-only
+    mount, as under ``ProtectSystem=strict``) it is read as immutable, which
+    sees what was checkpointed into the main file: a container younger than
+    that is a miss, retried.
+    """
+    for mode in ("mode=ro", "immutable=1"):
+        try:
+            con = sqlite3.connect(f"{path.as_uri()}?{mode}", uri=True, timeout=0.05)
+            try:
+                row = con.execute("SELECT JSON FROM ContainerConfig WHERE ID = ?", (cid,)).fetchone()
+            finally:
+                con.close()
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                return None
+            if mode == "mode=ro" and "unable to open" in str(e):
+                continue
+            raise ValueError(f"{path}: {e}") from None
+        except sqlite3.Error as e:
+            raise ValueError(f"{path}: {e}") from None
+        if row is None:
+            return None
+        if not isinstance(row[0], (str, bytes)):
+            raise ValueError(f"{path}: ContainerConfig.JSON of {cid[:12]} is not text")
+        return row[0] if isinstance(row[0], str) else row[0].decode("utf-8")
+    return None
+
+
+def _bolt_get(path: Path, *keys: bytes) -> bytes | None:
+    """The value at ``keys`` (bucket names, then a key) in BoltDB file ``path``.
+
+    None when a bucket or the key is missing, or while a writer holds the file
+    (bbolt locks it exclusively for a read-write open; this takes it shared,
+    without waiting). ValueError when the file is not a consistent BoltDB.
+    """
+    with open(path, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        if os.fstat(f.fileno()).st_size < 32:
+            raise ValueError(f"{path}: too short for a BoltDB file")
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as buf:
+            try:
+                return _Bolt(buf).get(*keys)
+            except struct.error as e:
+                raise ValueError(f"{path}: truncated ({e})") from None
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
+
+
+class _Bolt:
+    """Read-only lookups in a BoltDB (bbolt) file, enough for libpod's state.
+
+    bbolt is a copy-on-write B+tree in fixed-size pages. Pages 0 and 1 are
+    meta pages; the valid one (magic, version 2, FNV-1a checksum) with the
+    higher transaction id holds the root bucket's page. A page starts with
+    ``id u64, flags u16, count u16, overflow u32``, then ``count`` elements:
+    branch ``pos u32, ksize u32, child u64``; leaf ``flags u32, pos u32,
+    ksize u32, vsize u32`` (``pos`` from the element to its key, the value
+    right after). A leaf element with flag 1 is a bucket: its value is
+    ``root u64, sequence u64``, and ``root == 0`` means the bucket's leaf page
+    follows inline. Any page that does not say what it should is a ValueError.
+    """
+
+    MAGIC = 0xED0CDAED
+    BRANCH, LEAF, META = 0x01, 0x02, 0x04
+    BUCKET = 0x01
+
+    def __init__(self, buf: Any) -> None:
+        self.buf = buf
+        self.page_size, self.root = self._meta()
+
+    def get(self, *keys: bytes) -> bytes | None:
+        buf, off = self.buf, self._page(self.root)
+        for i, key in enumerate(keys):
+            hit = self._search(buf, off, key)
+            if hit is None:
+                return None
+            bucket, value = hit
+            if i == len(keys) - 1:
+                return None if bucket else value
+            if not bucket:
+                return None
+            if len(value) < 16:
+                self._bad("short bucket header")
+            (root,) = struct.unpack_from("<Q", value)
+            buf, off = (value, 16) if root == 0 else (self.buf, self._page(root))
+        return None
+
+    def _meta(self) -> tuple[int, int]:
+        best: tuple[int, int, int] | None = None    # txid, page size, root
+        first = self._read_meta(0)
+        offsets = [first[1]] if first else [mmap.PAGESIZE]
+        for meta in (first, *(self._read_meta(o) for o in offsets)):
+            if meta is not None and (best is None or meta[0] > best[0]):
+                best = meta
+        if best is None:
+            self._bad("no valid meta page (not a BoltDB file, or damaged)")
+        return best[1], best[2]
+
+    def _read_meta(self, off: int) -> tuple[int, int, int] | None:
+        if off + 80 > len(self.buf):
+            return None
+        flags = struct.unpack_from("<H", self.buf, off + 8)[0]
+        magic, version, psize, _f, root, _seq, _free, _hwm, txid, check = struct.unpack_from(
+            "<IIIIQQQQQQ", self.buf, off + 16)
+        if flags & self.META == 0 or magic != self.MAGIC or version != 2 or psize < 512 or psize & (psize - 1):
+            return None
+        if check != _fnv64a(bytes(self.buf[off + 16:off + 72])):
+            return None
+        return txid, psize, root
+
+    def _page(self, pgid: int) -> int:
+        off = pgid * self.page_size
+        if pgid < 2 or off + 16 > len(self.buf):
+            self._bad(f"page {pgid} is outside the file")
+        if struct.unpack_from("<Q", self.buf, off)[0] != pgid:
+            self._bad(f"page {pgid} does not say it is")
+        return off
+
+    def _search(self, buf: Any, off: int, key: bytes) -> tuple[bool, bytes] | None:
+        for _ in range(32):                        # a B+tree this deep is a loop
+            flags, count = struct.unpack_from("<HH", buf, off + 8)
+            if off + 16 + 16 * count > len(buf):
+                self._bad("page elements past its end")
+            if flags & self.BRANCH and buf is self.buf:
+                child = None
+                for i in range(count):
+                    e = off + 16 + 16 * i
+                    pos, ksize, pgid = struct.unpack_from("<IIQ", buf, e)
+                    if i > 0 and self._slice(buf, e + pos, ksize) > key:
+                        break
+                    child = pgid
+                if child is None:
+                    return None
+                off = self._page(child)
+            elif flags & self.LEAF:
+                for i in range(count):
+                    e = off + 16 + 16 * i
+                    eflags, pos, ksize, vsize = struct.unpack_from("<IIII", buf, e)
+                    if self._slice(buf, e + pos, ksize) == key:
+                        return bool(eflags & self.BUCKET), self._slice(buf, e + pos + ksize, vsize)
+                return None
+            else:
+                self._bad(f"page flags {flags:#x} where a branch or leaf belongs")
+        return self._bad("B+tree deeper than 32 levels")
+
+    def _slice(self, buf: Any, start: int, size: int) -> bytes:
+        if start + size > len(buf):
+            self._bad("element past the end of its page")
+        return bytes(buf[start:start + size])
+
+    @staticmethod
+    def _bad(why: str) -> Any:
+        raise ValueError(why)
+
+
+def _fnv64a(data: bytes) -> int:
+    """FNV-1a, 64 bits: bbolt's meta page checksum."""
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
 
 
 def _podman_storages(root: Path, c: Container) -> list[Path]:
