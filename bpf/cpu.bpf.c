@@ -10,22 +10,49 @@
  * changes or CGW_FLUSH_NS has passed. User space reads only the hash; before
  * reading it makes every CPU switch once (so every slot is flushed).
  *
+ * cpu.usage_cores does not come from here (user space reads the cgroup's own
+ * cpu.stat, see sources/cpu.py); oncpu_ns is kept for the `host` remainder.
+ *
  * Run-queue latency is measured from a task's wake-up (or preemption) to its
  * switch-in. Tasks are told apart by the task pointer the raw tracepoints
  * pass, used only as an opaque map key, never dereferenced. The incoming
  * task's cgroup cannot be read at switch-in, so its latency is parked per CPU
  * and charged at the next switch on that CPU, when that task is `current`.
  *
+ * CFS bandwidth throttling is not run-queue latency. A task whose cgroup ran
+ * out of quota is switched out still runnable (to sched_switch it looks
+ * preempted) and waits off the run queue until the quota is refilled, which
+ * no tracepoint announces per task or cgroup. What is visible is *where and
+ * when* a refill can make a throttled task runnable again: the bandwidth
+ * period/slack hrtimer expiring on a CPU (it unthrottles that CPU's queues)
+ * and, on >= 6.2, the __cfsb_csd_unthrottle call it sends to every other CPU
+ * with a throttled queue (csd:csd_function_entry, run on that CPU). Each such
+ * moment is stamped per CPU (refill_ns); a wait that a refill on its CPU
+ * interrupted is counted from the refill on: what came before was the
+ * quota's doing. The cost: a genuine wait that happens to span another
+ * cgroup's refill on the same CPU is counted short (docs/metrics.md).
+ *
  *   -DCGW_RAW_SWITCH      raw sched_switch (else the classic tracepoint,
  *                         without run-queue latency)
  *   -DCGW_SWITCH_STATE    its 4th argument is prev_state (kernel >= 5.18)
  *   -DCGW_RUNQ            run-queue latency (raw sched_wakeup, _wakeup_new)
  *   -DCGW_FLUSH_NS=N      longest a CPU keeps counts to itself (default 10 ms)
+ *   -DCGW_REFILL          with CGW_RUNQ: waits end at bandwidth refills (classic
+ *                         timer:hrtimer_expire_entry) ...
+ *   -DCGW_PERIOD_FN=A -DCGW_SLACK_FN=B   ... of the timers whose callbacks
+ *                         are at these kernel addresses (from /proc/kallsyms)
+ *   -DCGW_CSD_FN=C        and raw csd_function_entry of __cfsb_csd_unthrottle;
+ *                         without it (< 6.2: the timer unthrottles every CPU
+ *                         itself) a refill is stamped for all CPUs
+ *   -DCGW_NCPUS=N         CPU ids are below N (default 1024)
  */
 #include "cgwatch.h"
 
 #ifndef CGW_FLUSH_NS
 #define CGW_FLUSH_NS 10000000ULL
+#endif
+#ifndef CGW_NCPUS
+#define CGW_NCPUS 1024
 #endif
 
 struct cpu_state {
@@ -93,7 +120,12 @@ static __always_inline struct cpu_state *account(u64 now, int involuntary)
 #ifdef CGW_RAW_SWITCH
 
 #ifdef CGW_RUNQ
-BPF_TABLE("lru_hash", u64, u64, wakeup_ns, CGW_MAX_PIDS);
+/* when a task became runnable, and on which CPU */
+struct runnable {
+    u64 ns;
+    u64 cpu;
+};
+BPF_TABLE("lru_hash", u64, struct runnable, wakeup_ns, CGW_MAX_PIDS);
 
 static __always_inline int log2_slot(u64 us)
 {
@@ -110,12 +142,71 @@ static __always_inline int log2_slot(u64 us)
 
 static __always_inline void mark_runnable(u64 task, u64 now)
 {
-    u64 *ts = wakeup_ns.lookup(&task);
+    struct runnable r = {now, bpf_get_smp_processor_id()};
+    struct runnable *ts = wakeup_ns.lookup(&task);
     if (ts)
-        *ts = now;
+        *ts = r;
     else
-        wakeup_ns.update(&task, &now);
+        wakeup_ns.update(&task, &r);
 }
+
+#ifdef CGW_REFILL
+/* per CPU id: the last bandwidth refill that may have unthrottled queues on
+ * that CPU; slot CGW_NCPUS: one that may have unthrottled every CPU's */
+BPF_ARRAY(refill_ns, u64, CGW_NCPUS + 1);
+
+static __always_inline void mark_refill(u32 slot)
+{
+    u64 *r = refill_ns.lookup(&slot);
+    if (r)
+        *r = bpf_ktime_get_ns();
+}
+
+TRACEPOINT_PROBE(timer, hrtimer_expire_entry)
+{
+    u64 fn = (u64)args->function;
+    if (fn != CGW_PERIOD_FN && fn != CGW_SLACK_FN)
+        return 0;
+#ifdef CGW_CSD_FN
+    mark_refill(bpf_get_smp_processor_id());
+#else
+    mark_refill(CGW_NCPUS);
+#endif
+    return 0;
+}
+
+#ifdef CGW_CSD_FN
+/* raw: (smp_call_func_t func, call_single_data_t *csd) */
+RAW_TRACEPOINT_PROBE(csd_function_entry)
+{
+    if (ctx->args[0] == CGW_CSD_FN)
+        mark_refill(bpf_get_smp_processor_id());
+    return 0;
+}
+#endif
+
+static __always_inline u64 refill_of(u32 slot)
+{
+    u64 *r = refill_ns.lookup(&slot);
+    return r ? *r : 0;
+}
+
+/* When the wait that began at `from` (the task became runnable on CPU
+ * `cpu`) stopped being the quota's doing: the last refill on that CPU or
+ * this one since `from`, else `from`. */
+static __always_inline u64 wait_start(u64 from, u32 cpu, u64 now)
+{
+    u64 r = refill_of(cpu), here = refill_of(bpf_get_smp_processor_id());
+    if (here > r)
+        r = here;
+#ifndef CGW_CSD_FN
+    here = refill_of(CGW_NCPUS);
+    if (here > r)
+        r = here;
+#endif
+    return r > from && r < now ? r : from;
+}
+#endif
 
 /* raw: (struct task_struct *p) */
 RAW_TRACEPOINT_PROBE(sched_wakeup)
@@ -158,13 +249,17 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     st->wait_task = 0;
     if (involuntary && (u32)bpf_get_current_pid_tgid() != 0)   /* back on the run queue */
         mark_runnable(prev, now);
-    u64 *ts = wakeup_ns.lookup(&next);
-    if (ts && *ts) {
-        if (now > *ts) {
-            st->wait_ns = now - *ts;
+    struct runnable *ts = wakeup_ns.lookup(&next);
+    if (ts && ts->ns) {
+        u64 from = ts->ns;
+#ifdef CGW_REFILL
+        from = wait_start(from, (u32)ts->cpu, now);
+#endif
+        if (now > from) {
+            st->wait_ns = now - from;
             st->wait_task = next;
         }
-        *ts = 0;
+        ts->ns = 0;
     }
 #endif
     return 0;

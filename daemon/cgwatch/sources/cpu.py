@@ -1,23 +1,58 @@
-"""CPU per container from ``bpf/cpu.bpf.c``: on-CPU time, context switches,
-run-queue latency.
+"""CPU per container: usage from the cgroup's own counter; context switches and
+run-queue latency from ``bpf/cpu.bpf.c``.
 
-``cpu.usage_cores`` is on-CPU nanoseconds over wall nanoseconds, so 1.0 is one
-core kept busy. Run-queue latency comes from a log2 histogram per cgroup; its
-p99 is interpolated inside the bucket that holds the 99th percentile.
+``cpu.usage_cores`` is CPU time over wall time, so 1.0 is one core kept busy.
+For a container it is the growth of its cgroup2 ``cpu.stat`` ``usage_usec``
+(every cgroup2 directory has it, whichever controllers are enabled, and it
+includes the cgroup's descendants) between two reads, over the time between
+those same two reads. That counter is the kernel's CPU accounting, the very
+one a CPU quota is enforced against, so ``cpu.usage_cores`` and
+``cpu.limit_cores`` compare like with like. BPF's on-CPU time serves only
+``host`` (every task outside a container: no cgroup file holds that), a
+container's first interval, and a container whose file cannot be read.
+
+Why not BPF for containers too: sched_switch time reaches user space only
+when a slice ends or a flush makes one end, each CPU at its own moment, and
+it counts what the kernel does not charge to the task (the switch itself,
+and the slice's tail after a throttled cgroup's quota ran out), about 1 % of
+a throttled core. The file costs one read per container per interval, which
+the cgroupfs source pays as well.
+
+Every rate here is over the time between *its own* two reads, not between
+two ticks' ``now``: a tick's reads happen some time after ``now`` (identity,
+ring buffers, the thread waiting for the GIL or a CPU), and that lag changes
+from tick to tick. A 0.5-core container read 0.3 s late after an on-time read
+used to show 0.65 and then 0.35 cores.
+
+Run-queue latency comes from a log2 histogram per cgroup; its p99 is
+interpolated inside the bucket that holds the 99th percentile. Waits a CPU
+quota imposes are left out where this kernel shows the refills (see
+cpu.bpf.c and :func:`refill_flags`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from ..model import Container, Sample
-from .bpf import Probe, kernel_version, raw_tracepoints
+from .bpf import Probe, kernel_version, raw_tracepoints, tracepoint_exists
+from .cgroupfs_layout import FileCache, Layout
 from .kernel import KernelSource, rate_samples
 
+log = logging.getLogger("cgwatch.sources")
+
 RUNQ_SLOTS = 26  # CGW_RUNQ_SLOTS in cgwatch.h
+#: kernel functions whose calls mark a CFS bandwidth refill (cpu.bpf.c)
+REFILL_SYMBOLS = {"sched_cfs_period_timer": "CGW_PERIOD_FN", "sched_cfs_slack_timer": "CGW_SLACK_FN",
+                  "__cfsb_csd_unthrottle": "CGW_CSD_FN"}
+#: cgroup cpu.stat files kept open (beyond it, the least recently read is reopened)
+USAGE_FILES = 1024
 
 
 def hist_quantile(slots: Sequence[float], q: float) -> float | None:
@@ -62,9 +97,19 @@ class CpuSource(KernelSource):
         "cpu.runq_latency_p99_ms",
     )
     RUNQ_METRICS = ("cpu.runq_latency_avg_ms", "cpu.runq_latency_p99_ms")
+    #: the cgroup2 mount, whose cpu.stat files give containers' usage (None: BPF only)
+    cgroup2: Path | None = None
+    _files: FileCache | None = None
+    #: container id -> (usage_usec, time.monotonic() of that read)
+    _usage: dict[str, tuple[int, float]] = {}
+    #: how long after its tick's ``now`` the previous map read came (s)
+    _lag = 0.0
 
-    def __init__(self, resolver, cflags: Iterable[str] = (), runq: bool = True) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, resolver, cflags: Iterable[str] = (), runq: bool = True,  # type: ignore[no-untyped-def]
+                 cgroup2: Path | None = None) -> None:
         self.runq = runq
+        self.cgroup2 = Layout.detect().unified if cgroup2 is None else cgroup2
+        self._files = FileCache(USAGE_FILES)
         self.probes = (Probe("sched", "sched_switch", "CGW_HAVE_SWITCH", self.metrics),)
         if runq:
             self.probes += (
@@ -88,14 +133,20 @@ class CpuSource(KernelSource):
             flags.append("-DCGW_SWITCH_STATE")
         if self.runq and {"-DCGW_HAVE_WAKEUP", "-DCGW_HAVE_WAKEUP_NEW"} <= set(have):
             flags.append("-DCGW_RUNQ")
+            flags += refill_flags()
         return flags
 
     def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
         dt = self.interval(now)
         if dt <= 0:
             return []
+        containers = list(containers)
         flush_cpus()
         d = self.deltas("cpu_stats", now)
+        lag = read_lag(now)
+        dt, self._lag = dt + lag - self._lag, lag      # the time the map deltas span
+        if dt <= 0:
+            return []
         fields = {
             "cpu.usage_cores": lambda v: float(v[0]) / 1e9 / dt,
             "cpu.ctx_switches": lambda v: float(v[1]) / dt,
@@ -104,7 +155,109 @@ class CpuSource(KernelSource):
         if self.runq_enabled:
             fields["cpu.runq_latency_avg_ms"] = _runq_avg_ms
             fields["cpu.runq_latency_p99_ms"] = _runq_p99_ms
-        return rate_samples(now, d, containers, self.readers["cpu_stats"].nfields, fields, self.absent)
+        out = rate_samples(now, d, containers, self.readers["cpu_stats"].nfields, fields, self.absent)
+        usage = self.cgroup_usage(containers)
+        return [Sample(s.ts, s.container, s.metric, usage[s.container.id])
+                if s.metric == "cpu.usage_cores" and s.container.id in usage else s for s in out]
+
+    def cgroup_usage(self, containers: Iterable[Container]) -> dict[str, float]:
+        """Cores each container used since its previous read, from its cgroup2 ``cpu.stat``.
+
+        A container read for the first time, or whose file is gone, unreadable or
+        went backwards (the cgroup was made anew), is left out: BPF's figure stands.
+        """
+        out: dict[str, float] = {}
+        seen: dict[str, tuple[int, float]] = {}
+        for c in containers:
+            if c.runtime == "host" or not c.cgroup.strip("/") or self.cgroup2 is None or self._files is None:
+                continue
+            path = str(self.cgroup2 / c.cgroup.strip("/") / "cpu.stat")
+            try:
+                usec = _usage_usec(self._files.read(path))
+            except (OSError, ValueError):
+                continue
+            t = time.monotonic()
+            seen[c.id] = (usec, t)
+            before = self._usage.get(c.id)
+            if before is not None and usec >= before[0] and t > before[1]:
+                out[c.id] = (usec - before[0]) / 1e6 / (t - before[1])
+        self._usage = seen
+        return out
+
+    def close(self) -> None:
+        if self._files is not None:
+            self._files.close()
+        super().close()
+
+
+#: a tick's ``now`` further than this from the clock is not a clock reading (a replay, a test)
+LAG_MAX = 60.0
+
+
+def read_lag(now: float, clock: float | None = None) -> float:
+    """How many seconds after ``now`` this read happens; 0 when ``now`` is not live.
+
+    >>> read_lag(100.0, clock=100.25)
+    0.25
+    >>> read_lag(100.0, clock=5000.0), read_lag(100.0, clock=99.0)
+    (0.0, 0.0)
+    """
+    lag = (time.time() if clock is None else clock) - now
+    return lag if 0.0 <= lag < LAG_MAX else 0.0
+
+
+def _usage_usec(text: str) -> int:
+    """``usage_usec`` of a cgroup2 cpu.stat.
+
+    >>> _usage_usec("usage_usec 1500\\nuser_usec 1000\\nsystem_usec 500\\n")
+    1500
+    """
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        if k == "usage_usec":
+            return int(v)
+    raise ValueError("no usage_usec")
+
+
+def refill_flags(kallsyms: str = "/proc/kallsyms") -> list[str]:
+    """-D flags that let cpu.bpf.c end throttled waits at quota refills, or [].
+
+    Needs ``timer:hrtimer_expire_entry`` and the addresses of the bandwidth
+    timers' callbacks; ``__cfsb_csd_unthrottle`` (>= 6.2) is optional. Without
+    them, a throttled task's wait for its quota counts as run-queue latency.
+    """
+    if not tracepoint_exists("timer", "hrtimer_expire_entry"):
+        log.info("cpu: no timer:hrtimer_expire_entry; throttled waits count as run-queue latency")
+        return []
+    found: dict[str, int] = {}
+    try:
+        with open(kallsyms) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] in REFILL_SYMBOLS and parts[2] not in found:
+                    found[parts[2]] = int(parts[0], 16)
+    except (OSError, ValueError) as e:
+        log.info("cpu: cannot read %s (%s); throttled waits count as run-queue latency", kallsyms, e)
+        return []
+    if not found.get("sched_cfs_period_timer") or not found.get("sched_cfs_slack_timer"):
+        log.info("cpu: CFS bandwidth timers not in %s (no CONFIG_CFS_BANDWIDTH, or addresses hidden); "
+                 "throttled waits count as run-queue latency", kallsyms)
+        return []
+    flags = ["-DCGW_REFILL"]
+    if not tracepoint_exists("csd", "csd_function_entry"):   # then every refill stamps every CPU
+        found.pop("__cfsb_csd_unthrottle", None)
+    flags += [f"-D{REFILL_SYMBOLS[name]}={addr:#x}ULL" for name, addr in sorted(found.items())]
+    flags.append(f"-DCGW_NCPUS={_ncpus()}")
+    return flags
+
+
+def _ncpus() -> int:
+    """One more than the highest CPU id this machine may ever have."""
+    try:
+        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+        return max(int(r.split("-")[-1]) for r in text.split(",")) + 1
+    except (OSError, ValueError):
+        return 1024
 
 
 def flush_cpus() -> None:
