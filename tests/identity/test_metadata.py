@@ -223,7 +223,7 @@ def test_cri_via_cri_dockerd(tmp_path: Path) -> None:
 
 # --- podman -------------------------------------------------------------------------------
 # podman 4 (Debian 12) keeps names and the user's labels only in libpod's BoltDB; the tests build
-# such files with a small bbolt writer (bbolt's page layout; see metadata._Bolt), podman 5's
+# such files with a small bbolt writer (bbolt's page layout; see cgwatch.identity.boltdb), podman 5's
 # SQLite file with sqlite3, and the real thing is read in tests/runtimes/test_identity_engines.py.
 
 STORE = "var/lib/containers/storage"

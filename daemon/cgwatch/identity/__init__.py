@@ -30,6 +30,10 @@ from .cgroups import CgroupTree, find_cgroup2_root
 from .metadata import Metadata
 from .runtimes import identify
 
+#: refreshes an ended cgroup is remembered: its last counts come one or two intervals late
+#: (the tree remembers removed cgroups for two refreshes), and must not revive it
+ENDED_KEPT = 3
+
 __all__ = ["CgroupTree", "Metadata", "Resolver", "find_cgroup2_root", "identify"]
 
 
@@ -189,7 +193,7 @@ class Resolver:
                 out[cid] = c
         self._orphans = {}
         if self._ended:
-            for cgid in [k for k, at in self._ended.items() if n - at > 3]:
+            for cgid in [k for k, at in self._ended.items() if n - at > ENDED_KEPT]:
                 del self._ended[cgid]
         return list(out.values())
 
