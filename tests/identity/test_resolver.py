@@ -202,3 +202,44 @@ def test_a_stopped_container_read_once_more_does_not_flash(host: Host) -> None:
     r.container(cgid, 2.5)
     r.refresh(3.0)
     assert r.flashed == []
+
+
+def containerd_config(host: Host, cid: str, ctr: str) -> None:
+    d = host.state / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / cid
+    d.mkdir(parents=True)
+    notes = {"io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.sandbox-name": "web-7d9",
+             "io.kubernetes.cri.container-name": ctr, "io.kubernetes.cri.image-name": "nginx:1.27"}
+    (d / "config.json").write_text(json.dumps({"annotations": notes}))
+
+
+def test_a_kubernetes_restart_is_a_new_id_of_the_same_workload(host: Host) -> None:
+    """Kubernetes cannot run here: the pod's cgroups are named as the kubelet's cgroupfs
+    driver names them, and containerd's state is written as containerd writes it."""
+    from cgwatch.identity.workloads import Workloads
+
+    r, w = host.resolver, Workloads()
+    pod = f"kubepods/besteffort/pod{UID}"
+    containerd_config(host, A, "nginx")
+    containerd_config(host, B, "nginx")
+    host.mkdir(f"{pod}/{A}")
+    w.events(0.0, *r.refresh(0.0))
+    host.rmtree(f"{pod}/{A}")                      # the container died; the kubelet starts a new one
+    host.mkdir(f"{pod}/{B}")
+    events = w.events(1.0, *r.refresh(1.0), r.flashed)
+    got = [(e.kind, e.container.id, e.container.name, e.fields["restarts"]) for e in events]
+    assert got == [("container_stop", A, "shop/web-7d9/nginx", 0), ("container_start", B, "shop/web-7d9/nginx", 1)]
+    assert events[0].container.workload == events[1].container.workload == f"pod:{UID}/nginx"
+
+
+def test_a_systemd_unit_restarted_is_the_same_workload(host: Host) -> None:
+    from cgwatch.identity.workloads import Workloads
+
+    r, w = host.resolver, Workloads()
+    unit = "system.slice/worker.service"
+    host.mkdir(unit)
+    w.events(0.0, *r.refresh(0.0))
+    host.rmtree(unit)
+    w.events(1.0, *r.refresh(1.0))                 # Restart=: stopped ...
+    host.mkdir(unit)
+    [start] = w.events(2.0, *r.refresh(2.0))       # ... and started again
+    assert (start.kind, start.container.id, start.fields["restarts"]) == ("container_start", "worker.service", 1)
