@@ -12,7 +12,8 @@ Method (docs/performance.md has the long version):
   a pipe ping-pong between two processes (2 context switches and 2 wake-ups
   per round trip), a loop of ``syscall(SYS_getppid)``, and a loop that mmaps
   fresh anonymous memory (THP off) and touches every page (1 user page fault
-  per page, counted with getrusage).
+  per page, counted with getrusage), and a loop of 1 us ``clock_nanosleep``
+  with 1 ns timer slack (1 hrtimer expiry per sleep; the CPU idles between).
 * Every case is measured in every round *next to its own baseline*: runs
   alternate baseline, probe, baseline, probe, ... baseline (``--pairs`` probe
   runs), and each probe run is compared with the mean of the two baseline
@@ -29,6 +30,10 @@ Method (docs/performance.md has the long version):
   program's own ``run_time_ns / run_cnt`` (BPF's own time, no tracepoint
   dispatch). It is kept out of the timed rounds: the stats add two clock
   reads to every run of every program.
+* hrtimer expiries: cpu.bpf.c's ``timer:hrtimer_expire_entry`` program (CGW_REFILL,
+  the CFS bandwidth refills) is attached alone for its case; its peer is a
+  bpftrace script doing the same. The host's expiries per second come from that
+  program's ``run_cnt`` over ``--expiry-seconds`` with no workload running.
 * Agreement: a ``while :; do :; done`` shell in its own cgroup2 directory,
   alone on a CPU, for three 5 s intervals; cgwatch's ``cpu.usage_cores``
   (CpuSource.collect, with and without run-queue latency) over each interval
@@ -164,12 +169,25 @@ static void faults(long mib, long reps, int cpu) {
     printf("%.3f %ld\n", (t1 - t0) / (f ? f : 1), f);
 }
 
+/* hrtimer expiries: 1 us sleeps with 1 ns slack, each one timer that expires */
+static void timers(long n, int cpu) {
+    struct timespec d = {0, 1000};
+    pin(cpu);
+    if (prctl(PR_SET_TIMERSLACK, 1UL)) die("prctl");
+    for (long i = 0; i < n / 20 + 100; i++) clock_nanosleep(CLOCK_MONOTONIC, 0, &d, NULL);
+    double t0 = now_ns();
+    for (long i = 0; i < n; i++) clock_nanosleep(CLOCK_MONOTONIC, 0, &d, NULL);
+    double t1 = now_ns();
+    printf("%.3f %ld\n", (t1 - t0) / n, n);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc == 4 && !strcmp(argv[1], "pingpong")) pingpong(atol(argv[2]), atoi(argv[3]));
     else if (argc == 4 && !strcmp(argv[1], "syscall")) syscalls(atol(argv[2]), atoi(argv[3]));
     else if (argc == 5 && !strcmp(argv[1], "fault")) faults(atol(argv[2]), atol(argv[3]), atoi(argv[4]));
-    else { fprintf(stderr, "usage: work pingpong|syscall N CPU | work fault MIB REPS CPU\n"); return 2; }
+    else if (argc == 4 && !strcmp(argv[1], "timer")) timers(atol(argv[2]), atoi(argv[3]));
+    else { fprintf(stderr, "usage: work pingpong|syscall|timer N CPU | work fault MIB REPS CPU\n"); return 2; }
     return 0;
 }
 """
@@ -249,6 +267,17 @@ BT_FAULT = r"""
 tracepoint:exceptions:page_fault_user { @faults[cgroup] = count(); }
 """
 
+BT_REFILL = r"""
+// what cpu.bpf.c does with -DCGW_REFILL: stamp this CPU when a CFS bandwidth
+// timer expires (addresses of its callbacks from /proc/kallsyms)
+tracepoint:timer:hrtimer_expire_entry
+{
+    @expiries = count();
+    $fn = (uint64)args->function;
+    if ($fn == PERIOD_FN || $fn == SLACK_FN) { @refill[cpu] = nsecs; }
+}
+"""
+
 
 # --------------------------------------------------------------------------- cases
 @dataclass
@@ -260,6 +289,7 @@ class Case:
     sources: tuple[str, ...] = ()   # cgwatch: which loaded sources to attach
     script: str = ""                # bpftrace
     check_map: str = ""             # bpftrace map (keyed by cgroup) that must count the workload
+    only: tuple[bytes, ...] = ()    # cgwatch: attach only these tracepoints of its sources
     baseline: list[float] = field(default_factory=list)   # per round: median of its baseline runs
     probed: list[float] = field(default_factory=list)     # per round: median of its probed runs
     added: list[float] = field(default_factory=list)      # per round: median of its pair differences
@@ -297,15 +327,24 @@ def make_cases() -> list[Case]:
              sources=("mem",)),
         Case("bt_fault", "bpftrace: page faults per cgroup", "fault", "bpftrace",
              script=BT_FAULT, check_map="faults"),
+        Case("cgw_refill", "cgwatch cpu: hrtimer_expire_entry alone (CGW_REFILL)", "timer", "cgwatch",
+             sources=("cpu_runq",), only=(REFILL_TP,)),
+        Case("bt_refill", "bpftrace: the same refill stamp per CPU", "timer", "bpftrace",
+             script=BT_REFILL),
     ]
 
 
+REFILL_TP = b"timer:hrtimer_expire_entry"
+
+
 # peer (bpftrace) of each cgwatch case, and the targets
-PEERS = {"cgw_cpu": "bt_cpu", "cgw_cpu_runq": "bt_runq", "cgw_all": "bt_syscall", "cgw_mem": "bt_fault"}
+PEERS = {"cgw_cpu": "bt_cpu", "cgw_cpu_runq": "bt_runq", "cgw_all": "bt_syscall", "cgw_mem": "bt_fault",
+         "cgw_refill": "bt_refill"}
 WORKLOAD_TITLES = {
     "switch": "per context switch (pipe ping-pong, 2 processes on one CPU)",
     "syscall": "per syscall (getppid loop)",
     "fault": "per user page fault (mmap + touch every 4 KiB page)",
+    "timer": "per hrtimer expiry (1 us clock_nanosleep loop, 1 ns slack)",
 }
 
 
@@ -468,6 +507,7 @@ class Bench:
         self.cases = make_cases()
         self.stats: dict[str, Any] = {}
         self.agreement: dict[str, Any] = {}
+        self.expiries: dict[str, Any] = {}
         self.foreign: list[str] = []    # tracing programs of others, seen at round starts
         self.t_start = time.time()
         self.load_start = _loadavg()
@@ -498,7 +538,23 @@ class Bench:
         self._load_sources()
         for c in self.cases:
             c.sources = tuple(x for x in c.sources if x in self.sources)
+        self._refill_peer()
         self._calibrate()
+
+    def _refill_peer(self) -> None:
+        """Give the bpftrace refill script cpu.bpf.c's timer addresses; without the
+        refill probe (no CFS bandwidth timers in kallsyms) drop both timer cases."""
+        flags = dict(f[2:].split("=", 1) for f in getattr(self.sources.get("cpu_runq"), "cflags", [])
+                     if f.startswith("-DCGW_") and "=" in f)
+        pts = {tp for _, tp, _ in self.attach_points.get("cpu_runq", [])}
+        if REFILL_TP not in pts or "CGW_PERIOD_FN" not in flags:
+            log("bench: cpu.bpf.c has no refill probe here; no hrtimer cases")
+            self.cases = [c for c in self.cases if c.workload != "timer"]
+            return
+        for c in self.cases:
+            if c.key == "bt_refill":
+                c.script = (c.script.replace("PERIOD_FN", flags["CGW_PERIOD_FN"].removesuffix("ULL"))
+                            .replace("SLACK_FN", flags["CGW_SLACK_FN"].removesuffix("ULL")))
 
     def _foreign_tracing_progs(self) -> list[str]:
         """Tracing programs loaded by someone else (they tax every configuration)."""
@@ -560,9 +616,11 @@ class Bench:
             self._detach(name)
             log(f"bench: loaded {name:8s} {' '.join(getattr(src, 'cflags', []))}  ({time.time() - t:.2f} s)")
 
-    def _attach(self, name: str) -> None:
+    def _attach(self, name: str, only: tuple[bytes, ...] = ()) -> None:
         b = self.sources[name].bpf
         for kind, tp, fn in self.attach_points[name]:
+            if only and tp not in only:
+                continue
             if kind == "tp":
                 b.attach_tracepoint(tp=tp, fn_name=fn)
             else:
@@ -610,6 +668,8 @@ class Bench:
             argv = [str(self.exe), "pingpong", str(self.n["switch"]), cpu]
         elif workload == "syscall":
             argv = [str(self.exe), "syscall", str(self.n["syscall"]), cpu]
+        elif workload == "timer":
+            argv = [str(self.exe), "timer", str(self.n["timer"]), cpu]
         else:
             argv = [str(self.exe), "fault", str(FAULT_MIB), str(self.fault_reps), cpu]
         p = subprocess.run(argv, capture_output=True, text=True, timeout=120,
@@ -621,9 +681,9 @@ class Bench:
 
     def _calibrate(self) -> None:
         target = self.args.seconds
-        self.n = {"switch": 20000, "syscall": 500000}
+        self.n = {"switch": 20000, "syscall": 500000, "timer": 2000}
         self.fault_reps = 1
-        for w in ("switch", "syscall"):
+        for w in ("switch", "syscall", "timer"):
             self.run(w)
             ns = min(self.run(w)[0] for _ in range(2))
             per_iter = ns * (2 if w == "switch" else 1)
@@ -631,7 +691,7 @@ class Bench:
         self.run("fault")
         ns, events = self.run("fault")
         self.fault_reps = max(1, round(target * 1e9 / (ns * events)))
-        log(f"bench: {self.n['switch']} round trips, {self.n['syscall']} syscalls, "
+        log(f"bench: {self.n['switch']} round trips, {self.n['syscall']} syscalls, {self.n['timer']} sleeps, "
             f"{self.fault_reps} x {FAULT_MIB} MiB of faults per run (~{target:.2f} s each)")
 
     # -- bpftrace -------------------------------------------------------------------
@@ -704,7 +764,7 @@ class Bench:
         for _ in range(self.args.pairs):
             if case.kind == "cgwatch":
                 for s in case.sources:
-                    self._attach(s)
+                    self._attach(s, case.only)
                 try:
                     ps.append(self.run(case.workload)[0])
                 finally:
@@ -743,9 +803,32 @@ class Bench:
         try:
             for case in self.cases:
                 self.stats[case.key] = self._stats_case(case)
+            if any(c.key == "cgw_refill" for c in self.cases):
+                self.expiries = self._expiry_rate()
         finally:
             write_sysctl("kernel.bpf_stats_enabled", self.sysctl_saved)
             self.sysctl_saved = None
+
+    def _expiry_rate(self) -> dict[str, Any]:
+        """hrtimer expiries per second on this host with no workload running: the run
+        count of cpu.bpf.c's hrtimer_expire_entry program, attached alone."""
+        secs = self.args.expiry_seconds
+        self._attach("cpu_runq", (REFILL_TP,))
+        try:
+            before = self._our_progs(("cpu_runq",))
+            t = time.monotonic()
+            time.sleep(secs)
+            after = self._our_progs(("cpu_runq",))
+            secs = time.monotonic() - t
+        finally:
+            self._detach("cpu_runq")
+        key = next((k for k in after if k.endswith("hrtimer_expire_entry")), None)
+        if key is None:
+            return {}
+        d_rt, d_cnt = after[key][0] - before.get(key, (0, 0))[0], after[key][1] - before.get(key, (0, 0))[1]
+        return {"seconds": secs, "expiries": d_cnt, "per_s": d_cnt / secs,
+                "bpf_ns_per_run": d_rt / d_cnt if d_cnt else float("nan"),
+                "loadavg": _loadavg()}
 
     def _our_progs(self, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
         out = {}
@@ -772,7 +855,7 @@ class Bench:
         res: dict[str, Any] = {"programs": {}}
         if case.kind == "cgwatch":
             for s in case.sources:
-                self._attach(s)
+                self._attach(s, case.only)
             try:
                 before, c0 = self._our_progs(case.sources), self._our_counts(case.sources)
                 ns, events = self.run(case.workload)
@@ -988,6 +1071,13 @@ class Bench:
                 if mc:
                     p("    map counts for the workload cgroup: "
                       + ", ".join(f"{k}={v}" for k, v in mc.items()) + f" (events {st['events']})")
+        if self.expiries:
+            e = self.expiries
+            added = by["cgw_refill"].median if "cgw_refill" in by else float("nan")
+            p("")
+            p(f"hrtimer expiries on this host, nothing of the bench running: {e['per_s']:.0f}/s over "
+              f"{e['seconds']:.1f} s (all CPUs; BPF {e['bpf_ns_per_run']:.1f} ns per run); "
+              f"at {fmt_ns(added, False)} ns added each that is {e['per_s'] * added / 1e7:.4f} % of one CPU")
         if self.agreement:
             a = self.agreement
             p("")
@@ -1022,6 +1112,7 @@ class Bench:
                               "notes": x.notes, "peer": PEERS.get(x.key)} for x in self.cases},
             "bpf_stats": self.stats,
             "agreement": self.agreement,
+            "hrtimer_expiries": self.expiries,
             "targets": verdicts,
             "all_pass": all(v["pass"] for v in verdicts),
         }
@@ -1095,6 +1186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     ap.add_argument("--agree-intervals", type=int, help="intervals of the busy loop on its own CPU (default 3, --quick 1)")
     ap.add_argument("--cpu", type=int, help="CPU to pin the workloads to (default: the last one)")
+    ap.add_argument("--expiry-seconds", type=float, help="seconds to count the host's hrtimer expiries (default 5, --quick 2)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the round order")
     args = ap.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 7)
@@ -1103,6 +1195,7 @@ def main(argv: list[str] | None = None) -> int:
     args.settle = 0.1
     args.agree_seconds = 2.0 if args.quick else 5.0
     args.agree_intervals = args.agree_intervals or (1 if args.quick else 3)
+    args.expiry_seconds = args.expiry_seconds or (2.0 if args.quick else 5.0)
 
     import logging
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")

@@ -58,6 +58,18 @@ def container(rel: str = REL, cid: str = CID) -> Container:
     return Container(id=cid, name="web-1", runtime="docker", cgroup=rel)
 
 
+class AtNow(CgroupfsSource):
+    """The source, its clock reading the tick's ``now``: files read in no time, on time."""
+
+    def __init__(self, *args, **kw) -> None:
+        self.t = 0.0
+        super().__init__(*args, clock=lambda: self.t, **kw)
+
+    def collect(self, now, containers):
+        self.t = now
+        return super().collect(now, containers)
+
+
 # -- Layout -----------------------------------------------------------------
 
 
@@ -112,7 +124,7 @@ def unified(tmp_path):
 
 
 def test_unified_first_collect_gives_gauges_only(unified):
-    src = CgroupfsSource(Layout(unified=unified))
+    src = AtNow(Layout(unified=unified))
     got = by_metric(src.collect(100.0, [container()]))
     assert got == {
         "cpu.limit_cores": 1.5,
@@ -125,7 +137,7 @@ def test_unified_first_collect_gives_gauges_only(unified):
 
 
 def test_unified_second_collect_gives_rates(unified):
-    src = CgroupfsSource(Layout(unified=unified))
+    src = AtNow(Layout(unified=unified))
     src.collect(100.0, [container()])
     d = unified / REL
     bump(d / "cpu.stat", r"^usage_usec (\d+)", 7_500_000)
@@ -161,7 +173,7 @@ def test_unlimited_means_absent(unified):
     d = unified / REL
     (d / "memory.max").write_text("max\n")
     (d / "cpu.max").write_text("max 100000\n")
-    src = CgroupfsSource(Layout(unified=unified))
+    src = AtNow(Layout(unified=unified))
     first = by_metric(src.collect(100.0, [container()]))
     assert "mem.limit_bytes" not in first and "mem.usage_ratio" not in first
     assert "cpu.limit_cores" not in first
@@ -174,7 +186,7 @@ def test_unlimited_means_absent(unified):
 
 
 def test_no_new_periods_means_no_throttled_ratio(unified):
-    src = CgroupfsSource(Layout(unified=unified))
+    src = AtNow(Layout(unified=unified))
     src.collect(100.0, [container()])
     assert "cpu.throttled_ratio" not in by_metric(src.collect(110.0, [container()]))
 
@@ -206,7 +218,7 @@ def test_task_count_falls_back_to_threads_over_the_subtree(unified):
 
 
 def test_vanished_cgroup_gives_no_samples(unified):
-    src = CgroupfsSource(Layout(unified=unified))
+    src = AtNow(Layout(unified=unified))
     assert src.collect(100.0, [container()])
     shutil.rmtree(unified / REL)
     assert src.collect(110.0, [container()]) == []
@@ -227,13 +239,13 @@ def test_cgroup_vanishing_mid_read_is_quiet(unified, monkeypatch, caplog):
     monkeypatch.setattr(cgroupfs, "read_file", read_then_remove)
     with caplog.at_level(logging.DEBUG, logger="cgwatch.sources.cgroupfs"):
         assert read_cgroup(Layout(unified=unified), REL) is None
-        assert CgroupfsSource(Layout(unified=unified)).collect(1.0, [container()]) == []
+        assert AtNow(Layout(unified=unified)).collect(1.0, [container()]) == []
     assert not caplog.records
 
 
 def test_malformed_and_empty_files_leave_keys_out(unified, caplog):
     plant(TD / "broken", unified / REL)
-    src = CgroupfsSource(Layout(unified=unified))
+    src = AtNow(Layout(unified=unified))
     with caplog.at_level(logging.WARNING, logger="cgwatch.sources.cgroupfs"):
         first = by_metric(src.collect(100.0, [container()]))
     assert "mem.usage_bytes" not in first and "mem.usage_ratio" not in first  # empty file
@@ -259,7 +271,7 @@ def test_empty_io_stat_is_zero_io(unified):
 
 def test_host_is_skipped_and_gone_containers_forgotten(unified):
     plant(TD / "v2", unified)  # the root's own files: every container's figures
-    src = CgroupfsSource(Layout(unified=unified))
+    src = AtNow(Layout(unified=unified))
     assert src.collect(100.0, [HOST]) == []
     src.collect(100.0, [container()])
     src.collect(110.0, [container()])
@@ -269,7 +281,7 @@ def test_host_is_skipped_and_gone_containers_forgotten(unified):
 
 
 def test_counter_going_backwards_gives_no_rate(unified):
-    src = CgroupfsSource(Layout(unified=unified))
+    src = AtNow(Layout(unified=unified))
     src.collect(100.0, [container()])
     bump(unified / REL / "cpu.stat", r"^usage_usec (\d+)", -1_000_000)  # recreated cgroup
     assert "cpu.cgroup_usage_cores" not in by_metric(src.collect(110.0, [container()]))
@@ -316,7 +328,7 @@ def test_hybrid_resolves_nested_v1_memory_from_proc(hybrid):
 
 def test_hybrid_collects_v1_gauges_then_rates(hybrid):
     root, layout = hybrid
-    src = CgroupfsSource(layout, proc_root=root / "proc")
+    src = AtNow(layout, proc_root=root / "proc")
     first = by_metric(src.collect(100.0, [container()]))
     assert first == {
         "cpu.limit_cores": 0.2,
@@ -351,7 +363,7 @@ def test_hybrid_without_members_guesses_same_path_then_resolves(hybrid):
     root, layout = hybrid
     procs = root / "unified" / REL / "cgroup.procs"
     procs.write_text("")
-    src = CgroupfsSource(layout, proc_root=root / "proc")
+    src = AtNow(layout, proc_root=root / "proc")
     assert by_metric(src.collect(100.0, [container()]))["mem.usage_bytes"] == 1.0  # the guess
     procs.write_text(f"{PID}\n")
     assert by_metric(src.collect(110.0, [container()]))["mem.usage_bytes"] == 24702976.0
@@ -397,7 +409,7 @@ def test_hybrid_bare_blkio_total_means_unknown_io(hybrid):
 
 def test_hybrid_v1_dir_that_disappears_is_resolved_again(hybrid):
     root, layout = hybrid
-    src = CgroupfsSource(layout, proc_root=root / "proc")
+    src = AtNow(layout, proc_root=root / "proc")
     assert "mem.usage_bytes" in by_metric(src.collect(100.0, [container()]))
     moved = root / "memory" / HASH / "moved" / CID
     moved.parent.mkdir(parents=True)
@@ -416,7 +428,7 @@ def test_v1_only_host(tmp_path):
     (tmp_path / "memory" / REL / "cgroup.procs").write_text(f"{PID}\n")
     proc_file(tmp_path / "proc", PID, memory=f"/{REL}")
     layout = Layout(v1={c: tmp_path / c for c in ("cpu", "cpuacct", "memory", "blkio", "pids")})
-    src = CgroupfsSource(layout, proc_root=tmp_path / "proc")
+    src = AtNow(layout, proc_root=tmp_path / "proc")
     got = by_metric(src.collect(100.0, [container()]))
     assert got["mem.limit_bytes"] == 64 * 2**20 and got["cpu.limit_cores"] == 0.2
     bump(tmp_path / "cpuacct" / REL / "cpuacct.usage", r"^(\d+)", 5_000_000_000)
@@ -424,3 +436,54 @@ def test_v1_only_host(tmp_path):
     for c in ("memory", "cpu", "cpuacct", "blkio", "pids"):
         shutil.rmtree(tmp_path / c / REL)
     assert src.collect(120.0, [container()]) == []
+
+
+# -- every rate over its own reads --------------------------------------------------
+
+
+def test_rates_are_over_each_containers_own_reads(unified, monkeypatch):
+    """Two containers whose counters grow steadily on the clock (0.5 cores, 2000
+    read bytes/s, 20 OOM kills/s, 10 % cpu pressure, 40 % of periods throttled;
+    all whole numbers at the 0.05 s steps the clock moves by).
+    Ticks come every second; each tick's reads start late and the collecting thread
+    stalls between the containers, by amounts that change from tick to tick. Every
+    rate reads the same every interval (over the ticks' `now` they were off by up to 3 %)."""
+    other = f"docker/{'b' * 64}"
+    plant(TD / "v2", unified / other)
+    t = [0.0]
+    real = cgroupfs.read_file
+
+    def steady(path: str) -> str:        # the files as the kernel would make them at t[0]
+        s, name = t[0], path.rsplit("/", 1)[1]
+        if name == "cpu.stat":
+            return (f"usage_usec {round(0.5e6 * s)}\nuser_usec 0\nsystem_usec 0\n"
+                    f"nr_periods {round(100 * s)}\nnr_throttled {round(40 * s)}\n")
+        if name == "io.stat":
+            return f"8:0 rbytes={round(2000 * s)} wbytes=0 rios=0 wios=0 dbytes=0 dios=0\n"
+        if name == "memory.events":
+            return f"low 0\nhigh 0\nmax 0\noom {round(20 * s)}\noom_kill {round(20 * s)}\n"
+        if name == "cpu.pressure":
+            return f"some avg10=0 avg60=0 avg300=0 total={round(1e5 * s)}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
+        return real(path)
+
+    monkeypatch.setattr(cgroupfs, "read_file", steady)
+    src = CgroupfsSource(Layout(unified=unified), clock=lambda: t[0])
+    web, db = container(), container(rel=other, cid="b" * 64)
+
+    def late(stall: float):
+        yield web
+        t[0] += stall                    # the thread waits for the GIL between them
+        yield db
+
+    for i, (lag, stall) in enumerate([(0.0, 0.2), (0.3, 0.0), (0.0, 0.4), (0.25, 0.05), (0.1, 0.3)]):
+        now = 100.0 + 10 * i
+        t[0] = now + lag
+        got = {(s.container.id, s.metric): s.value for s in src.collect(now, late(stall))}
+        if i == 0:
+            continue
+        for c in (web, db):
+            assert got[(c.id, "cpu.cgroup_usage_cores")] == pytest.approx(0.5)
+            assert got[(c.id, "io.read_bytes")] == pytest.approx(2000.0)
+            assert got[(c.id, "mem.oom_kills")] == pytest.approx(20.0)
+            assert got[(c.id, "psi.cpu_some")] == pytest.approx(10.0)
+            assert got[(c.id, "cpu.throttled_ratio")] == pytest.approx(0.4)

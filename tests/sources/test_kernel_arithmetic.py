@@ -1,5 +1,9 @@
 """Map-to-sample arithmetic of the BPF sources, without a kernel: cumulative
-per-cgroup counters in, per-container rates out."""
+per-cgroup counters in, per-container rates out.
+
+Sources read a fake clock (:class:`Clock`); :func:`at` reads the maps at the
+tick's ``now``, the rate tests at the end read them late, as the daemon does.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import numpy as np
 import pytest
 
 from cgwatch.model import HOST, Container
+from cgwatch.sources.base import Rates
 from cgwatch.sources.cpu import CpuSource, hist_quantile
 from cgwatch.sources.kernel import KernelSource, rate_samples
+from cgwatch.sources.mem import MemSource
 
 WEB = Container(id="a" * 64, name="web-1", runtime="docker", cgroup="docker/" + "a" * 64)
 DB = Container(id="b" * 64, name="db-1", runtime="docker", cgroup="docker/" + "b" * 64)
@@ -43,15 +49,35 @@ class FakeReader:
             self.map.pop(c, None)
 
 
+class Clock:
+    """A monotonic clock that moves only when the test says."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def source(cls: type, resolver: FakeResolver, tables: tuple[str, ...], t0: float) -> KernelSource:
+    """A source as loaded at ``t0`` (on the fake clock), with fake maps and no cgroupfs."""
     s = cls.__new__(cls)
     s.resolver = resolver
     s.absent = set()
     s.cflags = []
     s.readers = {t: FakeReader() for t in tables}
     s._prev = {t: {} for t in tables}
-    s._prev_ts = t0
+    s.clock = Clock(t0)
+    s._read_at = dict.fromkeys(tables, t0)
+    if isinstance(s, CpuSource):
+        s.cgroup2, s._files, s._usage = None, None, Rates()
     return s
+
+
+def at(s: KernelSource, now: float, containers: list[Container], lag: float = 0.0) -> list:
+    """One tick at ``now`` whose reads come ``lag`` seconds later."""
+    s.clock.t = now + lag
+    return s.collect(now, containers)
 
 
 def u64(*xs: int) -> np.ndarray:
@@ -64,9 +90,9 @@ def test_cpu_rates_sum_the_cgroups_of_a_container():
     s = source(CpuSource, res, ("cpu_stats",), t0=100.0)
     r = s.readers["cpu_stats"]
     r.map = {10: u64(0, 0, 0), 11: u64(0, 0, 0), 20: u64(0, 0, 0)}
-    s.collect(101.0, [WEB, DB])
+    at(s, 101.0, [WEB, DB])
     r.map = {10: u64(1_500_000_000, 100, 10), 11: u64(500_000_000, 50, 5), 20: u64(0, 0, 0)}
-    out = {(x.container.id, x.metric): x.value for x in s.collect(103.0, [WEB, DB])}
+    out = {(x.container.id, x.metric): x.value for x in at(s, 103.0, [WEB, DB])}
     assert out[(WEB.id, "cpu.usage_cores")] == pytest.approx(1.0)      # 2 s of CPU in 2 s
     assert out[(WEB.id, "cpu.ctx_switches")] == pytest.approx(75.0)
     assert out[(WEB.id, "cpu.involuntary_ctx_switches")] == pytest.approx(7.5)
@@ -77,7 +103,7 @@ def test_a_cgroup_seen_first_counts_from_zero_and_alive_idle_containers_report_z
     res = FakeResolver({10: WEB})
     s = source(CpuSource, res, ("cpu_stats",), t0=0.0)
     s.readers["cpu_stats"].map = {10: u64(2_000_000_000, 4, 0)}
-    out = {(x.container.id, x.metric): x.value for x in s.collect(4.0, [WEB, DB])}
+    out = {(x.container.id, x.metric): x.value for x in at(s, 4.0, [WEB, DB])}
     assert out[(WEB.id, "cpu.usage_cores")] == pytest.approx(0.5)
     assert out[(DB.id, "cpu.usage_cores")] == 0.0 and out[(DB.id, "cpu.ctx_switches")] == 0.0
 
@@ -87,15 +113,15 @@ def test_a_dead_cgroup_gives_its_last_counts_then_leaves_the_map():
     s = source(CpuSource, res, ("cpu_stats",), t0=0.0)
     r = s.readers["cpu_stats"]
     r.map = {10: u64(1_000_000_000, 10, 0), 11: u64(1_000_000_000, 10, 0)}
-    s.collect(1.0, [WEB])
+    at(s, 1.0, [WEB])
     r.map = {10: u64(2_000_000_000, 20, 0), 11: u64(1_500_000_000, 15, 0)}
     res.dead = {11}
-    out = {x.metric: x.value for x in s.collect(2.0, [WEB]) if x.container is WEB}
+    out = {x.metric: x.value for x in at(s, 2.0, [WEB]) if x.container is WEB}
     assert out["cpu.usage_cores"] == pytest.approx(1.5)   # 11's last half second counted
     assert r.deleted == [11]
     res.dead = set()
     r.map = {10: u64(3_000_000_000, 30, 0)}
-    out = {x.metric: x.value for x in s.collect(3.0, [WEB]) if x.container is WEB}
+    out = {x.metric: x.value for x in at(s, 3.0, [WEB]) if x.container is WEB}
     assert out["cpu.usage_cores"] == pytest.approx(1.0)   # never negative after the removal
 
 
@@ -104,9 +130,9 @@ def test_a_recreated_counter_restarts_instead_of_going_negative():
     s = source(CpuSource, res, ("cpu_stats",), t0=0.0)
     r = s.readers["cpu_stats"]
     r.map = {10: u64(5_000_000_000, 50, 5)}
-    s.collect(1.0, [WEB])
+    at(s, 1.0, [WEB])
     r.map = {10: u64(1_000_000_000, 10, 1)}      # smaller: the entry was recreated
-    out = {x.metric: x.value for x in s.collect(2.0, [WEB]) if x.container is WEB}
+    out = {x.metric: x.value for x in at(s, 2.0, [WEB]) if x.container is WEB}
     assert out["cpu.usage_cores"] == pytest.approx(1.0)
     assert all(v >= 0 for v in out.values())
 
@@ -120,13 +146,13 @@ def test_runq_latency_from_the_histogram_delta():
     before = np.zeros(31, dtype=np.uint64)          # oncpu, switches, invol, count, sum, 26 slots
     before[3], before[4], before[5 + 12] = 1000, 1000 * 5_000_000, 1000   # old: 1000 waits of ~4 ms
     s.readers["cpu_stats"].map = {10: before}
-    s.collect(1.0, [WEB])
+    at(s, 1.0, [WEB])
     after = before.copy()
     after[3] += 100
     after[4] += 100 * 20_000        # 100 waits of 20 us
     after[5 + 4] += 100             # slot 4: [16, 32) us
     s.readers["cpu_stats"].map = {10: after}
-    out = {x.metric: x.value for x in s.collect(2.0, [WEB]) if x.container is WEB}
+    out = {x.metric: x.value for x in at(s, 2.0, [WEB]) if x.container is WEB}
     assert out["cpu.runq_latency_avg_ms"] == pytest.approx(0.02)
     assert 0.016 <= out["cpu.runq_latency_p99_ms"] < 0.032
 
@@ -137,7 +163,7 @@ def test_no_wakeups_means_no_latency_sample_not_zero():
     s.cflags = ["-DCGW_RUNQ"]
     s.readers["cpu_stats"].nfields = 31
     s.readers["cpu_stats"].map = {10: np.zeros(31, dtype=np.uint64)}
-    metrics = {x.metric for x in s.collect(1.0, [WEB])}
+    metrics = {x.metric for x in at(s, 1.0, [WEB])}
     assert "cpu.usage_cores" in metrics
     assert "cpu.runq_latency_p99_ms" not in metrics and "cpu.runq_latency_avg_ms" not in metrics
 
@@ -157,3 +183,106 @@ def test_absent_metrics_are_never_reported():
 def test_hist_quantile_lands_in_the_right_bucket(slots, q, lo, hi):
     v = hist_quantile(slots, q)
     assert v is not None and lo <= v <= hi
+
+
+# -- every rate over its own reads -------------------------------------------------
+# Ticks come every second, but each tick's reads come a varying time after its
+# `now` (identity, ring buffers, the GIL: up to ~0.3 s under load), and the
+# containers of one tick are read one after another. A steady counter must read
+# steady: the rate is over the time between the two reads that produced it.
+
+class SteadyMap(FakeReader):
+    """A map whose cgroup 10 counts `per_s` of every field per second of the clock."""
+
+    def __init__(self, clock: Clock, per_s: tuple[int, ...]) -> None:
+        super().__init__()
+        self.clock, self.per_s = clock, per_s
+        self.nfields = len(per_s)
+
+    def read(self) -> dict[int, np.ndarray]:
+        return {10: np.array([round(r * self.clock.t) for r in self.per_s], dtype=np.uint64)}
+
+
+LAGS = [0.0, 0.3, 0.0, 0.25, 0.1, 0.0]      # how late each tick's reads come after its `now`
+
+
+def test_a_kernel_rate_is_over_its_own_reads_not_the_ticks():
+    """mem.page_faults (KernelSource.collect, as proc, mem and net use it) of a steady
+    1000 faults/s, read 0-0.3 s after ticks 1 s apart: 1000 every interval (over
+    the ticks' `now` it read 1300, 700, 1250, 850, 900)."""
+    s = source(MemSource, FakeResolver({10: WEB}), ("mem_stats",), t0=0.0)
+    s.readers["mem_stats"] = SteadyMap(s.clock, (1000,))
+    got = []
+    for i, lag in enumerate(LAGS):
+        out = at(s, 1.0 + i, [WEB], lag=lag)
+        got.append(next(x.value for x in out if x.metric == "mem.page_faults"))
+    assert got == [pytest.approx(1000.0)] * len(LAGS)   # the first: since load, at t0
+
+
+def test_a_read_that_comes_no_later_than_the_last_gives_nothing_and_loses_nothing():
+    s = source(MemSource, FakeResolver({10: WEB}), ("mem_stats",), t0=0.0)
+    s.readers["mem_stats"] = SteadyMap(s.clock, (1000,))
+    at(s, 1.0, [WEB])
+    assert at(s, 1.0, [WEB]) == []                   # the same moment: no interval
+    assert [x.value for x in at(s, 3.0, [WEB])] == [pytest.approx(1000.0)]
+
+
+class SteadyFiles:
+    """cgroup2 cpu.stat files of containers each using `cores[id]` cores of the clock."""
+
+    def __init__(self, clock: Clock, cores: dict[str, float]) -> None:
+        self.clock, self.cores = clock, cores
+        self.gone: set[str] = set()
+
+    def read(self, path: str) -> str:
+        cid = path.split("/")[-2]
+        if cid in self.gone:
+            raise FileNotFoundError(path)
+        return f"usage_usec {round(self.cores[cid] * self.clock.t * 1e6)}\nuser_usec 0\nsystem_usec 0\n"
+
+
+def late(clock: Clock, containers: list[Container], stall: float):
+    """The containers, with the collecting thread stalled `stall` s after the first."""
+    for i, c in enumerate(containers):
+        if i == 1:
+            clock.t += stall
+        yield c
+
+
+def test_cpu_usage_is_over_each_containers_own_reads():
+    """cpu.usage_cores from cpu.stat (0.5 and 0.25 cores), read late and with a stall
+    between the two containers; ctx_switches from the map, read late: all steady."""
+    res = FakeResolver({10: WEB, 20: DB})
+    s = source(CpuSource, res, ("cpu_stats",), t0=0.0)
+    s.readers["cpu_stats"] = SteadyMap(s.clock, (0, 200, 20))       # only cgroup 10 counts
+    s.cgroup2 = "/cg"
+    files = s._files = SteadyFiles(s.clock, {WEB.id: 0.5, DB.id: 0.25})
+    stalls = [0.2, 0.0, 0.4, 0.05, 0.0, 0.3]
+    got = []
+    for i, (lag, stall) in enumerate(zip(LAGS, stalls)):
+        out = at(s, 1.0 + i, late(s.clock, [WEB, DB], stall), lag=lag)
+        got.append({(x.container.id, x.metric): x.value for x in out})
+    for g in got[1:]:      # the first interval of a container is BPF's (0 here)
+        assert g[(WEB.id, "cpu.usage_cores")] == pytest.approx(0.5)
+        assert g[(DB.id, "cpu.usage_cores")] == pytest.approx(0.25)
+    for g in got:
+        assert g[(WEB.id, "cpu.ctx_switches")] == pytest.approx(200.0)
+        assert g[(WEB.id, "cpu.involuntary_ctx_switches")] == pytest.approx(20.0)
+    # a file gone for a tick: BPF's figure that tick, then cpu.stat over the two reads around the gap
+    files.gone = {DB.id}
+    out = {(x.container.id, x.metric): x.value for x in at(s, 10.0, [WEB, DB], lag=0.2)}
+    assert out[(DB.id, "cpu.usage_cores")] == 0.0 and out[(WEB.id, "cpu.usage_cores")] == pytest.approx(0.5)
+    files.gone = set()
+    out = {(x.container.id, x.metric): x.value for x in at(s, 11.0, [WEB, DB])}
+    assert out[(DB.id, "cpu.usage_cores")] == pytest.approx(0.25)
+
+
+def test_cpu_stat_going_backwards_gives_bpfs_figure_then_counts_from_the_new_value():
+    s = source(CpuSource, FakeResolver({10: WEB}), ("cpu_stats",), t0=0.0)
+    s.readers["cpu_stats"] = SteadyMap(s.clock, (250_000_000, 0, 0))   # BPF: 0.25 cores
+    s.cgroup2 = "/cg"
+    files = s._files = SteadyFiles(s.clock, {WEB.id: 0.5})
+    at(s, 1.0, [WEB])
+    files.cores[WEB.id] = 0.1                      # recreated: the counter is smaller
+    assert [x.value for x in at(s, 2.0, [WEB]) if x.metric == "cpu.usage_cores"] == [pytest.approx(0.25)]
+    assert [x.value for x in at(s, 3.0, [WEB]) if x.metric == "cpu.usage_cores"] == [pytest.approx(0.1)]

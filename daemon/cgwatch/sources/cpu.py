@@ -19,10 +19,10 @@ a throttled core. The file costs one read per container per interval, which
 the cgroupfs source pays as well.
 
 Every rate here is over the time between *its own* two reads, not between
-two ticks' ``now``: a tick's reads happen some time after ``now`` (identity,
-ring buffers, the thread waiting for the GIL or a CPU), and that lag changes
-from tick to tick. A 0.5-core container read 0.3 s late after an on-time read
-used to show 0.65 and then 0.35 cores.
+two ticks' ``now`` (see :mod:`.kernel`): the map's through
+:meth:`KernelSource.deltas`, each container's ``cpu.stat`` through
+:class:`~.base.Rates` fed with the time of that read. A 0.5-core container
+read 0.3 s late after an on-time read used to show 0.65 and then 0.35 cores.
 
 Run-queue latency comes from a log2 histogram per cgroup; its p99 is
 interpolated inside the bucket that holds the 99th percentile. Waits a CPU
@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..model import Container, Sample
+from .base import Rates
 from .bpf import Probe, kernel_version, raw_tracepoints, tracepoint_exists
 from .cgroupfs_layout import FileCache, Layout
 from .kernel import KernelSource, rate_samples
@@ -100,16 +100,15 @@ class CpuSource(KernelSource):
     #: the cgroup2 mount, whose cpu.stat files give containers' usage (None: BPF only)
     cgroup2: Path | None = None
     _files: FileCache | None = None
-    #: container id -> (usage_usec, time.monotonic() of that read)
-    _usage: dict[str, tuple[int, float]] = {}
-    #: how long after its tick's ``now`` the previous map read came (s)
-    _lag = 0.0
+    #: (container id,) -> (time of the read, usage_usec)
+    _usage: Rates | None = None
 
     def __init__(self, resolver, cflags: Iterable[str] = (), runq: bool = True,  # type: ignore[no-untyped-def]
                  cgroup2: Path | None = None) -> None:
         self.runq = runq
         self.cgroup2 = Layout.detect().unified if cgroup2 is None else cgroup2
         self._files = FileCache(USAGE_FILES)
+        self._usage = Rates()
         self.probes = (Probe("sched", "sched_switch", "CGW_HAVE_SWITCH", self.metrics),)
         if runq:
             self.probes += (
@@ -137,14 +136,9 @@ class CpuSource(KernelSource):
         return flags
 
     def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
-        dt = self.interval(now)
-        if dt <= 0:
-            return []
         containers = list(containers)
         flush_cpus()
-        d = self.deltas("cpu_stats", now)
-        lag = read_lag(now)
-        dt, self._lag = dt + lag - self._lag, lag      # the time the map deltas span
+        d, dt = self.deltas("cpu_stats", now)
         if dt <= 0:
             return []
         fields = {
@@ -167,43 +161,33 @@ class CpuSource(KernelSource):
         went backwards (the cgroup was made anew), is left out: BPF's figure stands.
         """
         out: dict[str, float] = {}
-        seen: dict[str, tuple[int, float]] = {}
+        rates, files, clock = self._usage, self._files, self.clock
+        if self.cgroup2 is None or files is None or rates is None:
+            return out
+        alive = set()
         for c in containers:
-            if c.runtime == "host" or not c.cgroup.strip("/") or self.cgroup2 is None or self._files is None:
+            rel = c.cgroup.strip("/")
+            if c.runtime == "host" or not rel:
                 continue
-            path = str(self.cgroup2 / c.cgroup.strip("/") / "cpu.stat")
+            alive.add(c.id)
+            path = f"{self.cgroup2}/{rel}/cpu.stat"
+            t0 = clock()
             try:
-                usec = _usage_usec(self._files.read(path))
+                text = files.read(path)
+                t = (t0 + clock()) / 2
+                usec = _usage_usec(text)
             except (OSError, ValueError):
                 continue
-            t = time.monotonic()
-            seen[c.id] = (usec, t)
-            before = self._usage.get(c.id)
-            if before is not None and usec >= before[0] and t > before[1]:
-                out[c.id] = (usec - before[0]) / 1e6 / (t - before[1])
-        self._usage = seen
+            r = rates.rate((c.id,), t, usec)
+            if r is not None:
+                out[c.id] = r / 1e6
+        rates.forget_except(alive)
         return out
 
     def close(self) -> None:
         if self._files is not None:
             self._files.close()
         super().close()
-
-
-#: a tick's ``now`` further than this from the clock is not a clock reading (a replay, a test)
-LAG_MAX = 60.0
-
-
-def read_lag(now: float, clock: float | None = None) -> float:
-    """How many seconds after ``now`` this read happens; 0 when ``now`` is not live.
-
-    >>> read_lag(100.0, clock=100.25)
-    0.25
-    >>> read_lag(100.0, clock=5000.0), read_lag(100.0, clock=99.0)
-    (0.0, 0.0)
-    """
-    lag = (time.time() if clock is None else clock) - now
-    return lag if 0.0 <= lag < LAG_MAX else 0.0
 
 
 def _usage_usec(text: str) -> int:

@@ -5,6 +5,13 @@ Counters stay cumulative in the kernel. Each read is compared with the
 previous one *per cgroup id*, the differences are summed per container (a
 container may span several cgroups), and entries of cgroups that are gone are
 deleted from the maps after their last counts were taken.
+
+A rate is a delta over the time between *the two reads that produced it*, each
+read timed as it happens (:meth:`KernelSource.deltas`), never over two ticks'
+``now``: a tick's reads come some time after ``now`` (identity, ring buffers,
+the collecting thread waiting for the GIL or a CPU), and that lag changes from
+tick to tick. The cgroupfs source and the cpu source's ``cpu.stat`` do the same
+per container (:class:`~cgwatch.sources.base.Rates` fed with read times).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ class KernelSource:
     metrics: tuple[str, ...] = ()
     #: metric -> index of the counter (in the first table's struct) it is the rate of
     rate_fields: dict[str, int] = {}
+    #: what every read is timed with (monotonic: a stepped wall clock bends no rate; tests fake it)
+    clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, resolver: Resolver, cflags: Iterable[str] = ()) -> None:
         self.resolver = resolver
@@ -51,7 +60,8 @@ class KernelSource:
         self.bpf = load(self.program, self.cflags)
         self.readers = {t: PerCpuTable(self.bpf[t]) for t in self.tables}
         self._prev: dict[str, dict[int, np.ndarray]] = {t: {} for t in self.tables}
-        self._prev_ts = time.time()
+        # the maps count from here on: a cgroup's first read is a delta from zero since load
+        self._read_at: dict[str, float] = dict.fromkeys(self.tables, self.clock())
         self._pending: list[Event] = []
         self._lost_reported = 0
         self._mono_offset = time.time() - time.monotonic()
@@ -67,24 +77,25 @@ class KernelSource:
 
     def collect(self, now: float, containers: Iterable[Container]) -> list[Any]:
         """Per-second rates of ``rate_fields`` for every container."""
-        dt = self.interval(now)
+        table = self.tables[0]
+        d, dt = self.deltas(table, now)
         if dt <= 0:
             return []
-        table = self.tables[0]
-        d = self.deltas(table, now)
         fields = {m: (lambda v, i=i: float(v[i]) / dt) for m, i in self.rate_fields.items()}
         return rate_samples(now, d, containers, self.readers[table].nfields, fields, self.absent)
 
     # -- counters ----------------------------------------------------------------
-    def interval(self, now: float) -> float:
-        """Seconds since the previous read; moves the mark to ``now``."""
-        dt = now - self._prev_ts
-        self._prev_ts = now
-        return dt
+    def deltas(self, table: str, now: float) -> tuple[Deltas, float]:
+        """Per-container sums of what each cgroup's counters grew since the last read
+        of ``table``, and the seconds between that read and this one.
 
-    def deltas(self, table: str, now: float) -> Deltas:
-        """Per-container sums of what each cgroup's counters grew since the last read."""
+        Each read is timed at its middle (the batch read of one map takes well under
+        a millisecond); ``now``, the tick's time, only names containers.
+        """
+        t0 = self.clock()
         cur = self.readers[table].read()
+        t = (t0 + self.clock()) / 2
+        dt, self._read_at[table] = t - self._read_at.get(table, t), t
         prev = self._prev[table]
         out: Deltas = {}
         dead = []
@@ -106,7 +117,7 @@ class KernelSource:
             for cgid in dead:
                 cur.pop(cgid, None)
         self._prev[table] = cur
-        return out
+        return out, dt
 
     # -- events ------------------------------------------------------------------
     def _open_ring(self) -> bool:
