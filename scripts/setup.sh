@@ -28,10 +28,11 @@ kver=$(uname -r)
 # (with promtool) and prometheus-alertmanager: the fleet tests run a real Prometheus
 # and a three-node Alertmanager cluster; iproute2: their network namespaces; docker.io
 # (containerd, runc), podman and busybox-static: the runtime tests run real containers of
-# an image made on the spot from busybox (tests/engines.py; no registry needed)
+# an image made on the spot from busybox (tests/engines.py; no registry needed); mmdebstrap:
+# the Kubernetes image test builds its Debian base from the archive (no registry to pull one)
 ((want_test)) && pkgs+=(bpftrace chromium fonts-dejavu-core gcc libc6-dev binutils prometheus
                         prometheus-alertmanager iproute2 docker.io containerd runc podman
-                        busybox-static)
+                        busybox-static mmdebstrap)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
