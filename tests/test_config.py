@@ -105,6 +105,10 @@ MISTAKES = [
      "notify.ops.url: not an http(s) URL"),
     ("notify:\n  ops: {type: slak, url: 'http://x/'}\n", 2, 15, "notify.ops.type: unknown sink type 'slak' (did you mean 'slack'?)"),
     ("notify:\n  ops: {url: 'http://x/'}\n", 2, 3, "notify.ops: missing key 'type'"),
+    # issue 15: a list or mapping as the type was a TypeError (a traceback, and SIGHUP killed the daemon)
+    ("notify: {hook: {type: [webhook], url: 'http://127.0.0.1:9/x'}}\n", 1, 23,
+     "notify.hook.type: must be one of journald, webhook, slack, alertmanager, stdout, file, not a list"),
+    ("notify:\n  hook:\n    type: {webhook: 1}\n", 3, 11, "notify.hook.type: must be one of journald"),
     ("notify:\n  ops: webhook\n", 2, 8, "notify.ops: must be a mapping"),
     ("notify:\n  ops: {type: stdout, min_severity: warn}\n", 2, 37, "notify.ops.min_severity: Input should be 'info'"),
     ("notify:\n  ops: {type: stdout, group_wait: soon}\n", 2, 35, "notify.ops.group_wait: 'soon' is not a duration"),

@@ -279,6 +279,23 @@ class Config(BaseModel):
         return self.collectors.get("exit_codes", True)
 
 
+def _kind_of(value: Any) -> str:
+    """What a YAML value is, in words (never the value: it may be a secret).
+
+    >>> _kind_of(["webhook"]), _kind_of({}), _kind_of(3), _kind_of(None)
+    ('a list', 'a mapping', 'a number', 'null')
+    """
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null" if value is None else "a string"
+
+
 def _hint(name: str, known: Any) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(known)}"
@@ -399,6 +416,9 @@ def _notify(r: _Reader, raw: Any) -> dict[str, SinkConfig]:
         kind = entry.get("type")
         if kind is None:
             raise r.at(loc, f"notify.{name}: missing key 'type' (one of {', '.join(SINKS)})", key=True)
+        if not isinstance(kind, str):
+            raise r.at((*loc, "type"), f"notify.{name}.type: must be one of {', '.join(SINKS)}, "
+                                       f"not {_kind_of(kind)}")
         if kind not in SINKS:
             raise r.at((*loc, "type"), f"notify.{name}.type: unknown sink type '{kind}' ({_hint(str(kind), SINKS)})")
         cls = sink_class(kind).Config
