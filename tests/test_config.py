@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -204,3 +208,74 @@ def test_auth_token_file_and_loopback(tmp_path: Path) -> None:
         assert load_config(write(tmp_path, f"listen: {listen}\n")).auth.token is None
     (tmp_path / "empty").write_text("\n")
     assert "is empty" in error(write(tmp_path, "auth: {token_file: empty}\n")).message
+
+
+# -- secret files: small regular files only (issue 15, part 5) -------------------------------------
+
+LOAD_EACH = """
+import sys
+from cgwatch.config import ConfigError, load_config
+for path in sys.argv[1:]:
+    try:
+        load_config(path)
+        print("ok")
+    except ConfigError as e:
+        print(e)
+"""
+
+
+def load_each(paths: list[str]) -> list[str]:
+    """load_config on each file in a child with 2 GiB of address space and a minute at most:
+    the bug these guard against read /dev/zero until the machine ran out of memory, or waited
+    for a FIFO's writer for ever."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    p = subprocess.run([sys.executable, "-c", LOAD_EACH, *paths], capture_output=True, text=True, timeout=60,
+                       preexec_fn=limit)
+    assert (p.returncode, p.stderr) == (0, ""), p.stderr[-2000:]
+    return p.stdout.splitlines()
+
+
+def test_secret_files_must_be_small_regular_files(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big").write_text("x" * (64 * 1024 + 1))
+    (tmp_path / "limit").write_text("h" * (64 * 1024 - 1) + "\n")
+    cases = [      # (config text, the one line it must give, after FILE:)
+        ("notify:\n  ops: {type: slack, url_file: /dev/zero}\n",
+         "2:32: notify.ops.url_file: /dev/zero is a character device, not a regular file"),
+        (f"notify:\n  ops: {{type: slack, url_file: {tmp_path}/fifo}}\n",
+         f"2:32: notify.ops.url_file: {tmp_path}/fifo is a FIFO, not a regular file"),
+        (f"notify:\n  ops: {{type: slack, url_file: {tmp_path}/big}}\n",
+         f"2:32: notify.ops.url_file: {tmp_path}/big is too large (65537 bytes, limit 64 KiB)"),
+        (f"notify:\n  ops: {{type: slack, url_file: {tmp_path}}}\n",
+         f"2:32: notify.ops.url_file: {tmp_path} is a directory, not a regular file"),
+        ("notify:\n  hook:\n    type: webhook\n    url: http://127.0.0.1:9/x\n    secret_file: /dev/zero\n",
+         "5:18: notify.hook.secret_file: /dev/zero is a character device, not a regular file"),
+        ("auth: {token_file: /dev/zero}\n", "1:20: auth.token_file: /dev/zero is a character device, not a regular file"),
+        ("auth: {token_file: fifo}\n", "1:20: auth.token_file: fifo is a FIFO, not a regular file"),
+        ("auth: {token_file: big}\n", "1:20: auth.token_file: big is too large (65537 bytes, limit 64 KiB)"),
+        ("kubernetes:\n  kubelet_url: https://127.0.0.1:10250\n  token_file: /dev/zero\n",
+         "3:15: kubernetes.token_file: /dev/zero is a character device, not a regular file"),
+        (f"kubernetes:\n  kubelet_url: https://127.0.0.1:10250\n  ca_file: {tmp_path}/fifo\n",
+         f"3:12: kubernetes.ca_file: {tmp_path}/fifo is a FIFO, not a regular file"),
+        (f"kubernetes:\n  kubelet_url: https://127.0.0.1:10250\n  ca_file: {tmp_path}/big\n",
+         f"3:12: kubernetes.ca_file: {tmp_path}/big is too large (65537 bytes, limit 64 KiB)"),
+        ("listen: 0.0.0.0:9477\nauth: {token_file: limit}\n", "ok"),        # 64 KiB exactly is fine
+        ("kubernetes:\n  kubelet_url: https://127.0.0.1:10250\n  token_file: /nonexistent/token\n", "ok"),
+    ]
+    paths = [write(tmp_path, text, f"c{i}.yaml") for i, (text, _) in enumerate(cases)]
+    got = load_each(paths)
+    assert got == [want if want == "ok" else f"{path}:{want}" for path, (_, want) in zip(paths, cases)]
+
+
+def test_read_small_file_refuses_what_changed_after_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The type is checked again on what was opened, and the read stops one byte past the limit."""
+    from cgwatch import config
+
+    (tmp_path / "grows").write_text("y" * 100)
+    monkeypatch.setattr(config, "check_small_file", lambda path, limit=0: None)   # as if it grew since
+    with pytest.raises(ValueError, match=r"grows is too large \(more than 10 bytes\)"):
+        config.read_small_file(tmp_path / "grows", limit=10)
+    with pytest.raises(ValueError, match="/dev/zero is a character device"):
+        config.read_small_file("/dev/zero")

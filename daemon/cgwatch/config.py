@@ -28,7 +28,10 @@ tls_verify, refresh: 30s}``: pod names and labels from the kubelet).
 
 A sink's secret keys (webhook ``url``/``secret``, slack ``url``) may instead be
 ``KEY_file: PATH`` (read at load, trailing newline dropped) or
-``KEY_env: VARIABLE``. No secret value ever appears in an error.
+``KEY_env: VARIABLE``. No secret value ever appears in an error. A secret file
+(``KEY_file``, ``auth.token_file``, ``kubernetes.token_file``/``ca_file``) must be a
+regular file of at most 64 KiB: a device, a FIFO or a bigger file is refused
+before it is read (:func:`read_small_file`).
 
 >>> cfg = load_config(None)
 >>> cfg.interval, cfg.listen, list(cfg.notify), cfg.notify["journal"].type
@@ -43,6 +46,7 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +65,66 @@ _TAG = "tag:yaml.org,2002:"
 _CONSTRUCT = yaml.constructor.SafeConstructor()
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _LISTEN = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):(\d{1,5})\Z")
+#: the most a secret file (KEY_file, auth.token_file, kubernetes token_file/ca_file) may hold
+MAX_SECRET_FILE = 64 * 1024
+
+
+def _file_kind(mode: int) -> str:
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _limit(limit: int) -> str:
+    return f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} bytes"
+
+
+def check_small_file(path: str | os.PathLike[str], limit: int = MAX_SECRET_FILE) -> None:
+    """ValueError (one line, naming ``path``, never its content) unless ``path`` is a regular file
+    of at most ``limit`` bytes; OSError if it cannot be looked at."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{os.fspath(path)} is {_file_kind(st.st_mode)}, not a regular file")
+    if st.st_size > limit:
+        raise ValueError(f"{os.fspath(path)} is too large ({st.st_size} bytes, limit {_limit(limit)})")
+
+
+def read_small_file(path: str | os.PathLike[str], limit: int = MAX_SECRET_FILE) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes (a token, a URL).
+
+    Nothing else is read: not /dev/zero, a FIFO (opening one would wait for a writer) or a
+    file that is too large, each refused with a one-line ValueError that names the path and
+    never the content; OSError (with ``strerror``) if it cannot be opened.
+
+    >>> read_small_file("/dev/zero")
+    Traceback (most recent call last):
+    ...
+    ValueError: /dev/zero is a character device, not a regular file
+    """
+    check_small_file(path, limit)         # before opening: a device's open may do something
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)                 # what was opened, should it have changed since
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{os.fspath(path)} is {_file_kind(st.st_mode)}, not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ValueError(f"{os.fspath(path)} is too large (more than {_limit(limit)})")
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{os.fspath(path)} is not UTF-8 text") from None
 
 
 class ConfigError(Exception):
@@ -375,6 +439,19 @@ def _from_pydantic(r: _Reader, e: ValidationError, prefix: tuple[Any, ...], fiel
     return r.at(loc, f"{_dotted(loc)}: {msg}")
 
 
+def _read_secret(r: _Reader, loc: tuple[Any, ...], path: str | os.PathLike[str], shown: str) -> str:
+    """A secret file's text, trailing newline dropped, or a ConfigError at ``loc`` naming ``shown``."""
+    try:
+        value = read_small_file(path).rstrip("\r\n")
+    except OSError as ex:
+        raise r.at(loc, f"{_dotted(loc)}: cannot read {shown}: {ex.strerror or type(ex).__name__}") from None
+    except ValueError as ex:
+        raise r.at(loc, f"{_dotted(loc)}: {str(ex).replace(os.fspath(path), shown, 1)}") from None
+    if not value.strip():
+        raise r.at(loc, f"{_dotted(loc)}: {shown} is empty")
+    return value
+
+
 def _secrets(r: _Reader, name: str, entry: dict[str, Any], cls: type[SinkConfig]) -> None:
     """Replace ``KEY_file`` / ``KEY_env`` by ``KEY`` in one sink's entry, in place."""
     for key in cls.SECRETS:
@@ -388,13 +465,7 @@ def _secrets(r: _Reader, name: str, entry: dict[str, Any], cls: type[SinkConfig]
         if not isinstance(ref, str) or not ref:
             raise r.at(loc, f"{_dotted(loc)}: must be a {'file name' if how.endswith('_file') else 'variable name'}")
         if how.endswith("_file"):
-            try:
-                value = Path(ref).read_text(encoding="utf-8").rstrip("\r\n")
-            except (OSError, UnicodeDecodeError) as ex:
-                raise r.at(loc, f"{_dotted(loc)}: cannot read {ref}: "
-                                f"{getattr(ex, 'strerror', None) or 'not UTF-8 text'}") from None
-            if not value.strip():
-                raise r.at(loc, f"{_dotted(loc)}: {ref} is empty")
+            value = _read_secret(r, loc, ref, ref)
         else:
             value = os.environ.get(ref, "")
             if not value:
@@ -481,6 +552,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
                              {"auth": [*AuthConfig.model_fields, "token_file"],
                               "profiles": list(ProfilesConfig.model_fields),
                               "kubernetes": list(KubernetesConfig.model_fields)}) from None
+    if cfg.kubernetes is not None:
+        _kubernetes_files(r, cfg.kubernetes)
     if cfg.auth.token is None and not is_loopback(cfg.listen):
         raise r.at(("listen",), f"listen: {cfg.listen} is not a loopback address, so the dashboard and API "
                                 "need a token: set auth.token or auth.token_file")
@@ -497,12 +570,21 @@ def _token_file(r: _Reader, auth: dict[str, Any], base: Path) -> None:
     ref = auth.pop("token_file")
     if not isinstance(ref, str) or not ref:
         raise r.at(loc, "auth.token_file: must be a file name")
-    try:
-        value = (base / os.path.expanduser(ref)).read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as ex:
-        raise r.at(loc, f"auth.token_file: cannot read {ref}: "
-                        f"{getattr(ex, 'strerror', None) or 'not UTF-8 text'}") from None
-    if not value.strip():
-        raise r.at(loc, f"auth.token_file: {ref} is empty")
-    auth["token"] = value
+    auth["token"] = _read_secret(r, loc, base / os.path.expanduser(ref), ref)
     r.marks[("auth", "token")] = r.marks[loc]
+
+
+def _kubernetes_files(r: _Reader, k: KubernetesConfig) -> None:
+    """``kubernetes.token_file``/``ca_file`` are read later (the token at every refresh: it
+    rotates), so a missing one is not an error here; one that is there must be a small regular file."""
+    for key in ("token_file", "ca_file"):
+        path = getattr(k, key)
+        if not path or not os.path.exists(path):
+            continue
+        try:
+            check_small_file(path)
+        except OSError as ex:
+            raise r.at(("kubernetes", key), f"kubernetes.{key}: cannot read {path}: "
+                                            f"{ex.strerror or type(ex).__name__}") from None
+        except ValueError as ex:
+            raise r.at(("kubernetes", key), f"kubernetes.{key}: {ex}") from None
