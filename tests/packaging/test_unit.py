@@ -51,6 +51,8 @@ def test_unit_has_the_required_settings() -> None:
         "RuntimeDirectory": "cgwatch", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
         "ExecStart": "/opt/cgwatch/bin/cgwatch run --config /etc/cgwatch/config.yaml",
         "ExecReload": "/bin/kill -HUP $MAINPID",
+        # not systemd's default soft limit of 1,024 descriptors, which idle HTTP connections exhausted (issue 15)
+        "LimitNOFILE": "65536:65536",
     }
     for key, value in want.items():
         assert s.get(key) == [value], key
@@ -68,12 +70,12 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 @needs_analyze
-def test_security_exposure_is_at_most_5(tmp_path: Path) -> None:
+def test_security_exposure_is_at_most_3_3(tmp_path: Path) -> None:
     r = subprocess.run([ANALYZE, "security", "--offline=yes", str(runnable_copy(tmp_path))],
                        capture_output=True, text=True)
     m = re.search(r"Overall exposure level for cgwatch\.service: (\d+\.\d+)", r.stdout)
     assert m, r.stdout + r.stderr
-    assert float(m.group(1)) <= 5.0, r.stdout
+    assert float(m.group(1)) <= 3.3, r.stdout
 
 
 def cgwatch_check(cgwatch: Path | str, config: Path, **env: str) -> subprocess.CompletedProcess[str]:
