@@ -20,7 +20,10 @@ CPU profiles              ``/api/v1/containers/{id}/profiles``, ``/api/v1/profil
 ========================  =====================================================
 
 Every response carries the security headers of :mod:`cgwatch.web.security`;
-with a ``token`` every request must show it.
+with a ``token`` every request must show it. :func:`serve` caps open
+connections, closes slow and idle ones and rate-limits repeated log lines
+(:mod:`cgwatch.web.limits`), so that a flood of connections cannot take the
+descriptors collection and alert delivery need.
 
 Examples
 --------
@@ -40,7 +43,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from . import dashboard, handlers
+from . import dashboard, handlers, limits
 from .handlers import REGISTRY_KEY, VIEW_KEY, error, json_response
 from .metrics import make_registry
 from .security import add_headers, auth_middleware, limits_middleware
@@ -137,21 +140,31 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return m["v6"] or m["host"], port
 
 
-async def serve(app: web.Application, listen: str = DEFAULT_LISTEN) -> web.AppRunner:
+async def serve(app: web.Application, listen: str = DEFAULT_LISTEN, *,
+                max_connections: int = limits.MAX_CONNECTIONS, header_timeout: float = limits.HEADER_TIMEOUT,
+                keepalive_timeout: float = limits.KEEPALIVE_TIMEOUT) -> web.AppRunner:
     """Serve ``app`` on ``listen`` in the running loop; the caller awaits ``runner.cleanup()`` to stop.
 
     Raises OSError saying which address could not be bound and why (a busy port
     says so), and ValueError for a malformed ``listen``. ``runner.addresses``
-    holds the bound socket addresses (useful with port 0).
+    holds the bound socket addresses (useful with port 0), ``runner.limits`` the
+    :class:`~cgwatch.web.limits.Limits` and their counters.
+
+    At most ``max_connections`` connections are open at once (the next is closed
+    at once); a request head must be complete within ``header_timeout`` seconds;
+    a keep-alive connection idle for ``keepalive_timeout`` seconds is closed.
+    The soft open-file limit is raised to the hard one first.
     """
     host, port = parse_listen(listen)
+    limits.raise_nofile()
     # a scrape every few seconds does not belong in the journal; request lines up to 16 KiB reach the
     # app, which answers a query string over 2 KiB with a JSON 414
     # at shutdown, a request still running (a live stream) gets a second, not aiohttp's default minute
-    runner = web.AppRunner(app, access_log=None, max_line_size=16384, shutdown_timeout=1.0)
+    runner = limits.LimitedRunner(app, limits=limits.Limits(max_connections, header_timeout), access_log=None,
+                                  max_line_size=16384, shutdown_timeout=1.0, keepalive_timeout=keepalive_timeout)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, backlog=limits.BACKLOG).start()
     except OSError as exc:
         await runner.cleanup()
         if exc.errno == errno.EADDRINUSE:
