@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cgwatch.rules.template import MAX_OUTPUT, VARIABLES, TemplateError, compile_template, human_duration
+from cgwatch.rules.template import MAX_OUTPUT, TRUNCATED, VARIABLES, TemplateError, compile_template, human_duration
 
 CTX = {"container": "web-1", "id": "4f1c", "image": "nginx:1.27", "runtime": "docker", "labels": {"env": "prod"},
        "value": 0.97312, "rule": "cpu-hog", "severity": "warning", "event": {"comm": "sh", "pid": 42}}
@@ -39,9 +39,7 @@ def test_variables_may_come_as_keywords_and_default_to_none() -> None:
 @pytest.mark.parametrize(("src", "why"), [
     ("{{ event.code }} exited", "UndefinedError"),          # a field this event lacks
     ("{{ value | round(2) }}", "TypeError"),                # an event rule's value is None
-    ("{{ value.__class__ }}", "SecurityError"),             # the sandbox
-    ("{{ 'x' * 100000000 }}", "SecurityError"),             # no memory bombs
-    ("{{ 2 ** 10000000 }}", "SecurityError"),
+    ("{{ value.__class__ }}", "SecurityError"),             # the sandbox (bombs: test_template_bounds.py)
     ("{{ labels.update({'a': 1}) }}", "SecurityError"),      # immutable
     ("{{ 1 / 0 }}", "ZeroDivisionError"),
 ])
@@ -56,7 +54,7 @@ def test_render_errors_give_the_source_and_log_once(src: str, why: str, caplog: 
 
 def test_output_is_cut() -> None:
     out = compile_template("{% for c in container * 2000 %}{{ c }}{% endfor %}").render(container="abcdefghij")
-    assert len(out) == MAX_OUTPUT and out.endswith("…")
+    assert len(out) == MAX_OUTPUT and out.endswith(TRUNCATED)
 
 
 @pytest.mark.parametrize(("src", "message", "line"), [

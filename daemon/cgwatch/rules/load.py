@@ -308,7 +308,7 @@ class _FileLoader(FileReader):
             for_s = got if got is not None else 0.0
         repeat_s = self.duration(f["repeat"][1], "repeat", MIN_REPEAT, None) if "repeat" in f else None
         select = self._select(f["select"][1]) if "select" in f else Select()
-        summary = self._summary(f["summary"][1]) if "summary" in f else None
+        summary = self._summary(f["summary"][1], name) if "summary" in f else None
         description = self.text(f["description"][1], "description") if "description" in f else ""
         enabled = self.boolean(f["enabled"][1], "enabled") if "enabled" in f else True
         notify = self.names_list(f["notify"][1], "notify", "receiver names") if "notify" in f else ()
@@ -380,7 +380,7 @@ class _FileLoader(FileReader):
                 out[name] = text
         return out
 
-    def _summary(self, node: Node) -> Template | None:
+    def _summary(self, node: Node, rule: str | None) -> Template | None:
         text = self.text(node, "summary")
         if text is None:
             return None
@@ -391,7 +391,10 @@ class _FileLoader(FileReader):
             lines = text.split("\n")
             line = max(1, min(e.line, len(lines)))
             offset = sum(len(x) + 1 for x in lines[: line - 1])
-            self.add(self.src.in_scalar(node, offset, max(1, len(lines[line - 1])), f"summary: {e.message}"))
+            message = f"summary: {e.message}"
+            if e.bound:       # a bomb: say whose, as rules check's one line is all some will read
+                message += f" (rule '{rule or '?'}')"
+            self.add(self.src.in_scalar(node, offset, max(1, len(lines[line - 1])), message))
             return None
 
 
