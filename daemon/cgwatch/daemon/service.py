@@ -316,7 +316,13 @@ class Daemon:
     # -- reload --------------------------------------------------------------------------------
 
     async def reload(self) -> bool:
-        """SIGHUP: read config and rules again; keep the old ones if either is broken."""
+        """SIGHUP: read config and rules again; keep the old ones if either is broken.
+
+        A mistake in a file is its one ``FILE:LINE:COL`` line; anything unexpected while
+        reading or applying them (a bug: it must not end the daemon) is one line with the
+        exception's type, the traceback only at debug level. Either way the old config and
+        rules stay, the daemon goes on, and ``STATUS`` says ``reload FAILED``.
+        """
         assert self.pipeline is not None and self.cfg is not None and self.store is not None
         c = self.pipeline.counters
         c.reloads += 1
@@ -324,26 +330,42 @@ class Daemon:
         try:
             cfg, rules = self._load()
             sinks = build_sinks(cfg.notify) if cfg.notify != self.cfg.notify else None
-        except (StartError, ValueError, KeyError) as e:
-            c.reload_ok, c.reload_error = False, str(e)
-            log.error("reload failed, the old config and rules stay: %s", e)
-            self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
-            return False
+            manager = None
+            if sinks is not None or cfg.host != self.cfg.host:     # made before anything changes
+                manager = AlertManager(self.store, sinks if sinks is not None else self.pipeline.manager.sinks,
+                                       {r.name: r for r in rules}, host=cfg.host)
+        except (StartError, ConfigError, ValueError, KeyError) as e:   # rule errors come as StartError
+            return self._reload_failed(str(e))
+        except Exception as e:     # the last line of defence: one line, the old config runs on
+            log.debug("reload failed", exc_info=True)
+            return self._reload_failed(f"unexpected {type(e).__name__}: {e}")
         for key in RESTART_KEYS:
             if getattr(cfg, key) != getattr(self.cfg, key):
                 log.warning("reload: '%s' changed; that takes effect at the next restart", key)
-        self.pipeline.replace_rules(rules, time.time())
-        if sinks is not None or cfg.host != self.cfg.host:
-            manager = AlertManager(self.store, sinks if sinks is not None else self.pipeline.manager.sinks,
-                                   {r.name: r for r in rules}, host=cfg.host)
-            await self.pipeline.replace_sinks(manager)
-            _drop_orphans(self.store, cfg.notify)
+        try:
+            self.pipeline.replace_rules(rules, time.time())
+            if manager is not None:
+                await self.pipeline.replace_sinks(manager)
+                _drop_orphans(self.store, cfg.notify)
+        except Exception as e:
+            log.debug("reload failed", exc_info=True)
+            return self._reload_failed(f"unexpected {type(e).__name__} while applying it: {e}")
         self.cfg = cfg.model_copy(update={k: getattr(self.cfg, k)
                                           for k in RESTART_KEYS})
         c.reload_ok, c.reload_error = True, ""
         log.info("reloaded: %d rules, %d sinks", len(rules), len(cfg.notify))
         self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
         return True
+
+    def _reload_failed(self, why: str) -> bool:
+        """Log and report a failed reload in one line; the old config and rules stay."""
+        assert self.pipeline is not None
+        why = " ".join(why.split())
+        c = self.pipeline.counters
+        c.reload_ok, c.reload_error = False, why
+        log.error("reload failed, the old config and rules stay: %s", why)
+        self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
+        return False
 
     # -- run -----------------------------------------------------------------------------------
 
