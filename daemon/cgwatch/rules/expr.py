@@ -10,7 +10,8 @@ parentheses, ``> >= < <= == !=``, ``and or not``, ``abs(x)`` and the window func
 single or double quotes (escapes ``\\"`` ``\\'`` ``\\\\``), numbers, comparisons,
 ``x in [...]`` / ``x not in [...]`` over literals, ``and or not`` and
 ``startswith(s, prefix)``, ``endswith(s, suffix)``, ``contains(s, substring)`` and
-``glob(s, pattern)`` (:func:`fnmatch.fnmatchcase`: case-sensitive ``* ? [seq]``). The
+``glob(s, pattern)`` (:func:`fnmatch.fnmatchcase`: case-sensitive ``* ? [seq]``; a pattern
+read from a field, not written, is unknown past 4096 characters, the longest one could write). The
 whole expression must be a condition. Nothing else exists: no attribute access, indexing,
 other calls, imports; nothing of the text is ever handed to ``eval``.
 
@@ -32,6 +33,7 @@ the three-valued logic costs nothing on the common paths.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import operator
 import re
@@ -42,7 +44,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .context import Context, DictContext
-from .lexer import ExprError
+from .lexer import MAX_LENGTH, ExprError
 from .parser import parse
 from .tree import FUNCTIONS, Arith, BoolOp, Call, Compare, Field, In, Metric, Neg, Node, Not, Num, Str, Window, walk
 from .windows import WINDOW, quantile
@@ -337,10 +339,10 @@ def _string_call(node: Call) -> Fn:
     pattern = _const(node.args[1])
     if node.func == "glob" and isinstance(pattern, str):
         match = re.compile(fnmatch.translate(pattern)).match
-        test: Callable[[str, str], bool] = lambda s, p: match(s) is not None  # noqa: E731
+        test: Callable[[str, str], bool | None] = lambda s, p: match(s) is not None  # noqa: E731
     else:
         test = {"startswith": str.startswith, "endswith": str.endswith, "contains": operator.contains,
-                "glob": fnmatch.fnmatchcase}[node.func]
+                "glob": _glob}[node.func]
 
     def string_call(ctx: Any, now: float) -> bool | None:
         s, p = fs(ctx, now), fp(ctx, now)
@@ -348,6 +350,19 @@ def _string_call(node: Call) -> Fn:
             return None
         return test(s, p)
     return string_call
+
+
+def _glob(s: str, pattern: str) -> bool | None:
+    """``glob`` with a pattern read from data: compiled patterns are cached, a few
+    hundred at most (fnmatch's own cache keeps 32768 of any length)."""
+    if len(pattern) > MAX_LENGTH:
+        return None
+    return _glob_matcher(pattern)(s) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_matcher(pattern: str) -> Callable[[str], Any]:
+    return re.compile(fnmatch.translate(pattern)).match
 
 
 # -- the alert's value --------------------------------------------------------------------

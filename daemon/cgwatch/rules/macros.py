@@ -24,6 +24,10 @@ from .lexer import MAX_LENGTH
 MAX_DEPTH = 8
 #: an expression may not grow past the compiler's limit by expansion
 MAX_EXPANDED = MAX_LENGTH
+#: all the expansions of one file together (checking its macros, then its
+#: rules) may not grow past what a rule file may hold: macros shorten what
+#: one writes, they do not multiply what the compiler reads
+MAX_TOTAL = 1 << 20
 #: words of the expression language a macro or list may not be named
 RESERVED = frozenset({"and", "or", "not", "in", "true", "false", "null", "none", "True", "False", "None"})
 #: what a macro or list name looks like
@@ -80,6 +84,10 @@ class _TooLong(Exception):
     pass
 
 
+class _TooMuch(Exception):
+    pass
+
+
 class Expander:
     """Expands the macros and lists of one rule file.
 
@@ -91,16 +99,26 @@ class Expander:
     cgwatch.rules.macros.MacroError: macro cycle: a -> b -> a
     """
 
-    __slots__ = ("macros", "lists", "broken")
+    __slots__ = ("macros", "lists", "broken", "spent")
 
     def __init__(self, macros: Mapping[str, str], lists: Mapping[str, Sequence[str | float]],
                  broken: Iterable[str] = ()) -> None:
         self.macros = dict(macros)
         self.lists = {k: _literal(v) for k, v in lists.items()}
         self.broken = frozenset(broken)
+        #: characters expanded so far, failed expansions included (at most MAX_TOTAL)
+        self.spent = 0
 
     def expand(self, text: str, macro: str | None = None) -> Expanded:
-        """Expand ``text`` (the rule's own, or macro ``macro``'s definition)."""
+        """Expand ``text`` (the rule's own, or macro ``macro``'s definition).
+
+        >>> x = Expander({"z": " + ".join(["cpu.usage_cores"] * 200)}, {})
+        >>> for i in range(400):
+        ...     _ = x.expand("z > 1")
+        Traceback (most recent call last):
+        ...
+        cgwatch.rules.macros.MacroError: macros expand this file's expressions to more than 1048576 characters in all
+        """
         chars: list[str] = []
         origins: list[Origin] = []
         try:
@@ -108,10 +126,17 @@ class Expander:
         except _TooLong:
             raise MacroError(macro, 0, len(text),
                              f"expression longer than {MAX_EXPANDED} characters after expanding macros") from None
+        except _TooMuch:
+            raise MacroError(macro, 0, len(text), f"macros expand this file's expressions to more than "
+                             f"{MAX_TOTAL} characters in all", key=("total",)) from None
+        finally:
+            self.spent += len(origins)
         return Expanded("".join(chars), tuple(origins))
 
     def _expand(self, text: str, src: str | None, stack: tuple[str, ...],
                 chars: list[str], origins: list[Origin]) -> None:
+        if self.spent + len(origins) > MAX_TOTAL:
+            raise _TooMuch
         pos = 0
         for m in _TOKEN.finditer(text):
             name = m["name"]
@@ -144,6 +169,8 @@ class Expander:
             pos = m.end()
             if len(origins) > MAX_EXPANDED:
                 raise _TooLong
+            if self.spent + len(origins) > MAX_TOTAL:
+                raise _TooMuch
         if pos < len(text):
             chars.append(text[pos:])
             origins.extend((src, i, 1) for i in range(pos, len(text)))

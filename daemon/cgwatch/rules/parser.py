@@ -5,7 +5,9 @@ first: ``or``, ``and``, ``not``, comparisons and ``in`` (not chainable), ``+ -``
 unary ``-``. It also checks what the language allows where, so every mistake is an
 :class:`ExprError` with the offset of the offending text: names and functions of the wrong
 kind, arity, window arguments, conditions where values belong and values where conditions
-belong, and the limits (:data:`MAX_DEPTH` levels, windows up to 7d).
+belong, and the limits (:data:`MAX_DEPTH` levels, windows up to 7d, at most
+:data:`MAX_WINDOWS` window functions: each reads up to a window's samples, so
+they bound what one evaluation costs).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from .tree import (
 
 MAX_DEPTH = 64
 MAX_WINDOW = 7 * 86400.0
+MAX_WINDOWS = 16
 KINDS = ("metric", "event")
 _COMPARISONS = frozenset({">", ">=", "<", "<=", "==", "!="})
 _ORDERING = frozenset({">", ">=", "<", "<="})
@@ -76,6 +79,7 @@ class _Parser:
         self.toks = tokenize(text)
         self.i = 0
         self.nesting = 0
+        self.windows = 0
 
     # -- tokens ---------------------------------------------------------------------------
     def peek(self, ahead: int = 0) -> Token:
@@ -343,6 +347,9 @@ class _Parser:
         return Call(func, tuple(args), tok.pos, end)
 
     def window(self, func: str, metric: Node, duration: Node, pos: int, end: int) -> Node:
+        self.windows += 1
+        if self.windows > MAX_WINDOWS:
+            raise ExprError(f"an expression may use at most {MAX_WINDOWS} window functions", pos, end - pos)
         if isinstance(metric, Num) and metric.unit == "duration":
             raise self.fail(f"expected a metric name, got the duration {metric.text} "
                             f"(the arguments are {func}(metric, duration))", metric)
