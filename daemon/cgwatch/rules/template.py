@@ -148,10 +148,10 @@ class _Budget:
 
     __slots__ = ("left", "clock_at", "deadline")
 
-    def __init__(self, ops: int = MAX_OPS, seconds: float = MAX_SECONDS) -> None:
-        self.left = ops
-        self.clock_at = ops - 256
-        self.deadline = time.monotonic() + seconds
+    def __init__(self) -> None:
+        self.left = MAX_OPS
+        self.clock_at = MAX_OPS - 256
+        self.deadline = time.monotonic() + MAX_SECONDS
 
     def charge(self, n: int) -> None:
         self.left -= n
@@ -592,6 +592,12 @@ def _sized_filter(value: Any) -> Any:
 
 
 @pass_context
+def _charge_filter(context: Any, n: int) -> str:
+    _charge(n)
+    return ""
+
+
+@pass_context
 def _finalize(context: Any, value: Any) -> Any:
     """Every ``{{ ... }}`` passes here before it becomes text: pay for the text."""
     if value.__class__ is str:
@@ -603,7 +609,8 @@ def _finalize(context: Any, value: Any) -> Any:
     return value
 
 
-_INTERNAL = {"_cgw_loop": _loop_filter, "_cgw_concat": _concat_filter, "_cgw_sized": _sized_filter}
+_INTERNAL = {"_cgw_loop": _loop_filter, "_cgw_concat": _concat_filter, "_cgw_sized": _sized_filter,
+             "_cgw_charge": _charge_filter}
 
 
 # -- the environment ----------------------------------------------------------------------
@@ -886,8 +893,18 @@ def _probe(ast: nodes.Template) -> None:
 
 
 class _Bound(NodeTransformer):
-    """Rewrites a template's tree so that every loop pays per iteration, ``~``
-    checks what it builds, and every comparison pays for its operands."""
+    """Rewrites a template's tree so that every loop pays per iteration and
+    every macro per call (by the size of their bodies), ``~`` checks what it
+    builds, and every comparison pays for its operands."""
+
+    def charge_per_call(self, node: nodes.Macro | nodes.CallBlock) -> nodes.Node:
+        self.generic_visit(node)
+        weight = nodes.Const(_weight(node.body), lineno=node.lineno)
+        charge = nodes.Filter(weight, "_cgw_charge", [], [], None, None, lineno=node.lineno)
+        node.body.insert(0, nodes.ExprStmt(charge, lineno=node.lineno))
+        return node
+
+    visit_Macro = visit_CallBlock = charge_per_call
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
