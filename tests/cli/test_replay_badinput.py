@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cgwatch.record import MAX_CONTAINERS
+from cgwatch.record import MAX_CONTAINERS, MAX_TS, parse_line
 
 CGWATCH = str(Path(sys.executable).with_name("cgwatch"))
 T0 = 1732492800.0
@@ -139,3 +142,32 @@ def test_report_counts_the_dropped_containers_lines_as_skipped(tmp_path: Path, r
     assert p.returncode == 0, p.stderr
     assert f"4 unreadable lines of {rec} skipped (first: line {MAX_CONTAINERS + 1})" in p.stderr
     assert f"container 'c{MAX_CONTAINERS}' dropped: beyond the first {MAX_CONTAINERS}" in out.read_text()
+
+
+# -- the line parser under any JSON ---------------------------------------------------------------
+
+JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(), st.text(max_size=8),
+              st.sampled_from([0, T0, 1e20, 10**400, "web-1", "cpu.usage_cores", "oom_kill"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8)
+KEYS = ["ts", "container", "metric", "value", "event", "fields", "id", "image", "runtime", "labels", "pod", "qos"]
+LINES = st.one_of(st.fixed_dictionaries({}, optional=dict.fromkeys(KEYS, JSON)),
+                  st.fixed_dictionaries({"ts": st.floats(0, 2e9), "container": st.just("w"),
+                                         "metric": st.just("m"), "value": st.floats()},
+                                        optional=dict.fromkeys(["id", "image", "runtime", "labels", "pod"], JSON)),
+                  JSON)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=timedelta(seconds=5))
+@given(obj=LINES)
+def test_any_json_line_is_an_item_or_a_value_error(obj: object) -> None:
+    cache: dict = {}
+    try:
+        item = parse_line(json.dumps(obj), cache)
+    except ValueError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert 0 <= item.ts <= MAX_TS and isinstance(item.container.id, str)
+    assert all(isinstance(v, str) for v in item.container.labels.values())
+    hash(item.container)
