@@ -13,6 +13,7 @@ The normal suite runs a short, derandomized budget; set ``CGWATCH_FUZZ_EXAMPLES`
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -260,6 +261,7 @@ def _in_dir() -> Iterator[None]:
         os.chdir(here)
         for var in ("CGW_FUZZ_URL", "CGW_FUZZ_NODE"):
             os.environ.pop(var, None)
+        shutil.rmtree(DIR, ignore_errors=True)
 
 
 def check(text: str) -> None:
