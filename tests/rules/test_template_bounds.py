@@ -102,6 +102,9 @@ def budgets(monkeypatch: pytest.MonkeyPatch) -> list[template._Budget]:
     ("{{ [[1] * 60000] * 60000 }}", "a value of more than 262144 characters as text"),
     ("{{ labels | tojson(indent=2) }}", "'tojson' indent is not available"),
     ("{{ [[1]] | sum(start=[]) }}", "'sum' adds numbers only"),
+    # found by the fuzzer: tests compute value % n, and a string formats (1 GB)
+    ("{{ '%0999999999d' is divisibleby(3) }}", "'divisibleby' width 999999999 is over 2000"),
+    ("{{ '%0999999999d' is odd }}", "'odd' width 999999999 is over 2000"),
     ("{% for a in 'x' * 2500 %}{% for b in 'x' * 2500 %}{% endfor %}{% endfor %}",
      "loops would run 6250000 times, more than the 20000 operations"),
     ("x" * 9000, "the summary is 9000 characters long; the limit is 8192"),
@@ -162,6 +165,7 @@ def test_rules_check_names_the_file_line_and_rule(tmp_path: Path) -> None:
     ("{% macro m(n) %}{% if n %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}{{ m(40) }}", {},
      "operations"),
     ("{{ event.comm * 10**9 }}", {"event": {"comm": "x" * 100}}, "'*' would build"),
+    ("{{ container is even }}", {"container": "%0999999999d"}, "'even' width 999999999"),
 ])
 def test_bombs_seen_at_render_give_a_truncated_summary(
         src: str, ctx: dict, why: str | None, budgets: list, caplog: pytest.LogCaptureFixture) -> None:
@@ -188,6 +192,12 @@ def test_a_long_field_is_passed_on_and_cut_not_refused() -> None:
     field = "a" * (MAX_VALUE + 1000)      # longer than a summary could build, not than it may read
     out = compile_template("{{ event.cmd | default('-') | upper }}").render(dict(CTX, event={"cmd": field}))
     assert out == "A" * (MAX_OUTPUT - len(TRUNCATED)) + TRUNCATED
+
+
+def test_a_failed_render_gives_its_source_cut_like_any_summary() -> None:
+    src = "{{ event.code }}" + "x" * 5000
+    out = compile_template(src).render(CTX)
+    assert len(out) == MAX_OUTPUT and out == src[: MAX_OUTPUT - len(TRUNCATED)] + TRUNCATED
 
 
 def test_ordinary_summaries_cost_little(budgets: list) -> None:

@@ -59,6 +59,7 @@ import math
 import re
 import time
 import types
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from string import Formatter
@@ -539,11 +540,16 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return bounded
 
 
-def _bounded_test(func: Callable[..., Any]) -> Callable[..., Any]:
+def _bounded_test(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     lead = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0
+    modulo = name in ("divisibleby", "odd", "even")      # value % n: a string formats
 
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        _pay(args[lead:], kwargs)
+        values = args[lead:]
+        _pay(values, kwargs)
+        if modulo and values and isinstance(values[0], str):
+            n = _arg(values[1:], kwargs, 0, "num", None) if name == "divisibleby" else 2
+            _check_percent(values[0], n, f"'{name}'")
         return func(*args, **kwargs)
 
     if lead:
@@ -706,7 +712,7 @@ _ENV.filters["join"] = _join_filter(_ENV.filters["join"])
 for _name, _func in list(_ENV.filters.items()):
     _ENV.filters[_name] = _bounded_filter(_name, _func)
 for _name, _func in list(_ENV.tests.items()):
-    _ENV.tests[_name] = _bounded_test(_func)
+    _ENV.tests[_name] = _bounded_test(_name, _func)
 _ENV.filters.update(_INTERNAL)
 
 
@@ -765,6 +771,8 @@ class _Probe:
             return _UNKNOWN if got is None else self.attempt(lambda: _concat_filter(got))
         if isinstance(node, nodes.Filter):
             return self.filter(node)
+        if isinstance(node, nodes.Test):
+            return self.test(node)
         if isinstance(node, nodes.Getattr):
             obj = self.value(node.node)
             return _UNKNOWN if obj is _UNKNOWN else self.attempt(lambda: _ENV.getattr(obj, node.attr))
@@ -795,7 +803,7 @@ class _Probe:
             return _UNKNOWN
         return _UNKNOWN if isinstance(v, (Undefined, Iterator)) else v
 
-    def arguments(self, node: nodes.Filter | nodes.Call) -> tuple[list[Any], dict[str, Any], bool]:
+    def arguments(self, node: nodes.Filter | nodes.Test | nodes.Call) -> tuple[list[Any], dict[str, Any], bool]:
         """A call's arguments, _UNKNOWN where unknown; and whether all are known."""
         args = [self.value(a) for a in node.args]
         named = {k.key: self.value(k.value) for k in node.kwargs}
@@ -822,6 +830,18 @@ class _Probe:
         elif pass_arg.name == "environment":
             lead = (_ENV,)
         else:
+            return _UNKNOWN
+        return self.attempt(lambda: func(*lead, value, *args, **named))
+
+    def test(self, node: nodes.Test) -> Any:
+        value = self.value(node.node)
+        args, named, known = self.arguments(node)
+        func = _ENV.tests.get(node.name)
+        if value is _UNKNOWN or not known or func is None:
+            return _UNKNOWN
+        pass_arg = getattr(func, "jinja_pass_arg", None)
+        lead: tuple[Any, ...] = () if pass_arg is None else (_ENV,) if pass_arg.name == "environment" else None
+        if lead is None:
             return _UNKNOWN
         return self.attempt(lambda: func(*lead, value, *args, **named))
 
@@ -954,7 +974,7 @@ class Template:
     def render(self, variables: Mapping[str, Any] | None = None, /, **more: Any) -> str:
         """The summary for these variables: cut at MAX_OUTPUT, or what was rendered
         before a bound stopped it, each ending in TRUNCATED; on any other error,
-        the template's source."""
+        the template's source (cut the same way)."""
         ctx = dict.fromkeys(VARIABLES)
         ctx["event"] = {}
         ctx["labels"] = {}
@@ -977,7 +997,7 @@ class Template:
             return _cut("".join(parts), stopped=True)
         except Exception as e:   # noqa: BLE001 - a summary must never cost an alert
             self._log(e, "using its source instead")
-            return self.source
+            return _cut(self.source)
         finally:
             gen.close()
             _BUDGET.reset(token)
@@ -1075,7 +1095,9 @@ def _compiled(src: str, ast: nodes.Template) -> Template:
     if t is None:
         if len(_CACHE) >= 4096:
             _CACHE.clear()
-        t = _CACHE[src] = Template(src, _ENV.from_string(ast))
+        with warnings.catch_warnings():     # Python's compiler on odd constants: "perhaps you missed a comma?"
+            warnings.simplefilter("ignore", SyntaxWarning)
+            t = _CACHE[src] = Template(src, _ENV.from_string(ast))
     return t
 
 
