@@ -60,7 +60,7 @@ import re
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextvars import ContextVar
 from string import Formatter
 from typing import Any
@@ -207,17 +207,17 @@ def _text_size(v: Any, limit: int = 4 * MAX_VALUE) -> int:
             total += 24
         elif isinstance(x, int):
             total += x.bit_length() // 3 + 2
-        elif isinstance(x, (list, tuple, set, frozenset, dict)):
-            total += 2 + 4 * len(x)
+        elif isinstance(x, Undefined):
+            continue
+        elif isinstance(x, Collection):      # lists, tuples, dicts, and their views (d.items())
+            total += 16 + 4 * len(x)
             if total > limit:
                 return total
-            if isinstance(x, dict):
+            if isinstance(x, Mapping):
                 stack.extend(x.keys())
                 stack.extend(x.values())
             else:
                 stack.extend(x)
-        elif isinstance(x, Undefined):
-            continue
         else:
             total += 64
         if total > limit:
@@ -234,7 +234,7 @@ def _size(v: Any) -> int:
         return len(v)
     if isinstance(v, int):
         return v.bit_length() // 8
-    if isinstance(v, (list, tuple, set, frozenset, dict)):
+    if isinstance(v, Collection) and not isinstance(v, Undefined):
         n = _text_size(v)
         if n > 4 * MAX_VALUE:
             raise BoundsError(f"a value of more than {4 * MAX_VALUE} characters as text is too large for a summary")
