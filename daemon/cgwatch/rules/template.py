@@ -621,11 +621,15 @@ _INTERNAL = {"_cgw_loop": _loop_filter, "_cgw_concat": _concat_filter, "_cgw_siz
 
 # -- the environment ----------------------------------------------------------------------
 class _Env(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"+", "*", "**", "%"})
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
 
     def call_binop(self, context: Any, op: str, left: Any, right: Any) -> Any:
         _charge(_cost(left) + _cost(right))
         what = f"'{op}'"
+        if op in ("/", "//", "%") and isinstance(left, int) and isinstance(right, int):
+            # long division of big numbers costs the product of their lengths (65536 by
+            # 32768 bits: 1.4 ms, about what 1,000 operations cost)
+            _charge((left.bit_length() >> 6) * (right.bit_length() >> 6) // 512)
         if op == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int):
@@ -634,7 +638,7 @@ class _Env(ImmutableSandboxedEnvironment):
                 _value(left.bit_length() + right.bit_length(), what, "bits")
         elif op == "**":
             if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
-                _value(left.bit_length() * right, what, "bits")
+                _value(int(math.log2(abs(left)) * right) + 1, what, "bits")
         elif op == "+":
             if isinstance(left, (str, bytes, list, tuple)) and isinstance(right, (str, bytes, list, tuple)):
                 _value(len(left) + len(right), what, _unit(left))
