@@ -22,14 +22,14 @@ build and do is bounded, by counting, never by a clock alone:
 - no string, list or number a template builds may exceed :data:`MAX_VALUE`
   characters, items or bits (``'x' * n``, ``+``, ``~``, ``join``,
   ``replace``, ``'%s' %``, ``format`` ...), checked *before* it is built;
-- widths, padding, precision and counts (``center``, ``indent``,
-  ``'%10d'``, ``'{:>10}'``, ``ljust``, ``batch`` ...) are at most
-  :data:`MAX_WIDTH`;
+- widths, padding and precision (``center``, ``indent``, ``'%10d'``,
+  ``'{:>10}'``, ``ljust``, ``round`` ...) are at most :data:`MAX_WIDTH`;
 - one render does at most :data:`MAX_OPS` operations: each loop iteration
-  (weighted by the size of the loop's body), call, filter, test, operator,
-  comparison and attribute lookup counts, and so does every
-  :data:`PER_OP` characters or items built or read; :data:`MAX_SECONDS` is
-  a backstop for work the count cannot see.
+  and macro call (weighted by the size of its body), call, filter, test,
+  operator, comparison and attribute lookup counts, and so does every
+  :data:`PER_OP` characters or items built or read (long division, by the
+  product of its numbers' lengths); :data:`MAX_SECONDS` is a backstop for
+  work the count cannot see.
 
 What can be seen at load is refused at load with a one-line
 :class:`TemplateError`: constant expressions that would break a bound
@@ -84,7 +84,7 @@ MAX_OUTPUT = 2000
 TRUNCATED = "…[truncated]"
 #: no string, list or number a template builds may be larger (characters, items, bits)
 MAX_VALUE = 65536
-#: widths, padding, precision and counts may be at most this
+#: widths, padding and precision may be at most this
 MAX_WIDTH = MAX_OUTPUT
 #: the operations one render may do (and constant parts may cost at load)
 MAX_OPS = 20000
