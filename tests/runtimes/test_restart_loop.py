@@ -76,8 +76,9 @@ def test_restart_loop_and_oom_kill_fire_the_host_stays_quiet_and_replay_is_live(
     assert crash[0].ts - started <= FIRES_WITHIN_S
     assert crash[0].summary.startswith(f"{loop_name} restarted ")
     assert crash[0].container.image.startswith("cgwatch-test/busybox")
-    [kill] = fired("oom-kill", oom_name)
-    assert "tail" in kill.summary, kill.summary
+    kills = fired("oom-kill", oom_name)         # one per victim: the kernel may need more than one
+    assert kills, [a.to_json() for a in live]
+    assert "tail" in kills[0].summary, [k.summary for k in kills]
     assert [a.to_json() for a in live if a.container.name == "host"] == []
     assert not fired("crash-loop", oom_name)        # an OOM kill without a restart is no loop
 

@@ -20,6 +20,7 @@ from tests.web.conftest import MemoryView
 from tests.web.fake import FakeDaemon
 
 playwright_api = pytest.importorskip("playwright.async_api")
+PlaywrightError = playwright_api.Error
 CHROMIUM = Path("/usr/bin/chromium")
 ARTEFACTS = Path(__file__).with_name("artefacts")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium")
@@ -61,12 +62,16 @@ async def until(page: Any, js: str, timeout: float = 8.0) -> Any:
     """Poll ``js`` (an expression) in the page until it is truthy; its value.
     (``wait_for_function`` would need eval, which the page's CSP forbids, rightly.)"""
     deadline = time.monotonic() + timeout
+    last_error = None
     while True:
-        value = await page.evaluate(js)
+        try:
+            value = await page.evaluate(js)
+        except PlaywrightError as e:    # a navigation under way: no document.body yet
+            value, last_error = None, e
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {js}")
+            raise AssertionError(f"timed out waiting for: {js}" + (f" (last: {last_error})" if last_error else ""))
         await asyncio.sleep(0.1)
 
 
