@@ -167,7 +167,8 @@ def test_a_notice_waiting_for_its_profile_goes_out_with_it_or_without_it(tmp_pat
     [held] = m.handle(fire("cpu-hot", box(1), ts=100.0))
     [plain] = m.handle(fire("plain", box(1), ts=100.0))
     assert [r.notification.id for r in m.store.take("list", t + 1.0, 10)] == [plain.id]   # only the plain one is due
-    assert [r.notification.id for r in m.store.take("list", t + 16.0, 10)] == [plain.id, held.id]  # then, without
+    assert [r.notification.id for r in m.store.take("list", t + 16.0, 10)] == [held.id, plain.id]  # then, without
+    # (in the order they were queued)
     doc = {"id": "p1", "samples": 490, "partial": "", "top": [{"function": "hot_alpha", "share": 0.7}]}
     assert m.attach_profile(held.fingerprint, held.id, doc)
     [row] = [r for r in m.store.take("list", clock() + 0.5, 10) if r.notification.id == held.id]

@@ -9,7 +9,8 @@ sink says delivered, so a crash mid-send resends it after a restart, with the
 same notification id.
 
 A ``retry`` answer backs the sink off (full jitter, or the receiver's
-``retry_after``); ``failed`` marks the rows failed; rows older than the sink's
+``retry_after``, believed up to :data:`RETRY_AFTER_CAP_S`: one ``429`` must not park a
+sink for a day); ``failed`` marks the rows failed; rows older than the sink's
 ``max_age_s`` are marked dropped. Each outcome is counted per sink
 (:attr:`Delivery.counters`). A sink's error is logged once per change of its
 text, and once more when the sink recovers (Alertmanager's retry stage).
@@ -38,9 +39,14 @@ from dataclasses import asdict, dataclass, field
 
 from .group import TokenBucket, full_jitter
 from .notification import SendResult, Sink
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
+
+#: the longest a receiver's ``Retry-After`` holds a sink back (docs/alerts.md)
+RETRY_AFTER_CAP_S = 60.0
+#: how soon a sink's loop tries alerts.db again after it could not be written
+STORE_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -81,6 +87,9 @@ class _SinkState:
     """Wall-clock time the current wait ends."""
     drop_check_at: float = 0.0
     """When to look for rows older than max_age_s next (at most a few times a second)."""
+    delivered: list[int] = field(default_factory=list)
+    """Rows the receiver took whose note of it in the outbox failed (disk full): noted first
+    next time, so that they are not sent again while the outbox cannot be written."""
 
 
 class Delivery:
@@ -189,71 +198,98 @@ class Delivery:
         self._progress.set()
 
     async def _sleep(self, st: _SinkState, timeout: float | None) -> None:
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation, and a
+        # task that ignores cancel() hangs asyncio.run's cleanup after any error
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(st.wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await st.wake.wait()
         st.wake.clear()
 
     async def _sink_loop(self, name: str) -> None:
+        st = self._state[name]
+        store_error = ""
+        while not self._closed:
+            try:
+                await self._sink_step(name)
+            except StoreError as e:   # alerts.db cannot be written (full): the rows wait, nothing is lost
+                if str(e) != store_error:
+                    log.error("sink %s: %s; delivery waits until it can be written", name, e)
+                    store_error = str(e)
+                st.until = self.clock() + STORE_RETRY_S
+                self._set_phase(st, "backoff")
+                await self._sleep(st, STORE_RETRY_S)
+                continue
+            if store_error:
+                log.info("sink %s: alerts.db is written again, delivering", name)
+                store_error = ""
+
+    async def _sink_step(self, name: str) -> None:
+        """One turn of a sink's loop: drop what expired, wait for the next due row, send a group."""
         sink, st, policy, count = self.sinks[name], self._state[name], self.sinks[name].policy, self.counters[name]
-        while not self._closed:  # besides cancel: 3.11's wait_for can swallow a cancellation
-            st.wake.clear()
-            now = self.clock()
-            if now >= st.drop_check_at:
-                st.drop_check_at = now + min(1.0, policy.max_age_s / 10)
-                dropped = self.store.drop_expired(name, policy.max_age_s)
-                if dropped:
-                    count.dropped += dropped
-                    log.warning("sink %s: dropped %d notification(s) older than %gs", name, dropped,
-                                policy.max_age_s)
-            head = self.store.next_due(name)
-            if head is None:
-                self._set_phase(st, "idle")
-                await self._sleep(st, None)
-                continue
-            due, attempts = head
-            at = max(due, st.blocked_until, st.bucket.ready_at(now))
-            if at > now:
-                backoff = st.blocked_until >= at or (attempts > 0 and due >= at)
-                st.until = at
-                self._set_phase(st, "backoff" if backoff else "waiting")
-                await self._sleep(st, min(at, st.drop_check_at) - now)
-                continue
-            rows = self.store.take(name, now + policy.group_wait_s, policy.max_group)
-            if not rows:
-                continue
-            st.bucket.take(now)
-            st.peak_batch = max(st.peak_batch, len(rows))
-            self._set_phase(st, "sending")
-            result = await self._send(sink, rows)
-            seqs = [r.seq for r in rows]
-            if result.ok:
-                self.store.mark_sent(seqs)
-                count.sent += len(rows)
-                count.messages += 1
-                if st.failures or st.last_error:
-                    log.info("sink %s: delivering again", name)
-                    self.store.expedite(name)
-                st.failures, st.blocked_until, st.last_error = 0, 0.0, ""
-                continue
-            if result.error != st.last_error:
-                log.warning("sink %s: %s%s", name, result.error or "send failed",
-                            " (will retry)" if result.retry else " (not retried)")
-                st.last_error = result.error
-            if not result.retry:
-                self.store.mark_failed(seqs, result.error)
-                count.failed += len(rows)
-                continue
-            st.failures += 1
-            delay = result.retry_after if result.retry_after is not None else full_jitter(
-                st.failures, base=self.backoff_base_s, cap=self.backoff_cap_s, rng=self.rng)
-            st.blocked_until = self.clock() + max(0.0, delay)
-            self.store.mark_retry(seqs, st.blocked_until, result.error)
-            count.retried += len(rows)
+        st.wake.clear()
+        if st.delivered:
+            self.store.mark_sent(st.delivered)
+            st.delivered = []
+        now = self.clock()
+        if now >= st.drop_check_at:
+            st.drop_check_at = now + min(1.0, policy.max_age_s / 10)
+            dropped = self.store.drop_expired(name, policy.max_age_s)
+            if dropped:
+                count.dropped += dropped
+                log.warning("sink %s: dropped %d notification(s) older than %gs", name, dropped,
+                            policy.max_age_s)
+        head = self.store.next_due(name)
+        if head is None:
+            self._set_phase(st, "idle")
+            await self._sleep(st, None)
+            return
+        due, attempts = head
+        at = max(due, st.blocked_until, st.bucket.ready_at(now))
+        if at > now:
+            backoff = st.blocked_until >= at or (attempts > 0 and due >= at)
+            st.until = at
+            self._set_phase(st, "backoff" if backoff else "waiting")
+            await self._sleep(st, min(at, st.drop_check_at) - now)
+            return
+        rows = self.store.take(name, now + policy.group_wait_s, policy.max_group)
+        if not rows:
+            return
+        st.bucket.take(now)
+        st.peak_batch = max(st.peak_batch, len(rows))
+        self._set_phase(st, "sending")
+        result = await self._send(sink, rows)
+        seqs = [r.seq for r in rows]
+        if result.ok:
+            count.sent += len(rows)
+            count.messages += 1
+            st.delivered = seqs
+            self.store.mark_sent(seqs)
+            st.delivered = []
+            if st.failures or st.last_error:
+                log.info("sink %s: delivering again", name)
+                self.store.expedite(name)
+            st.failures, st.blocked_until, st.last_error = 0, 0.0, ""
+            return
+        if result.error != st.last_error:
+            log.warning("sink %s: %s%s", name, result.error or "send failed",
+                        " (will retry)" if result.retry else " (not retried)")
+            st.last_error = result.error
+        if not result.retry:
+            self.store.mark_failed(seqs, result.error)
+            count.failed += len(rows)
+            return
+        st.failures += 1
+        delay = min(result.retry_after, RETRY_AFTER_CAP_S) if result.retry_after is not None else full_jitter(
+            st.failures, base=self.backoff_base_s, cap=self.backoff_cap_s, rng=self.rng)
+        st.blocked_until = self.clock() + max(0.0, delay)
+        self.store.mark_retry(seqs, st.blocked_until, result.error)
+        count.retried += len(rows)
 
     async def _send(self, sink: Sink, rows: list) -> SendResult:
         group = [r.notification for r in rows]
         try:
-            return await asyncio.wait_for(sink.send(group), self.send_timeout_s)
+            async with asyncio.timeout(self.send_timeout_s):
+                return await sink.send(group)
         except TimeoutError:
             return SendResult.retry_later(f"no answer within {self.send_timeout_s:g}s")
         except asyncio.CancelledError:

@@ -33,6 +33,7 @@ Active alerts live in SQLite, not in memory, so a restart neither re-sends a
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -42,7 +43,9 @@ from ..model import Alert, Container
 from .delivery import Delivery
 from .notification import Notification, Sink
 from .silence import Silences
-from .store import Store
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
 
 NEVER = float("inf")
 
@@ -135,6 +138,16 @@ class AlertManager:
         self.store.rewrite(n, self.store.clock())
         self.delivery.wake()
         return True
+
+    def release_held(self, notice_id: str) -> None:
+        """Send the firing notice ``notice_id`` now, without the profile it was held for.
+        (When alerts.db cannot be written, it goes at the end of its hold, as if no profile came.)"""
+        try:
+            self.store.release(notice_id, self.store.clock())
+        except StoreError as e:
+            log.warning("%s; notice %s goes when its hold for a profile ends", e, notice_id)
+            return
+        self.delivery.wake()
 
     def repeat_s(self, rule: str, sink: str) -> float:
         """How often a still-firing alert of ``rule`` is re-sent to ``sink`` (inf: never)."""

@@ -15,11 +15,12 @@ Examples
 >>> import tempfile
 >>> with Store.open(tempfile.mkdtemp()) as store:
 ...     store.schema_version()
-1
+2
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from .notification import Notification
 log = logging.getLogger(__name__)
 
 DB_NAME = "alerts.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS history (
@@ -60,14 +61,31 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL, sink TEXT NOT NULL, body TEXT NOT NULL,
     created REAL NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL DEFAULT 'pending', last_error TEXT NOT NULL DEFAULT '', done_at REAL,
-    UNIQUE (id, sink));
+    fingerprint TEXT NOT NULL DEFAULT '', UNIQUE (id, sink));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(sink, status, due);
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(status) WHERE status = 'pending';
 """
 
+#: what turns a file of version ``v - 1`` into version ``v`` (run in one transaction)
+_MIGRATIONS = {
+    # 2: the outbox knows each row's alert, so that an alert's notices leave in order
+    2: "ALTER TABLE outbox ADD COLUMN fingerprint TEXT NOT NULL DEFAULT '';"
+       "UPDATE outbox SET fingerprint = json_extract(body, '$.fingerprint');",
+}
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS outbox_chain ON outbox(fingerprint, sink, status, seq);
+"""
+
+# A row waits while an earlier row of the same alert and sink is pending and not due by the
+# cut-off (``?``): a resolution never overtakes its firing notice (backed off, or held for
+# a profile), whatever the due times say.
+_IN_ORDER = ("NOT EXISTS (SELECT 1 FROM outbox p WHERE p.sink = o.sink AND p.fingerprint = o.fingerprint"
+             " AND p.status = 'pending' AND p.seq < o.seq AND p.due > ?)")
+
 
 class StoreError(Exception):
-    """alerts.db cannot be used (newer schema, unreadable); the message is one line."""
+    """alerts.db cannot be used (newer schema, unreadable) or written (disk full, read-only,
+    locked by another process); the message is one line."""
 
 
 def to_row(n: Notification) -> str:
@@ -152,7 +170,9 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             if version < SCHEMA_VERSION:
-                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+                steps = [_SCHEMA] if version == 0 else [_MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1)]
+                conn.executescript(f"BEGIN IMMEDIATE;{''.join(steps)}{_INDEXES}"
+                                   f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
             conn.execute("SELECT count(*) FROM outbox").fetchone()
         except BaseException:
             conn.close()
@@ -181,16 +201,19 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
         try:
-            yield self.conn
-        except BaseException:
-            self._depth = 0
-            self.conn.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+                if self.conn.in_transaction:      # an error, or a COMMIT that failed (disk full)
+                    with contextlib.suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as e:     # full, read-only, locked for 5 s, I/O
+            raise StoreError(f"{self.path}: cannot write: {e}") from e
 
     # -- history -------------------------------------------------------------------------------
 
@@ -261,14 +284,15 @@ class Store:
     def enqueue(self, n: Notification, sink: str, due: float) -> bool:
         """Queue ``n`` for ``sink``; False if that id is already queued (or done) for it."""
         with self.tx() as c:
-            cur = c.execute("INSERT OR IGNORE INTO outbox (id, sink, body, created, due) VALUES (?,?,?,?,?)",
-                            (n.id, sink, to_row(n), self.clock(), due))
+            cur = c.execute("INSERT OR IGNORE INTO outbox (id, sink, body, created, due, fingerprint)"
+                            " VALUES (?,?,?,?,?,?)", (n.id, sink, to_row(n), self.clock(), due, n.fingerprint))
         return cur.rowcount == 1
 
     def next_due(self, sink: str) -> tuple[float, int] | None:
-        """(due, attempts) of the earliest pending row of ``sink``."""
-        row = self.conn.execute("SELECT due, attempts FROM outbox WHERE sink = ? AND status = 'pending'"
-                                " ORDER BY due LIMIT 1", (sink,)).fetchone()
+        """(due, attempts) of the earliest pending row of ``sink`` that is first in its
+        alert's line (a row behind an earlier one of the same alert goes after it)."""
+        row = self.conn.execute(f"SELECT due, attempts FROM outbox o WHERE sink = ? AND status = 'pending'"
+                                f" AND {_IN_ORDER} ORDER BY due LIMIT 1", (sink, float("-inf"))).fetchone()
         return None if row is None else (row[0], row[1])
 
     def rewrite(self, n: Notification, due: float) -> int:
@@ -285,14 +309,19 @@ class Store:
         return cur.rowcount
 
     def release(self, notice_id: str, due: float) -> None:
-        """Make the pending rows of notice ``notice_id`` due by ``due`` (a held notice goes now)."""
+        """Make the pending rows of notice ``notice_id`` due by ``due`` (a held notice goes now);
+        a row backing off after a failed send keeps its backoff."""
         with self.tx() as c:
-            c.execute("UPDATE outbox SET due = MIN(due, ?) WHERE id = ? AND status = 'pending'", (due, notice_id))
+            c.execute("UPDATE outbox SET due = MIN(due, ?) WHERE id = ? AND status = 'pending' AND attempts = 0",
+                      (due, notice_id))
 
     def take(self, sink: str, until: float, limit: int) -> list[OutboxRow]:
-        """Up to ``limit`` pending rows of ``sink`` due by ``until``, earliest first (rows stay pending)."""
-        rows = self.conn.execute("SELECT seq, body, created, attempts FROM outbox WHERE sink = ? AND status ="
-                                 " 'pending' AND due <= ? ORDER BY due, seq LIMIT ?", (sink, until, limit))
+        """Up to ``limit`` pending rows of ``sink`` due by ``until``, in the order they were
+        queued, leaving out rows behind an earlier one of the same alert that is not due
+        (rows stay pending)."""
+        rows = self.conn.execute(f"SELECT seq, body, created, attempts FROM outbox o WHERE sink = ? AND status ="
+                                 f" 'pending' AND due <= ? AND {_IN_ORDER} ORDER BY seq LIMIT ?",
+                                 (sink, until, until, limit))
         return [OutboxRow(seq, sink, from_row(body), created, att) for seq, body, created, att in rows]
 
     def _mark(self, sql: str, args: tuple[Any, ...], seqs: Sequence[int]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from ..alerts.notification import Notification
 from ..alerts.silence import Silences
 from ..alerts.state import AlertManager, fingerprint
+from ..alerts.store import StoreError
 from ..model import Alert, Container, Event, Sample
 from ..profile.store import ProfileStore
 from ..rules.engine import Engine, summarize
@@ -33,6 +34,8 @@ log = logging.getLogger("cgwatch")
 
 #: a container that sent nothing for this long leaves the API's list
 FORGET_AFTER = 300.0
+#: alert changes kept in memory while alerts.db cannot be written (then the oldest go)
+UNRECORDED_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -58,6 +61,9 @@ class Counters:
     reloads: int = 0
     reload_ok: bool = True
     reload_error: str = ""
+    #: alert state writes that failed (alerts.db full, read-only), and the last such error ("" when fine)
+    store_errors: int = 0
+    store_error: str = ""
     queue_drops: dict[str, int] = field(default_factory=dict)
     event_drops: dict[str, int] = field(default_factory=dict)
     bpf_maps: dict[str, int] = field(default_factory=dict)
@@ -77,6 +83,9 @@ class Pipeline:
         self.hub = Hub(self.history)
         #: firing notices waiting for a CPU profile, and their containers (the daemon takes them)
         self.profile_requests: list[tuple[Notification, Container]] = []
+        #: alert changes not yet in alerts.db because writing it failed (tried again each interval)
+        self._unrecorded: list[Alert] = []
+        self._reconciled = False
         #: where profiles are kept, when the daemon profiles (the web View reads it)
         self.profile_store: ProfileStore | None = None
         #: the profiler's counters, for /metrics (None when the daemon does not profile)
@@ -108,8 +117,14 @@ class Pipeline:
         self.handle(alerts, now)
         self.hub.update(now, samples, events, alerts)
         c = self.counters
-        if c.ticks + 1 == self.reconcile_after:
-            self.reconcile(now)
+        if not self._reconciled and c.ticks + 1 >= self.reconcile_after:
+            try:
+                self.reconcile(now)
+                self._reconciled = True
+            except StoreError as e:     # tried again next interval
+                if str(e) != c.store_error:
+                    log.error("%s; alerts of the run before are reconciled once it can be written", e)
+                    c.store_error = str(e)
         c.samples += len(samples)
         c.events += len(events)
         if c.ticks % 60 == 0:
@@ -118,16 +133,40 @@ class Pipeline:
 
     def handle(self, alerts: Sequence[Alert], now: float) -> None:
         """Queue the notices for these alert changes (one transaction), then repeats due at ``now``.
-        A first firing notice held for a profile joins ``profile_requests``."""
+        A first firing notice held for a profile joins ``profile_requests``.
+
+        When alerts.db cannot be written (its file system is full), the transaction is rolled
+        back, one ERROR says so, and these changes are tried again, first, at the next interval:
+        an alert change is recorded late rather than lost (at most :data:`UNRECORDED_MAX` wait).
+        """
         m = self.manager
-        with m.batch():
-            for a in alerts:
-                for n in m.handle(a):
-                    if n.state == "firing" and n.repeat == 0 and m.hold_s(n.rule) > 0:
-                        self.profile_requests.append((n, a.container))
-            m.tick(now)
+        pending = self._unrecorded + list(alerts) if self._unrecorded else alerts
+        requests = len(self.profile_requests)
+        try:
+            with m.batch():
+                for a in pending:
+                    for n in m.handle(a):
+                        if n.state == "firing" and n.repeat == 0 and m.hold_s(n.rule) > 0:
+                            self.profile_requests.append((n, a.container))
+                m.tick(now)
+        except StoreError as e:
+            del self.profile_requests[requests:]
+            self._unrecorded = list(pending[-UNRECORDED_MAX:])
+            lost = len(pending) - len(self._unrecorded)
+            self.counters.store_errors += 1
+            if str(e) != self.counters.store_error:
+                log.error("%s; %d alert change(s) wait and are tried again each interval%s", e,
+                          len(self._unrecorded), f" ({lost} oldest dropped)" if lost else "")
+                self.counters.store_error = str(e)
+            return
+        if self._unrecorded:
+            log.info("alerts.db is written again: %d alert change(s) that waited are recorded",
+                     len(self._unrecorded))
+            self._unrecorded = []
+        self.counters.store_error = ""
         if alerts:
             self.counters.alerts += len(alerts)
+        if pending:
             m.delivery.wake()
 
     def reconcile(self, now: float) -> None:
@@ -254,4 +293,6 @@ class Pipeline:
         line = f"watching {len(self._seen)} containers, {firing} alerts firing, {len(self.engine.rules)} rules"
         if not self.counters.reload_ok:
             line += f"; last reload FAILED, old config kept: {self.counters.reload_error}"
+        if self.counters.store_error:
+            line += f"; alerts NOT RECORDED: {self.counters.store_error}"
         return line

@@ -228,8 +228,7 @@ class Daemon:
                 started = seconds > 0 and await asyncio.to_thread(
                     prof.start, container, seconds, n.rule, (n.fingerprint, n.id))
                 if not started:      # busy, capped or unable: the alert goes now, without a profile
-                    p.manager.store.release(n.id, p.manager.store.clock())
-                    p.manager.delivery.wake()
+                    p.manager.release_held(n.id)
             if prof.sessions:
                 for done in await asyncio.to_thread(prof.poll):
                     self._attach(done)
@@ -244,7 +243,12 @@ class Daemon:
                                "partial": pr.partial, "top": top_json(top)}
         if done.info is not None:
             doc["url"] = f"{self.cfg.dashboard_url()}/containers/{pr.container.id}#profile={pr.id}"
-        if not self.pipeline.manager.attach_profile(fp, notice, doc):
+        try:
+            attached = self.pipeline.manager.attach_profile(fp, notice, doc)
+        except StoreError as e:     # the notice goes at the end of its hold, without the profile
+            log.warning("profile %s: not attached to its alert: %s", pr.id, e)
+            return
+        if not attached:
             log.info("profile %s: its alert resolved before it ended; it is kept on the dashboard", pr.id)
 
     # -- the loops -----------------------------------------------------------------------------
@@ -301,7 +305,10 @@ class Daemon:
                 _trim_heap()      # every few minutes: what Python freed goes back to the kernel
             if now - pruned > PRUNE_EVERY_S:
                 pruned = now
-                self.store.prune()
+                try:
+                    self.store.prune()
+                except StoreError as e:
+                    log.warning("old alert history not pruned: %s", e)
 
     async def _watchdog(self, every: float) -> None:
         """WATCHDOG=1 while collection keeps up; silence (and a restart by systemd) when it hangs."""
