@@ -95,7 +95,7 @@ def test_retry_after_is_honoured(tmp_path):
         m.handle(fire("r", box(1)))
         t0 = time.monotonic()
         first = await m.delivery.drain(0.2)  # returns at once: the retry is due after the deadline
-        waited_at_first = (first.pending, first.timed_out, time.monotonic() - t0 < 0.2)
+        waited_at_first = (first.pending, first.timed_out)
         while not rx.received and time.monotonic() - t0 < 5:
             await asyncio.sleep(0.02)
         elapsed = time.monotonic() - t0
@@ -104,7 +104,7 @@ def test_retry_after_is_honoured(tmp_path):
         return rx, waited_at_first, elapsed
 
     rx, pending, elapsed = asyncio.run(main())
-    assert pending == (1, False, True)  # safely in the outbox, in backoff
+    assert pending == (1, False)   # safely in the outbox, in backoff: drain did not wait for it
     assert len(rx.ids) == 1 and rx.requests == 2
     assert elapsed >= 0.4          # not before the receiver said (how much later is the machine's business)
 
@@ -193,19 +193,18 @@ def test_a_hanging_sink_does_not_hold_up_another(tmp_path):
     async def main():
         rx = await Receiver(answers=["hang"]).start()
         fast = ListSink("fast")
-        m = setup(tmp_path, {"slow": HttpSink(rx.url, "slow", timeout_s=5), "fast": fast})
+        m = setup(tmp_path, {"slow": HttpSink(rx.url, "slow", timeout_s=600), "fast": fast})
         m.handle(fire("r", box(1)))
         m.delivery.start()
         t0 = time.monotonic()
-        while not fast.groups and time.monotonic() - t0 < 2:
+        while not fast.groups and time.monotonic() - t0 < 30:   # far less than the slow one's 600 s
             await asyncio.sleep(0.01)
-        elapsed = time.monotonic() - t0
         await m.delivery.close()   # the hanging send is cancelled; its row stays pending
         await rx.stop()
-        return elapsed, m.store.counts("slow")
+        return fast.groups, m.store.counts("slow")
 
-    elapsed, slow = asyncio.run(main())
-    assert elapsed < 1.0 and slow == {"pending": 1}
+    groups, slow = asyncio.run(main())
+    assert len(groups) == 1 and slow == {"pending": 1}   # the fast one got it while the slow one hung
 
 
 def test_a_days_retry_after_is_capped_and_the_row_stays_due_soon(tmp_path):

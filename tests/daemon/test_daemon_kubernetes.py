@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import burner, pod_uid
-from tests.daemon.test_daemon_e2e import Daemon
+from tests.daemon.running import Daemon
 from tests.receiver import Receiver, free_port
 
 pytestmark = pytest.mark.bpf

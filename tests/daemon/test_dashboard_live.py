@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 from tests.conftest import burner
-from tests.daemon.test_daemon_e2e import Daemon, container_id, healthy, write_config
+from tests.daemon.running import Daemon, healthy
+from tests.daemon.test_daemon_e2e import container_id, write_config
 from tests.receiver import Receiver, free_port
 from tests.web.test_browser import ARTEFACTS, CHROMIUM, browser, painted, until
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from cgwatch.daemon.service import _step
 
 
 def test_a_hanging_step_is_left_after_its_budget_and_a_failing_one_is_logged(caplog):
+    finished = []
+
     async def hang() -> None:
         await asyncio.sleep(60)
+        finished.append("hang")
 
     async def boom() -> None:
         raise RuntimeError("disk on fire")
@@ -24,9 +26,8 @@ def test_a_hanging_step_is_left_after_its_budget_and_a_failing_one_is_logged(cap
                 await _step("fine", fine(), 1.0)]
 
     caplog.set_level(logging.WARNING, "cgwatch")
-    t0 = time.monotonic()
     assert asyncio.run(body()) == [None, None, 7]
-    assert time.monotonic() - t0 < 2.0
+    assert finished == []           # left after its budget, not waited for
     assert [r.getMessage() for r in caplog.records] == [
         "shutdown: hanging took more than 0.2s; going on without it", "shutdown: failing failed: disk on fire"]
 
@@ -42,9 +43,7 @@ def test_a_notify_reader_that_stops_reading_never_blocks_the_daemon(tmp_path):
     reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     reader.bind(str(path))
     n = Notifier(str(path))
-    t0 = time.monotonic()
-    sent = sum(n.send(STATUS=f"tick {i}") for i in range(500))
-    assert time.monotonic() - t0 < 2.0
+    sent = sum(n.send(STATUS=f"tick {i}") for i in range(500))   # a blocking send would hang here
     assert 0 < sent < 500 and n.dropped == 500 - sent
     assert reader.recv(100) == b"STATUS=tick 0"
     n.close()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.daemon.test_daemon_e2e import CGWATCH, Daemon, NotifySocket
+from tests.daemon.running import CGWATCH, Daemon, NotifySocket
 from tests.receiver import Receiver
 
 

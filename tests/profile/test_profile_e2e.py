@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.test_daemon_e2e import Daemon
+from tests.daemon.running import Daemon
 from tests.profile.test_profile_bpf import HOT, cc
 from tests.receiver import Receiver, free_port
 

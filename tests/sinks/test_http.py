@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 
 import pytest
@@ -49,9 +48,7 @@ def test_status_table(receiver: Receiver, make: Callable[..., BaseSink], status:
 @HTTP_SINKS
 def test_hang_past_timeout_is_retried(receiver: Receiver, make: Callable[..., BaseSink]) -> None:
     receiver.mode = "hang"
-    t0 = time.monotonic()
     r = send(make(receiver.url(), timeout="300ms"), [note(1)])
-    assert time.monotonic() - t0 < 5
     assert (r.ok, r.retry) == (False, True) and "timed out after 0.3s" in r.error
     assert SECRET_URL_PART not in r.error
 
