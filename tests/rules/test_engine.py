@@ -56,6 +56,20 @@ def test_a_condition_shorter_than_for_never_fires(tmp_path):
     assert run(rules, series(WEB, "cpu.usage_cores", ([0.95] * 9 + [0.1]) * 5)) == []
 
 
+def test_for_counts_ticks_not_the_milliseconds_they_jitter_by(tmp_path):
+    """Ticks 1 s apart, each a few ms off: ``for: 2s`` fires at the third that holds, not the
+    fourth; a first tick long after the one before is still only the start of pending."""
+    rules = rules_from(tmp_path, HOT.replace("for: 10s", "for: 2s"))
+    ts = [100.0, 101.004, 101.998, 103.001, 104.0]
+    got = run(rules, [Sample(t, WEB, "cpu.usage_cores", 0.95) for t in ts])
+    assert got == [(101.998, "hot", "web-1", "firing")]
+    late = [Sample(100.0, WEB, "cpu.usage_cores", 0.1), Sample(130.0, WEB, "cpu.usage_cores", 0.95),
+            Sample(131.0, WEB, "cpu.usage_cores", 0.95), Sample(132.0, WEB, "cpu.usage_cores", 0.95)]
+    assert run(rules, late) == [(132.0, "hot", "web-1", "firing")]
+    short = [Sample(100.0 + i * 0.98, WEB, "cpu.usage_cores", 0.95) for i in range(2)]
+    assert run(rules, short) == []
+
+
 def test_alert_lines_carry_value_severity_and_summary(tmp_path):
     rules = rules_from(tmp_path, HOT)
     alerts = list(Engine(rules).feed(series(WEB, "cpu.usage_cores", [0.97] * 12)))

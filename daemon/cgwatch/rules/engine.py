@@ -53,6 +53,9 @@ log = logging.getLogger("cgwatch.rules")
 STALE_AFTER = 300.0
 #: no window keeps more samples than this, whatever the interval
 MAX_WINDOW_SAMPLES = 100_000
+#: ``for:`` is met this share of an interval early: ticks jitter by milliseconds, and
+#: a condition seen at three ticks 1 s apart has held for 2 s whatever the clock says
+FOR_SLACK = 0.25
 
 INACTIVE, PENDING, FIRING = 0, 1, 2
 
@@ -188,6 +191,7 @@ class Engine:
         # workload -> when it stopped, for the workloads stopped and not forgotten yet
         self._stopped: dict[str, float] = {}
         self._now: float | None = None
+        self._slack = 0.0
 
     # -- input -----------------------------------------------------------------
     def push_sample(self, s: Sample) -> None:
@@ -276,7 +280,10 @@ class Engine:
             now = max((s._last[m][0] for s in self._dirty.values() for m in s.dirty), default=self._now)
             if now is None:
                 return []
-        self._now = now
+        prev, self._now = self._now, now
+        # ticks come a few ms early or late: "held for 2s" at a 1 s interval is three
+        # intervals in a row, whether the clock says 1.997 s or 2.003 s between them
+        self._slack = FOR_SLACK * (now - prev) if prev is not None and now > prev else 0.0
         out: list[Alert] = []
         done: set[tuple[int, str]] = set()
         for cid, ser in self._dirty.items():
@@ -354,7 +361,7 @@ class Engine:
                 st = self._active[key] = [PENDING, now, value]
             else:
                 st[2] = value
-            if st[0] == PENDING and now - st[1] >= r.for_s:
+            if st[0] == PENDING and now - st[1] >= r.for_s - self._slack and (now > st[1] or not r.for_s):
                 st[0] = FIRING
                 out.append(self._alert(r, ser.container, now, "firing", value))
         elif st is not None:
