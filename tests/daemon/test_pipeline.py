@@ -58,6 +58,9 @@ def test_batches_become_alerts_notices_and_a_view(tmp_path):
     for t in range(5):
         tick(p, 100.0 + t, web=1.5, db=0.2)
     assert outbox(p) == [("hot", "firing")]
+    [active] = p.manager.store.active_alerts()
+    [rec] = p.recent_alerts()                  # the history the dashboard and /api show
+    assert (rec.rule, rec.state) == ("hot", "firing") and rec.summary == active.summary != ""
     [a] = p.alerts()
     assert (a.rule, a.container, a.state, a.since, a.severity) == ("hot", "web-1", "firing", 100.0, "warning")
     views = {c.name: c for c in p.containers()}

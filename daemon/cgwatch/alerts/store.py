@@ -228,12 +228,14 @@ class Store:
 
     def history(self, fingerprint: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest ``limit`` history entries, oldest first."""
-        sql = "SELECT id, fingerprint, ts, rule, container, state, severity, silenced_by, sinks FROM history"
+        sql = ("SELECT id, fingerprint, ts, rule, container, state, severity, silenced_by, sinks,"
+               " coalesce(json_extract(body, '$.summary'), '') FROM history")
         args: tuple[Any, ...] = ()
         if fingerprint is not None:
             sql, args = sql + " WHERE fingerprint = ?", (fingerprint,)
         rows = self.conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
-        keys = ("id", "fingerprint", "ts", "rule", "container", "state", "severity", "silenced_by", "sinks")
+        keys = ("id", "fingerprint", "ts", "rule", "container", "state", "severity", "silenced_by", "sinks",
+                "summary")
         return [dict(zip(keys, r)) for r in reversed(rows)]
 
     # -- alerts that fire now ------------------------------------------------------------------

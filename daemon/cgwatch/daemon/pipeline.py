@@ -276,7 +276,7 @@ class Pipeline:
     def recent_alerts(self, limit: int = 100) -> list[AlertRecord]:
         """The latest notices from the alert history (newest last)."""
         return [AlertRecord(ts=h["ts"], rule=h["rule"], container=h["container"], state=h["state"],
-                            severity=h["severity"], summary="")
+                            severity=h["severity"], summary=h["summary"])
                 for h in self.manager.store.history(limit=limit)]
 
     def profiles(self) -> ProfileStore | None:
