@@ -67,7 +67,8 @@ class Daemon:
         return time.monotonic() - t0
 
     def log_text(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.tmp / "daemon.log").read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
