@@ -40,7 +40,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..model import Alert, Container
-from .delivery import Delivery
+from .delivery import Counters, Delivery, DrainResult
 from .notification import Notification, Sink
 from .silence import Silences
 from .store import Store, StoreError
@@ -148,6 +148,50 @@ class AlertManager:
             log.warning("%s; notice %s goes when its hold for a profile ends", e, notice_id)
             return
         self.delivery.wake()
+
+    # -- delivery and the record, for the daemon ------------------------------------------------
+
+    def start(self) -> None:
+        """Start delivering (one task per sink); needs the running event loop."""
+        self.delivery.start()
+
+    def wake(self) -> None:
+        """Rows were committed to the outbox (after a :meth:`batch`): every sink looks now."""
+        self.delivery.wake()
+
+    async def drain(self, timeout: float) -> DrainResult:
+        """Deliver what is due for at most ``timeout`` seconds (at shutdown); what is left
+        stays in the outbox for the next start."""
+        return await self.delivery.drain(timeout)
+
+    async def close(self) -> None:
+        """Stop delivering and close the sinks; a notice not yet sent stays in the outbox."""
+        await self.delivery.close()
+
+    def delivery_stats(self) -> dict[str, Counters]:
+        """What each sink sent, retried and dropped since start, by sink."""
+        return self.delivery.stats()
+
+    def outbox_pending(self) -> int:
+        """Notices in the outbox not yet delivered."""
+        return self.store.pending_count()
+
+    def active_alerts(self) -> list[Notification]:
+        """The alerts on record as firing (silenced ones too): their first notices."""
+        return self.store.active_alerts()
+
+    def history(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` recorded alert changes, oldest first."""
+        return self.store.history(limit=limit)
+
+    def prune(self) -> int:
+        """Forget the history and delivered notices of more than a week ago; returns rows deleted."""
+        return self.store.prune()
+
+    def drop_orphans(self) -> dict[str, int]:
+        """Drop the undelivered notices of sinks this manager does not have (removed from
+        the config: they could never go); returns sink -> notices dropped."""
+        return self.store.drop_orphans(self.sinks)
 
     def repeat_s(self, rule: str, sink: str) -> float:
         """How often a still-firing alert of ``rule`` is re-sent to ``sink`` (inf: never)."""

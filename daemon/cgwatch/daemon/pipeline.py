@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..alerts.notification import Notification
-from ..alerts.silence import Silences
 from ..alerts.state import AlertManager, fingerprint
 from ..alerts.store import StoreError
 from ..model import Alert, Container, Event, Sample
@@ -167,7 +166,7 @@ class Pipeline:
         if alerts:
             self.counters.alerts += len(alerts)
         if pending:
-            m.delivery.wake()
+            m.wake()
 
     def reconcile(self, now: float) -> None:
         """Resolve alerts left firing by the run before this one that no longer hold."""
@@ -176,13 +175,13 @@ class Pipeline:
         gone = self.manager.reconcile(set(live), now)
         # what was firing then and is pending again now goes on firing (no new notice), so that
         # it resolves when it stops holding; left pending, it would stay firing on record forever
-        for n in self.manager.store.active_alerts():
+        for n in self.manager.active_alerts():
             rule, workload, state = live.get(n.fingerprint, ("", "", ""))
             if state == "pending":
                 self.engine.promote(rule, workload)
         if gone:
             log.info("%d alerts firing before the restart no longer hold: resolved", len(gone))
-            self.manager.delivery.wake()
+            self.manager.wake()
 
     def _forget(self, now: float) -> None:
         gone = [cid for cid, e in self._seen.items() if now - e.last_seen > FORGET_AFTER]
@@ -205,8 +204,8 @@ class Pipeline:
         undelivered notices stay in the outbox for sinks that still exist."""
         old = self.manager
         self.manager = manager
-        manager.delivery.start()
-        await old.delivery.close()
+        manager.start()
+        await old.close()
 
     # -- the web View --------------------------------------------------------------------------
 
@@ -230,7 +229,7 @@ class Pipeline:
 
     def stats(self) -> Stats:
         c = self.counters
-        delivery: Mapping[str, Any] = self.manager.delivery.stats()
+        delivery: Mapping[str, Any] = self.manager.delivery_stats()
         return Stats(
             started_at=c.started_at, ready=c.ready, interval_s=self.interval_s, ticks=c.ticks,
             last_tick_at=c.last_tick_at, last_tick_s=c.last_tick_s, rules_loaded=len(self.engine.rules),
@@ -240,7 +239,7 @@ class Pipeline:
             models_evicted=self.engine.baselines.evicted,
             delivery={name: {"sent": x.sent, "messages": x.messages, "retried": x.retried, "failed": x.failed,
                              "dropped": x.dropped} for name, x in delivery.items()},
-            outbox_pending=self.manager.store.pending_count(),
+            outbox_pending=self.manager.outbox_pending(),
             profiles={} if self.profile_stats is None else {
                 k: int(v) for k, v in asdict(self.profile_stats).items()},
             kubelet={} if self.kubelet_stats is None else {
@@ -277,7 +276,7 @@ class Pipeline:
         """The latest notices from the alert history (newest last)."""
         return [AlertRecord(ts=h["ts"], rule=h["rule"], container=h["container"], state=h["state"],
                             severity=h["severity"], summary=h["summary"])
-                for h in self.manager.store.history(limit=limit)]
+                for h in self.manager.history(limit)]
 
     def profiles(self) -> ProfileStore | None:
         return self.profile_store
@@ -285,7 +284,7 @@ class Pipeline:
     def silences(self) -> list[SilenceInfo]:
         """Silences in force."""
         return [SilenceInfo(id=x.id, rule=x.rule, container=x.container, ends_at=x.ends_at, comment=x.comment,
-                            created_by=x.created_by) for x in Silences(self.manager.store).list()]
+                            created_by=x.created_by) for x in self.manager.silences.list()]
 
     def status_line(self) -> str:
         """systemd's STATUS=: what an operator wants from ``systemctl status``."""

@@ -152,7 +152,7 @@ class Daemon:
         if loaded.loaded:
             log.info("loaded %d anomaly baselines from %s", loaded.loaded, self._saver.path)
         manager = AlertManager(self.store, build_sinks(cfg.notify), {r.name: r for r in rules}, host=cfg.host)
-        _drop_orphans(self.store, cfg.notify)
+        _drop_orphans(manager)
         self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
         self.profiler = self._make_profiler(cfg, state, rules)
         if cfg.kubernetes is not None:
@@ -161,7 +161,7 @@ class Daemon:
             self.pipeline.kubelet_stats = self.pods.stats
             await asyncio.to_thread(self.pods.fetch)     # names and labels from the first interval on
         self.collector = await asyncio.to_thread(self._open_collector, cfg, self.profiler, self.pods)
-        manager.delivery.start()
+        manager.start()
         runner = await serve(build_app(self.pipeline, cfg.auth.token, cfg.auth.public), cfg.listen)
         log.info("cgwatch running: %d rules, %d sinks, every %gs, http://%s/", len(rules), len(cfg.notify),
                  cfg.interval, cfg.listen)
@@ -289,7 +289,7 @@ class Daemon:
 
     async def _process(self) -> None:
         """Take batches off the queue: rules, models, alert state; save models now and then."""
-        assert self.pipeline is not None and self._saver is not None and self.store is not None
+        assert self.pipeline is not None and self._saver is not None
         pruned = time.time()
         while True:
             now, samples, events = await self._queue.get()
@@ -306,7 +306,7 @@ class Daemon:
             if now - pruned > PRUNE_EVERY_S:
                 pruned = now
                 try:
-                    self.store.prune()
+                    p.manager.prune()
                 except StoreError as e:
                     log.warning("old alert history not pruned: %s", e)
 
@@ -353,7 +353,7 @@ class Daemon:
             self.pipeline.replace_rules(rules, time.time())
             if manager is not None:
                 await self.pipeline.replace_sinks(manager)
-                _drop_orphans(self.store, cfg.notify)
+                _drop_orphans(manager)
         except Exception as e:
             log.debug("reload failed", exc_info=True)
             return self._reload_failed(f"unexpected {type(e).__name__} while applying it: {e}")
@@ -440,8 +440,8 @@ class Daemon:
             await _step("stopping the web server", runner.cleanup(), 2.0)
         p = self.pipeline
         if p is not None:
-            left = await _step("flushing delivery", p.manager.delivery.drain(STOP_FLUSH_S), STOP_FLUSH_S + 0.5)
-            await _step("stopping delivery", p.manager.delivery.close(), 1.0)
+            left = await _step("flushing delivery", p.manager.drain(STOP_FLUSH_S), STOP_FLUSH_S + 0.5)
+            await _step("stopping delivery", p.manager.close(), 1.0)
             if left is not None and left.pending:
                 log.info("%d notifications stay in the outbox for the next start", left.pending)
             if self._saver is not None:
@@ -452,9 +452,9 @@ class Daemon:
         return 1 if self._failed else 0
 
 
-def _drop_orphans(store: Store, sinks: Any) -> None:
+def _drop_orphans(manager: AlertManager) -> None:
     """Notices queued for sinks the config no longer has are dropped, and said so."""
-    for sink, n in store.drop_orphans(sinks).items():
+    for sink, n in manager.drop_orphans().items():
         log.warning("dropped %d undelivered notifications for sink %r: it is no longer in the config", n, sink)
 
 
