@@ -271,11 +271,11 @@ def test_secret_files_must_be_small_regular_files(tmp_path: Path) -> None:
 
 def test_read_small_file_refuses_what_changed_after_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The type is checked again on what was opened, and the read stops one byte past the limit."""
-    from cgwatch import config
+    from cgwatch import files
 
     (tmp_path / "grows").write_text("y" * 100)
-    monkeypatch.setattr(config, "check_small_file", lambda path, limit=0: None)   # as if it grew since
+    monkeypatch.setattr(files, "check_small_file", lambda path, limit=0: None)   # as if it grew since
     with pytest.raises(ValueError, match=r"grows is too large \(more than 10 bytes\)"):
-        config.read_small_file(tmp_path / "grows", limit=10)
+        files.read_small_file(tmp_path / "grows", limit=10)
     with pytest.raises(ValueError, match="/dev/zero is a character device"):
-        config.read_small_file("/dev/zero")
+        files.read_small_file("/dev/zero")

@@ -90,6 +90,25 @@ def test_labels_come_from_the_kubelet_and_survive_its_trouble(kubelet, tmp_path)
     assert kubelet.seen_tokens[-1] == "Bearer t1"
 
 
+def test_a_token_file_that_became_a_device_or_huge_is_a_failed_fetch_not_a_hang(kubelet, tmp_path):
+    """The token is read at every refresh: a path swapped for /dev/zero or a 1 GiB file must not
+    read forever or fill memory; the fetch fails with one line and the last good list stays."""
+    token = tmp_path / "token"
+    token.write_text("t0\n")
+    pods = PodIndex(kubelet.url, str(token))
+    assert pods.fetch()
+    token.unlink()
+    token.symlink_to("/dev/zero")
+    assert not pods.fetch()
+    assert "character device, not a regular file" in pods.stats.last_error
+    token.unlink()
+    with token.open("wb") as f:
+        f.truncate(1 << 30)           # sparse: no disk used
+    assert not pods.fetch()
+    assert "too large" in pods.stats.last_error and "\n" not in pods.stats.last_error
+    assert pods.pod(UID) is not None
+
+
 def test_a_pod_the_kubelet_does_not_list_yet_is_looked_up_again(kubelet, tmp_path):
     kubelet.body = json.dumps({"kind": "PodList", "items": []}).encode()
     kubelet.token = ""

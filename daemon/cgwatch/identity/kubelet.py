@@ -35,7 +35,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from ..files import read_small_bytes, read_small_file
 
 log = logging.getLogger("cgwatch.identity")
 
@@ -136,10 +137,10 @@ class PodIndex:
 
     def _read(self) -> bytes:
         if self.url.startswith("file://"):
-            return Path(self.url[len("file://"):]).read_bytes()[:MAX_BODY]
+            return read_small_bytes(self.url[len("file://"):], MAX_BODY)
         headers = {"Accept": "application/json"}
-        if self.token_file:
-            headers["Authorization"] = "Bearer " + Path(self.token_file).read_text().strip()  # tokens rotate
+        if self.token_file:     # read at each refresh (tokens rotate), bounded like every secret file
+            headers["Authorization"] = "Bearer " + read_small_file(self.token_file).strip()
         req = urllib.request.Request(self.url + "/pods", headers=headers)
         ctx = None
         if self.url.startswith("https://"):
