@@ -18,8 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from cgwatch.identity.cgroups import find_cgroup2_root
+
+# CI machines are shared: no property test may fail because an example or its data took long
+settings.register_profile("cgwatch", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("cgwatch")
 
 
 def bpf_unavailable() -> str | None:

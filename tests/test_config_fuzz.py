@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from cgwatch.config import COLLECTORS, AuthConfig, Config, ConfigError, Kubernet
 from cgwatch.sinks.base import SINKS, build_sinks, sink_class
 
 EXAMPLES = int(os.environ.get("CGWATCH_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=timedelta(seconds=10), database=None,
+FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 INLINE_URL = "http://127.0.0.1:9/fuzz-url"
