@@ -1,48 +1,35 @@
 """The daemon's middle: one interval's Samples and Events through the rules
-engine and the anomaly models into the alert manager, and what the web side
-reads about it.
+engine and the anomaly models into the alert manager.
 
-:class:`Pipeline` is fed one batch per interval (``process``); it owns the
-engine and the alert manager, keeps each container's latest values for the
-API (one dict store per sample), and counts everything the ``/metrics`` page
-reports. It also implements the web :class:`~cgwatch.web.view.View`.
+:class:`Pipeline` is fed one batch per interval (:meth:`~Pipeline.process`,
+which returns the alert changes); it owns the engine and the alert manager and
+counts what the ``/metrics`` page reports. It knows nothing of the web side:
+the daemon hands each batch and its alert changes on to
+:class:`~cgwatch.daemon.view.DaemonView`, which is what the dashboard reads.
 
-A reload swaps the engine (:meth:`replace_rules`) and, when ``notify:``
-changed, the sinks (:meth:`replace_sinks`), keeping what the old ones knew.
+A reload swaps the engine (:meth:`~Pipeline.replace_rules`) and, when
+``notify:`` changed, the sinks (:meth:`~Pipeline.replace_sinks`), keeping what
+the old ones knew.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..alerts.notification import Notification
 from ..alerts.state import AlertManager, fingerprint
 from ..alerts.store import StoreError
 from ..model import Alert, Container, Event, Sample
-from ..profile.store import ProfileStore
-from ..rules.engine import Engine, summarize
-from ..web.history import History
-from ..web.live import Hub
-from ..web.view import AlertInfo, AlertRecord, ContainerInfo, RuleInfo, SilenceInfo, Stats
+from ..rules.engine import Engine
 
 log = logging.getLogger("cgwatch")
 
-#: a container that sent nothing for this long leaves the API's list
-FORGET_AFTER = 300.0
 #: alert changes kept in memory while alerts.db cannot be written (then the oldest go)
 UNRECORDED_MAX = 10_000
-
-
-@dataclass(slots=True)
-class _Seen:
-    container: Container
-    first_seen: float
-    last_seen: float
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -69,28 +56,18 @@ class Counters:
 
 
 class Pipeline:
-    """Rules, models and alert state for the live daemon; also the web View."""
+    """Rules, models and alert state for the live daemon."""
 
     def __init__(self, engine: Engine, manager: AlertManager, interval_s: float) -> None:
         self.engine = engine
         self.manager = manager
         self.interval_s = interval_s
         self.counters = Counters()
-        self._seen: dict[str, _Seen] = {}
-        #: what the dashboard draws: the last hour per container, and the live stream
-        self.history = History(interval_s)
-        self.hub = Hub(self.history)
         #: firing notices waiting for a CPU profile, and their containers (the daemon takes them)
         self.profile_requests: list[tuple[Notification, Container]] = []
         #: alert changes not yet in alerts.db because writing it failed (tried again each interval)
         self._unrecorded: list[Alert] = []
         self._reconciled = False
-        #: where profiles are kept, when the daemon profiles (the web View reads it)
-        self.profile_store: ProfileStore | None = None
-        #: the profiler's counters, for /metrics (None when the daemon does not profile)
-        self.profile_stats: Any = None
-        #: the kubelet pod list's counters (None without ``kubernetes:``)
-        self.kubelet_stats: Any = None
         longest = max((r.for_s for r in engine.rules), default=0.0)
         #: after this many intervals the engine knows what fires; then the store is reconciled
         self.reconcile_after = int(longest / interval_s) + 3
@@ -98,23 +75,10 @@ class Pipeline:
     # -- the work ------------------------------------------------------------------------------
 
     def process(self, now: float, samples: Sequence[Sample], events: Sequence[Event]) -> list[Alert]:
-        """One interval: learn and evaluate, queue the notices; returns the alert changes."""
-        seen = self._seen
-        for s in samples:
-            cid = s.container.id
-            entry = seen.get(cid)
-            if entry is None or entry.container is not s.container:
-                old = entry
-                entry = seen[cid] = _Seen(s.container, old.first_seen if old else s.ts, s.ts,
-                                          old.metrics if old else {})
-            entry.last_seen = s.ts
-            entry.metrics[s.metric] = s.value
+        """One interval: learn and evaluate, queue the notices; returns the alert changes
+        (what the dashboard shows of this interval besides the batch itself)."""
         alerts = self.engine.step(now, samples, events)
-        for e in events:
-            if e.kind == "container_stop":
-                seen.pop(e.container.id, None)
         self.handle(alerts, now)
-        self.hub.update(now, samples, events, alerts)
         c = self.counters
         if not self._reconciled and c.ticks + 1 >= self.reconcile_after:
             try:
@@ -126,8 +90,6 @@ class Pipeline:
                     c.store_error = str(e)
         c.samples += len(samples)
         c.events += len(events)
-        if c.ticks % 60 == 0:
-            self._forget(now)
         return alerts
 
     def handle(self, alerts: Sequence[Alert], now: float) -> None:
@@ -183,11 +145,6 @@ class Pipeline:
             log.info("%d alerts firing before the restart no longer hold: resolved", len(gone))
             self.manager.wake()
 
-    def _forget(self, now: float) -> None:
-        gone = [cid for cid, e in self._seen.items() if now - e.last_seen > FORGET_AFTER]
-        for cid in gone:
-            del self._seen[cid]
-
     # -- reload --------------------------------------------------------------------------------
 
     def replace_rules(self, rules: Sequence[Any], now: float) -> None:
@@ -207,89 +164,13 @@ class Pipeline:
         manager.start()
         await old.close()
 
-    # -- the web View --------------------------------------------------------------------------
+    # -- systemd -------------------------------------------------------------------------------
 
-    def containers(self) -> list[ContainerInfo]:
-        out = []
-        for e in self._seen.values():
-            c = e.container
-            out.append(ContainerInfo(
-                id=c.id, name=c.name, runtime=c.runtime, image=c.image, labels=dict(c.labels), pod=c.pod,
-                qos=c.qos, cgroup=c.cgroup, first_seen=e.first_seen, last_seen=e.last_seen,
-                metrics=dict(e.metrics)))
-        return out
-
-    def alerts(self) -> list[AlertInfo]:
-        out = []
-        for r, c, state, since, value in self.engine.alerts():
-            out.append(AlertInfo(rule=r.name, container=c.name, container_id=c.id, runtime=c.runtime, state=state,
-                                 severity=r.severity, since=since, value=value,
-                                 summary=summarize(r, c, value, None)))
-        return out
-
-    def stats(self) -> Stats:
-        c = self.counters
-        delivery: Mapping[str, Any] = self.manager.delivery_stats()
-        return Stats(
-            started_at=c.started_at, ready=c.ready, interval_s=self.interval_s, ticks=c.ticks,
-            last_tick_at=c.last_tick_at, last_tick_s=c.last_tick_s, rules_loaded=len(self.engine.rules),
-            reload_ok=c.reload_ok, reload_error=c.reload_error, reloads=c.reloads, samples_total=c.samples,
-            events_total=c.events, queue_drops=dict(c.queue_drops), event_drops=dict(c.event_drops),
-            bpf_maps=dict(c.bpf_maps), models=len(self.engine.baselines),
-            models_evicted=self.engine.baselines.evicted,
-            delivery={name: {"sent": x.sent, "messages": x.messages, "retried": x.retried, "failed": x.failed,
-                             "dropped": x.dropped} for name, x in delivery.items()},
-            outbox_pending=self.manager.outbox_pending(),
-            profiles={} if self.profile_stats is None else {
-                k: int(v) for k, v in asdict(self.profile_stats).items()},
-            kubelet={} if self.kubelet_stats is None else {
-                "fetches": self.kubelet_stats.fetches, "errors": self.kubelet_stats.errors,
-                "pods": self.kubelet_stats.pods})
-
-    def container_rules(self, container_id: str) -> list[RuleInfo]:
-        """The rules that watch this container, as the container page lists them."""
-        seen = self._seen.get(container_id)
-        c = seen.container if seen is not None else self.history.container(container_id)
-        if c is None:
-            return []
-        out = []
-        for r in self.engine.rules:
-            if not r.select.matches(c):
-                continue
-            if r.expr is not None:
-                kind, text = "expr", r.expr.text
-            elif r.event is not None:
-                kind, text = "event", r.event
-            else:
-                kind, text = "anomaly", ", ".join(r.anomaly.metrics)
-            out.append(RuleInfo(name=r.name, kind=kind, text=text, severity=r.severity, for_s=r.for_s,
-                                threshold=self._threshold(r, c) if kind == "anomaly" else None))
-        return out
-
-    def _threshold(self, r: Any, c: Container) -> float | None:
-        """The score the rule's model must pass to fire now (its running quantile or floor)."""
-        key = "+".join(r.anomaly.metrics) if len(r.anomaly.metrics) > 1 else r.anomaly.metrics[0]
-        model = self.engine.baselines.peek((r.name, c.workload, key))
-        return None if model is None else model.threshold()
-
-    def recent_alerts(self, limit: int = 100) -> list[AlertRecord]:
-        """The latest notices from the alert history (newest last)."""
-        return [AlertRecord(ts=h["ts"], rule=h["rule"], container=h["container"], state=h["state"],
-                            severity=h["severity"], summary=h["summary"])
-                for h in self.manager.history(limit)]
-
-    def profiles(self) -> ProfileStore | None:
-        return self.profile_store
-
-    def silences(self) -> list[SilenceInfo]:
-        """Silences in force."""
-        return [SilenceInfo(id=x.id, rule=x.rule, container=x.container, ends_at=x.ends_at, comment=x.comment,
-                            created_by=x.created_by) for x in self.manager.silences.list()]
-
-    def status_line(self) -> str:
-        """systemd's STATUS=: what an operator wants from ``systemctl status``."""
+    def status_line(self, watching: int) -> str:
+        """systemd's STATUS=: what an operator wants from ``systemctl status``; ``watching``
+        is how many containers the daemon lists now (:meth:`DaemonView.watching`)."""
         firing = sum(1 for a in self.engine.alerts() if a[2] == "firing")
-        line = f"watching {len(self._seen)} containers, {firing} alerts firing, {len(self.engine.rules)} rules"
+        line = f"watching {watching} containers, {firing} alerts firing, {len(self.engine.rules)} rules"
         if not self.counters.reload_ok:
             line += f"; last reload FAILED, old config kept: {self.counters.reload_error}"
         if self.counters.store_error:

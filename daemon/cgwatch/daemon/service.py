@@ -6,7 +6,8 @@ Stages and what joins them::
         BPF maps, ring buffers, cgroupfs                        │ SQLite outbox (durable)
                                                                 ▼
                                                    delivery tasks, one per sink ──► receivers
-    web (healthz, metrics, API) reads the pipeline; systemd hears READY, STATUS, WATCHDOG
+    web (healthz, metrics, API) reads the view, which the pipeline's output feeds;
+    systemd hears READY, STATUS, WATCHDOG
 
 The collector's ``tick`` (map reads, ring-buffer polls, cgroupfs) runs in a
 worker thread, so the loop never blocks on the kernel. A tick whose batch
@@ -52,6 +53,7 @@ from ..sources.bpf import SetupError
 from ..web.app import build_app, serve
 from .pipeline import Pipeline
 from .sdnotify import Notifier, watchdog_interval
+from .view import DaemonView
 
 log = logging.getLogger("cgwatch")
 
@@ -118,6 +120,8 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.cfg: Config | None = None
         self.pipeline: Pipeline | None = None
+        #: what the web side reads; fed after the pipeline each interval
+        self.view: DaemonView | None = None
         self.collector: Any = None
         self.store: Store | None = None
         self._stop = asyncio.Event()
@@ -154,15 +158,16 @@ class Daemon:
         manager = AlertManager(self.store, build_sinks(cfg.notify), {r.name: r for r in rules}, host=cfg.host)
         _drop_orphans(manager)
         self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
+        self.view = DaemonView(self.pipeline)
         self.profiler = self._make_profiler(cfg, state, rules)
         if cfg.kubernetes is not None:
             k = cfg.kubernetes
             self.pods = PodIndex(k.kubelet_url, k.token_file, k.tls_verify, k.ca_file)
-            self.pipeline.kubelet_stats = self.pods.stats
+            self.view.kubelet_stats = self.pods.stats
             await asyncio.to_thread(self.pods.fetch)     # names and labels from the first interval on
         self.collector = await asyncio.to_thread(self._open_collector, cfg, self.profiler, self.pods)
         manager.start()
-        runner = await serve(build_app(self.pipeline, cfg.auth.token, cfg.auth.public), cfg.listen)
+        runner = await serve(build_app(self.view, cfg.auth.token, cfg.auth.public), cfg.listen)
         log.info("cgwatch running: %d rules, %d sinks, every %gs, http://%s/", len(rules), len(cfg.notify),
                  cfg.interval, cfg.listen)
         return runner
@@ -170,7 +175,7 @@ class Daemon:
     def _make_profiler(self, cfg: Config, state: Path, rules: list[Any]) -> Profiler | None:
         """The profiler, when ``profiles.enabled`` (loaded at start if a rule asks for profiles,
         else on the first request); alerts of rules with ``profile:`` then wait for theirs."""
-        assert self.pipeline is not None
+        assert self.pipeline is not None and self.view is not None
         if not cfg.profiles.enabled:
             return None
         root = default_cgroup_root()
@@ -178,11 +183,11 @@ class Daemon:
             return None
         p = cfg.profiles
         store = ProfileStore(state / "profiles", p.max_bytes)
-        self.pipeline.profile_store = store
+        self.view.profile_store = store
         self.pipeline.manager.profile_grace_s = PROFILE_GRACE_S
         profiler = Profiler(store, root, hz=p.hz, max_concurrent=p.max_concurrent, stack_entries=p.stack_map,
                             preload=any(r.profile_s for r in rules))
-        self.pipeline.profile_stats = profiler.stats
+        self.view.profile_stats = profiler.stats
         return profiler
 
     @staticmethod
@@ -289,16 +294,17 @@ class Daemon:
 
     async def _process(self) -> None:
         """Take batches off the queue: rules, models, alert state; save models now and then."""
-        assert self.pipeline is not None and self._saver is not None
+        assert self.pipeline is not None and self.view is not None and self._saver is not None
         pruned = time.time()
         while True:
             now, samples, events = await self._queue.get()
             p = self.pipeline
-            p.process(now, samples, events)
+            alerts = p.process(now, samples, events)
+            self.view.update(now, samples, events, alerts)
             p.counters.ticks += 1
             if p.counters.ticks == 1:
                 p.counters.ready = True
-            self.notifier.send(STATUS=p.status_line())
+            self.notifier.send(STATUS=self._status())
             if self._saver.due(now):
                 p.engine.baselines.evict_idle(now)
                 await self._saver.save_async(p.engine.baselines, now)
@@ -361,7 +367,7 @@ class Daemon:
                                           for k in RESTART_KEYS})
         c.reload_ok, c.reload_error = True, ""
         log.info("reloaded: %d rules, %d sinks", len(rules), len(cfg.notify))
-        self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
+        self.notifier.send(READY=1, STATUS=self._status())
         return True
 
     def _reload_failed(self, why: str) -> bool:
@@ -371,8 +377,14 @@ class Daemon:
         c = self.pipeline.counters
         c.reload_ok, c.reload_error = False, why
         log.error("reload failed, the old config and rules stay: %s", why)
-        self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
+        self.notifier.send(READY=1, STATUS=self._status())
         return False
+
+    def _status(self) -> str:
+        """systemd's STATUS= line. A daemon not serving the web (tests make one) has no view
+        and counts no containers; the rest of the line is the pipeline's."""
+        assert self.pipeline is not None
+        return self.pipeline.status_line(self.view.watching() if self.view is not None else 0)
 
     # -- run -----------------------------------------------------------------------------------
 
@@ -400,7 +412,7 @@ class Daemon:
             every = watchdog_interval()
             if every:
                 tasks.append(asyncio.create_task(self._watchdog(every), name="watchdog"))
-            self.notifier.send(READY=1, STATUS=self.pipeline.status_line())
+            self.notifier.send(READY=1, STATUS=self._status())
             while not self._stop.is_set():
                 waiters = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._reload.wait()),
                            *[t for t in tasks if not t.done()]]

@@ -1,0 +1,166 @@
+"""What the web side reads about the live daemon: the web
+:class:`~cgwatch.web.view.View`, implemented over the pipeline.
+
+:class:`DaemonView` is fed once per interval, after the pipeline, with the same
+batch and the alert changes it returned (:meth:`~DaemonView.update`). It owns
+what only the dashboard and the API need: each container's latest values (one
+dict store per sample), the last hour per container (``history``) and the live
+stream (``hub``). The rest (alerts, rules, counters, the alert record) it reads
+from the pipeline when asked, never changing it, so the pipeline knows nothing
+of the web and the web nothing of the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..model import Alert, Container, Event, Sample
+from ..profile.store import ProfileStore
+from ..rules.engine import summarize
+from ..web.history import History
+from ..web.live import Hub
+from ..web.view import AlertInfo, AlertRecord, ContainerInfo, RuleInfo, SilenceInfo, Stats
+from .pipeline import Pipeline
+
+#: a container that sent nothing for this long leaves the API's list
+FORGET_AFTER = 300.0
+#: stale containers are looked for this often (in intervals)
+FORGET_EVERY = 60
+
+
+@dataclass(slots=True)
+class _Seen:
+    container: Container
+    first_seen: float
+    last_seen: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class DaemonView:
+    """The web View of a :class:`~cgwatch.daemon.pipeline.Pipeline` (read, never changed)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self._seen: dict[str, _Seen] = {}
+        self._updates = 0
+        #: what the dashboard draws: the last hour per container, and the live stream
+        self.history = History(pipeline.interval_s)
+        self.hub = Hub(self.history)
+        #: where profiles are kept, when the daemon profiles
+        self.profile_store: ProfileStore | None = None
+        #: the profiler's counters, for /metrics (None when the daemon does not profile)
+        self.profile_stats: Any = None
+        #: the kubelet pod list's counters (None without ``kubernetes:``)
+        self.kubelet_stats: Any = None
+
+    def update(self, now: float, samples: Sequence[Sample], events: Sequence[Event],
+               alerts: Sequence[Alert]) -> None:
+        """One interval, after the pipeline: ``alerts`` are the changes its ``process`` returned."""
+        seen = self._seen
+        for s in samples:
+            cid = s.container.id
+            entry = seen.get(cid)
+            if entry is None or entry.container is not s.container:
+                old = entry
+                entry = seen[cid] = _Seen(s.container, old.first_seen if old else s.ts, s.ts,
+                                          old.metrics if old else {})
+            entry.last_seen = s.ts
+            entry.metrics[s.metric] = s.value
+        for e in events:
+            if e.kind == "container_stop":
+                seen.pop(e.container.id, None)
+        self.hub.update(now, samples, events, alerts)
+        if self._updates % FORGET_EVERY == 0:
+            self._forget(now)
+        self._updates += 1
+
+    def _forget(self, now: float) -> None:
+        gone = [cid for cid, e in self._seen.items() if now - e.last_seen > FORGET_AFTER]
+        for cid in gone:
+            del self._seen[cid]
+
+    def watching(self) -> int:
+        """How many containers :meth:`containers` lists (without building the list): systemd's
+        STATUS= says it every interval."""
+        return len(self._seen)
+
+    # -- the web View --------------------------------------------------------------------------
+
+    def containers(self) -> list[ContainerInfo]:
+        out = []
+        for e in self._seen.values():
+            c = e.container
+            out.append(ContainerInfo(
+                id=c.id, name=c.name, runtime=c.runtime, image=c.image, labels=dict(c.labels), pod=c.pod,
+                qos=c.qos, cgroup=c.cgroup, first_seen=e.first_seen, last_seen=e.last_seen,
+                metrics=dict(e.metrics)))
+        return out
+
+    def alerts(self) -> list[AlertInfo]:
+        out = []
+        for r, c, state, since, value in self.pipeline.engine.alerts():
+            out.append(AlertInfo(rule=r.name, container=c.name, container_id=c.id, runtime=c.runtime, state=state,
+                                 severity=r.severity, since=since, value=value,
+                                 summary=summarize(r, c, value, None)))
+        return out
+
+    def stats(self) -> Stats:
+        p = self.pipeline
+        c, engine, manager = p.counters, p.engine, p.manager
+        return Stats(
+            started_at=c.started_at, ready=c.ready, interval_s=p.interval_s, ticks=c.ticks,
+            last_tick_at=c.last_tick_at, last_tick_s=c.last_tick_s, rules_loaded=len(engine.rules),
+            reload_ok=c.reload_ok, reload_error=c.reload_error, reloads=c.reloads, samples_total=c.samples,
+            events_total=c.events, queue_drops=dict(c.queue_drops), event_drops=dict(c.event_drops),
+            bpf_maps=dict(c.bpf_maps), models=len(engine.baselines),
+            models_evicted=engine.baselines.evicted,
+            delivery={name: {"sent": x.sent, "messages": x.messages, "retried": x.retried, "failed": x.failed,
+                             "dropped": x.dropped} for name, x in manager.delivery_stats().items()},
+            outbox_pending=manager.outbox_pending(),
+            profiles={} if self.profile_stats is None else {
+                k: int(v) for k, v in asdict(self.profile_stats).items()},
+            kubelet={} if self.kubelet_stats is None else {
+                "fetches": self.kubelet_stats.fetches, "errors": self.kubelet_stats.errors,
+                "pods": self.kubelet_stats.pods})
+
+    def container_rules(self, container_id: str) -> list[RuleInfo]:
+        """The rules that watch this container, as the container page lists them."""
+        seen = self._seen.get(container_id)
+        c = seen.container if seen is not None else self.history.container(container_id)
+        if c is None:
+            return []
+        out = []
+        for r in self.pipeline.engine.rules:
+            if not r.select.matches(c):
+                continue
+            if r.expr is not None:
+                kind, text = "expr", r.expr.text
+            elif r.event is not None:
+                kind, text = "event", r.event
+            else:
+                kind, text = "anomaly", ", ".join(r.anomaly.metrics)
+            out.append(RuleInfo(name=r.name, kind=kind, text=text, severity=r.severity, for_s=r.for_s,
+                                threshold=self._threshold(r, c) if kind == "anomaly" else None))
+        return out
+
+    def _threshold(self, r: Any, c: Container) -> float | None:
+        """The score the rule's model must pass to fire now (its running quantile or floor)."""
+        key = "+".join(r.anomaly.metrics) if len(r.anomaly.metrics) > 1 else r.anomaly.metrics[0]
+        model = self.pipeline.engine.baselines.peek((r.name, c.workload, key))
+        return None if model is None else model.threshold()
+
+    def recent_alerts(self, limit: int = 100) -> list[AlertRecord]:
+        """The latest notices from the alert history (newest last)."""
+        return [AlertRecord(ts=h["ts"], rule=h["rule"], container=h["container"], state=h["state"],
+                            severity=h["severity"], summary=h["summary"])
+                for h in self.pipeline.manager.history(limit)]
+
+    def profiles(self) -> ProfileStore | None:
+        return self.profile_store
+
+    def silences(self) -> list[SilenceInfo]:
+        """Silences in force."""
+        return [SilenceInfo(id=x.id, rule=x.rule, container=x.container, ends_at=x.ends_at, comment=x.comment,
+                            created_by=x.created_by) for x in self.pipeline.manager.silences.list()]
