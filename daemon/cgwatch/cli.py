@@ -201,8 +201,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     with _output(args.output) as out:
         out.write(text)
     if report.skipped.count:
-        log.warning("%d unreadable lines of %s skipped (first: line %d)", report.skipped.count, args.input,
-                    report.skipped.first[0][0])
+        n, why = report.skipped.first[0]
+        log.warning("%d lines of %s skipped (first: line %d: %s)", report.skipped.count, args.input, n, why)
     log.info("%d containers, %d samples, %d events; wrote %s", len(report.containers), report.samples,
              report.events, args.output)
     return 0

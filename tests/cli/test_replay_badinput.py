@@ -92,7 +92,7 @@ def test_report_skips_and_counts_a_bad_line(tmp_path: Path, rules: Path, bad: st
     p = cgwatch("report", "-r", str(rules), "-i", str(rec), "-o", str(out))
     no_traceback(p)
     assert p.returncode == 0, p.stderr
-    assert f"1 unreadable lines of {rec} skipped (first: line 2)" in p.stderr
+    assert f"1 lines of {rec} skipped (first: line 2: {message}" in p.stderr
     text = out.read_text()
     assert "**1 line skipped**" in text, text[:2000]
     assert f"line 2: {message}" in text, text[:2000]
@@ -103,7 +103,7 @@ def test_a_bad_ts_does_not_make_every_later_line_out_of_order(tmp_path: Path, ru
     rec = tmp_path / "rec.jsonl"
     rec.write_text("\n".join([line(T0), line("1e20"), *(line(T0 + i) for i in range(1, 6))]) + "\n")
     p = cgwatch("report", "-r", str(rules), "-i", str(rec), "-o", str(tmp_path / "r.md"))
-    assert p.returncode == 0 and "1 unreadable lines" in p.stderr, p.stderr
+    assert p.returncode == 0 and f"1 lines of {rec} skipped (first: line 2:" in p.stderr, p.stderr
 
 
 def many_containers(path: Path, n: int) -> None:
@@ -139,7 +139,8 @@ def test_report_counts_the_dropped_containers_lines_as_skipped(tmp_path: Path, r
     p = cgwatch("report", "-r", str(rules), "-i", str(rec), "-o", str(out))
     no_traceback(p)
     assert p.returncode == 0, p.stderr
-    assert f"4 unreadable lines of {rec} skipped (first: line {MAX_CONTAINERS + 1})" in p.stderr
+    assert f"4 lines of {rec} skipped (first: line {MAX_CONTAINERS + 1}: container 'c{MAX_CONTAINERS}' dropped" \
+        in p.stderr, p.stderr
     assert f"container 'c{MAX_CONTAINERS}' dropped: beyond the first {MAX_CONTAINERS}" in out.read_text()
 
 

@@ -123,10 +123,10 @@ def test_markdown_report(recording: Recording) -> None:
     out = recording.path.with_name("report.md")
     p = run("report", "-i", str(recording.path), "-r", str(recording.rules), "-o", str(out))
     assert p.returncode == 0, p.stderr
-    assert "2 unreadable lines" in p.stderr
+    assert "2 lines of" in p.stderr and "skipped (first: line 11: not JSON" in p.stderr
     md = out.read_text(encoding="utf-8")
     assert md.startswith("### cgwatch report: rec.jsonl")
-    assert "**2 lines skipped** (unreadable): line 11: not JSON" in md and "line 201:" in md
+    assert "**2 lines skipped** (unreadable, or of a container beyond the bound): line 11: not JSON" in md and "line 201:" in md
     assert "| 1 | `a` | 49.5 |" in md                     # top CPU
     assert "| 1 | `b` | 1.00GiB |" in md                   # top memory (max)
     assert "| a-busy | 1 | 0 |" in md

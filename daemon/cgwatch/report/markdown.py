@@ -64,7 +64,7 @@ def render_markdown(report: Report) -> str:
     if r.skipped.count:
         first = "; ".join(f"line {n}: {why}" for n, why in r.skipped.first)
         out.append(f"- **{r.skipped.count} line{'' if r.skipped.count == 1 else 's'} skipped** "
-                   f"(unreadable): {cell(first)}")
+                   f"(unreadable, or of a container beyond the bound): {cell(first)}")
     if r.offenders:
         out += ["", "#### Top offenders", ""]
         for o in r.offenders:
