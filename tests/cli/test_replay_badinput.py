@@ -8,6 +8,7 @@ traceback. Containers beyond the first ``MAX_CONTAINERS`` are dropped, said in o
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from cgwatch.record import MAX_CONTAINERS, MAX_TS, parse_line
 
 CGWATCH = str(Path(sys.executable).with_name("cgwatch"))
 T0 = 1732492800.0
+#: generated lines per run: 300 in make test, 10,000 or more for the long run (docs/troubleshooting.md)
+EXAMPLES = int(os.environ.get("CGWATCH_FUZZ_EXAMPLES", "300"))
 RULES = """
 rules:
   - name: hot
@@ -159,7 +162,7 @@ LINES = st.one_of(st.fixed_dictionaries({}, optional=dict.fromkeys(KEYS, JSON)),
                   JSON)
 
 
-@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None)
 @given(obj=LINES)
 def test_any_json_line_is_an_item_or_a_value_error(obj: object) -> None:
     cache: dict = {}
