@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from cgwatch.daemon.service import _step
+from cgwatch.daemon.host import shutdown_step
 
 
 def test_a_hanging_step_is_left_after_its_budget_and_a_failing_one_is_logged(caplog):
@@ -22,8 +22,8 @@ def test_a_hanging_step_is_left_after_its_budget_and_a_failing_one_is_logged(cap
         return 7
 
     async def body() -> list[object]:
-        return [await _step("hanging", hang(), 0.2), await _step("failing", boom(), 1.0),
-                await _step("fine", fine(), 1.0)]
+        return [await shutdown_step("hanging", hang(), 0.2), await shutdown_step("failing", boom(), 1.0),
+                await shutdown_step("fine", fine(), 1.0)]
 
     caplog.set_level(logging.WARNING, "cgwatch")
     assert asyncio.run(body()) == [None, None, 7]

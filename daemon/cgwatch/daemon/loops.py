@@ -1,0 +1,176 @@
+"""The daemon's loops, one asyncio task each; :class:`~cgwatch.daemon.service.Daemon`
+starts them once everything is open and cancels them first at shutdown.
+
+* :func:`collect` ticks the collector every interval (in a thread) and puts the
+  batch on a bounded queue; a full queue drops the batch and counts it.
+* :func:`process` takes batches off it: the pipeline, then the web view, then
+  systemd's STATUS=; now and then the models are saved and alerts.db pruned.
+* :func:`profiles` starts the CPU profiles alerts ask for and attaches each to
+  its alert when it ends.
+* :func:`kubelet` re-reads the kubelet's pod list; :func:`watch_files` turns a
+  changed config or rule file into a reload; :func:`watchdog` keeps systemd's
+  watchdog fed while collection keeps up.
+
+Each gets exactly what it uses, so what a loop can touch is in its signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..alerts.state import AlertManager
+from ..alerts.store import StoreError
+from ..anomaly.store import Saver
+from ..config import Config
+from ..identity.kubelet import PodIndex
+from ..profile.formats import top_functions, top_json
+from ..profile.profiler import Profiler
+from .host import trim_heap, watched
+from .pipeline import Counters, Pipeline
+from .sdnotify import Notifier
+from .view import DaemonView
+
+log = logging.getLogger("cgwatch")
+
+#: one collected interval: (unix time, samples, events)
+Batch = tuple[float, list[Any], list[Any]]
+
+#: BPF map sizes are counted this often (in ticks): it walks the maps
+MAP_SIZES_EVERY = 15
+#: alert history and finished outbox rows are pruned this often, keeping 7 days
+PRUNE_EVERY_S = 3600.0
+#: with reload_on_change, the config and rule files are looked at this often
+WATCH_EVERY_S = 5.0
+#: running profiles fold what the kernel counted this often
+PROFILE_POLL_S = 1.0
+
+
+async def collect(collector: Any, counters: Counters, queue: asyncio.Queue[Batch], stop: asyncio.Event,
+                  interval: float) -> None:
+    """Tick the collector every interval, in a thread; hand batches to the pipeline until ``stop``."""
+    c = counters
+    next_at = time.monotonic() + interval
+    n = 0
+    while not stop.is_set():
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+        next_at = max(next_at + interval, time.monotonic())
+        n += 1
+        t0 = time.monotonic()
+        now = time.time()
+        samples, events = await asyncio.to_thread(_tick, collector, c, now, n % MAP_SIZES_EVERY == 1)
+        c.last_tick_s, c.last_tick_at = time.monotonic() - t0, time.time()
+        try:
+            queue.put_nowait((now, samples, events))
+        except asyncio.QueueFull:
+            c.queue_drops["collect"] = c.queue_drops.get("collect", 0) + len(samples) + len(events)
+            log.warning("the rules stage is behind: dropped an interval (%d samples)", len(samples))
+
+
+def _tick(collector: Any, c: Counters, now: float, count_maps: bool) -> tuple[list[Any], list[Any]]:
+    samples, events = collector.tick(now)
+    c.event_drops = collector.lost_events()
+    if count_maps:
+        c.bpf_maps = collector.map_sizes()
+    return samples, events
+
+
+async def process(queue: asyncio.Queue[Batch], pipeline: Pipeline, view: DaemonView, saver: Saver,
+                  notifier: Notifier, status: Callable[[], str]) -> None:
+    """Take batches off the queue: rules, models, alert state, then the view; save models now and then."""
+    pruned = time.time()
+    p = pipeline
+    while True:
+        now, samples, events = await queue.get()
+        alerts = p.process(now, samples, events)
+        view.update(now, samples, events, alerts)
+        p.counters.ticks += 1
+        if p.counters.ticks == 1:
+            p.counters.ready = True
+        notifier.send(STATUS=status())
+        if saver.due(now):
+            p.engine.baselines.evict_idle(now)
+            await saver.save_async(p.engine.baselines, now)
+            trim_heap()      # every few minutes: what Python freed goes back to the kernel
+        if now - pruned > PRUNE_EVERY_S:
+            pruned = now
+            try:
+                p.manager.prune()
+            except StoreError as e:
+                log.warning("old alert history not pruned: %s", e)
+
+
+async def profiles(pipeline: Pipeline, profiler: Profiler, config: Callable[[], Config]) -> None:
+    """Start the profiles alerts ask for; attach each to its alert when it ends (which sends it);
+    ``config`` gives the config in force, whose dashboard URL the alert links to."""
+    p, prof = pipeline, profiler
+    while True:
+        requests, p.profile_requests = p.profile_requests, []
+        for n, container in requests:
+            rule = p.manager.rules.get(n.rule)
+            seconds = float(getattr(rule, "profile_s", 0.0) or 0.0)
+            started = seconds > 0 and await asyncio.to_thread(
+                prof.start, container, seconds, n.rule, (n.fingerprint, n.id))
+            if not started:      # busy, capped or unable: the alert goes now, without a profile
+                p.manager.release_held(n.id)
+        if prof.sessions:
+            for done in await asyncio.to_thread(prof.poll):
+                _attach(p.manager, done, config().dashboard_url())
+        await asyncio.sleep(PROFILE_POLL_S)
+
+
+def _attach(manager: AlertManager, done: Any, dashboard_url: str) -> None:
+    fp, notice = done.tag
+    pr = done.profile
+    top = done.info.top if done.info is not None else top_functions(pr)   # the store computed them
+    doc: dict[str, Any] = {"id": pr.id, "samples": pr.samples, "duration_s": pr.duration_s,
+                           "partial": pr.partial, "top": top_json(top)}
+    if done.info is not None:
+        doc["url"] = f"{dashboard_url}/containers/{pr.container.id}#profile={pr.id}"
+    try:
+        attached = manager.attach_profile(fp, notice, doc)
+    except StoreError as e:     # the notice goes at the end of its hold, without the profile
+        log.warning("profile %s: not attached to its alert: %s", pr.id, e)
+        return
+    if not attached:
+        log.info("profile %s: its alert resolved before it ended; it is kept on the dashboard", pr.id)
+
+
+async def kubelet(pods: PodIndex, every: float) -> None:
+    """Read the kubelet's pods now and then (off the loop); a failure keeps the last list."""
+    while True:
+        await asyncio.sleep(every)
+        await asyncio.to_thread(pods.fetch)
+
+
+async def watch_files(config_path: str | None, config: Callable[[], Config], reload: asyncio.Event) -> None:
+    """reload_on_change: a changed config or rule file sets ``reload``, as SIGHUP does (``config``
+    gives the config in force: a reload may change the rule paths). Kubernetes swaps a ConfigMap's
+    files through a symlink; stat follows it, so the swap is seen."""
+    seen = watched(config_path, config().rules)
+    while True:
+        await asyncio.sleep(WATCH_EVERY_S)
+        now = await asyncio.to_thread(watched, config_path, config().rules)
+        if now != seen:
+            seen = now
+            log.info("config or rule files changed: reloading")
+            reload.set()
+
+
+async def watchdog(notifier: Notifier, counters: Counters, interval: float, every: float) -> None:
+    """WATCHDOG=1 while collection keeps up; silence (and a restart by systemd) when it hangs."""
+    stalled = max(3 * interval + 5, 2 * every)
+    while True:
+        last = counters.last_tick_at
+        if last is None or time.time() - last < stalled:
+            notifier.send(WATCHDOG=1)
+        await asyncio.sleep(every)
