@@ -10,10 +10,12 @@ Each is a plain function, so :mod:`.service` reads as the lifecycle and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..alerts.state import AlertManager
@@ -106,3 +108,8 @@ async def shutdown_step(what: str, aw: Any, budget: float) -> Any:
         return None
     log.debug("shutdown: %s in %.2fs", what, time.monotonic() - t0)
     return result
+
+
+def on_close(stack: contextlib.AsyncExitStack, what: str, budget: float, step: Callable[[], Awaitable[Any]]) -> None:
+    """When ``stack`` unwinds, await ``step()`` as one :func:`shutdown_step` of at most ``budget`` seconds."""
+    stack.push_async_callback(lambda: shutdown_step(what, step(), budget))

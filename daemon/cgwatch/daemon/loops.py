@@ -174,3 +174,12 @@ async def watchdog(notifier: Notifier, counters: Counters, interval: float, ever
         if last is None or time.time() - last < stalled:
             notifier.send(WATCHDOG=1)
         await asyncio.sleep(every)
+
+
+async def cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    """Stop the loops: cancel each and wait until it has ended (a failure was logged when it happened)."""
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t

@@ -16,13 +16,15 @@ buffered without end. Alerts are never dropped: they go to SQLite before any
 sink sees them.
 
 Lifecycle: start-up loads config and rules (a mistake: one line, exit 2),
-attaches the probes (in a thread), loads the anomaly baselines, starts
-delivery and the web server, then says ``READY=1``. ``SIGHUP`` reloads config
-and rules atomically: a broken file keeps the old ones running, logs the
-error and says so in ``STATUS``. ``SIGTERM``/``SIGINT`` detach the probes,
-give delivery a few seconds to flush, save the models and exit 0 well within
-systemd's 10 s. What a reload cannot change without a restart (interval,
-collectors, listen, state_dir) is logged as such.
+opens alerts.db, loads the anomaly baselines, starts delivery and the web
+server (``/healthz`` says "starting" until the first interval), attaches the
+probes (in a thread), then says ``READY=1``. ``SIGHUP`` reloads config and
+rules atomically: a broken file keeps the old ones running, logs the error
+and says so in ``STATUS``. ``SIGTERM``/``SIGINT`` undo the start in reverse
+(one exit stack): detach the probes, stop the web server, give delivery a
+few seconds to flush, save the models and exit 0 well within systemd's 10 s.
+What a reload cannot change without a restart (interval, collectors, listen,
+state_dir) is logged as such.
 
 This module is that lifecycle (:class:`Daemon`: start, run, reload, shutdown);
 the loops it runs are in :mod:`.loops`, what it does with the host (the
@@ -53,7 +55,7 @@ from ..sinks.base import build_sinks
 from ..sources.bpf import SetupError
 from ..web.app import build_app, serve
 from . import loops
-from .host import drop_orphans, open_collector, shutdown_step
+from .host import drop_orphans, on_close, open_collector, shutdown_step
 from .pipeline import Pipeline
 from .sdnotify import Notifier, watchdog_interval
 from .view import DaemonView
@@ -114,36 +116,46 @@ class Daemon:
             raise StartError(str(e)) from None
         return cfg, load_rules_or_fail(cfg.rules)
 
-    async def _start(self) -> Any:
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Open everything the daemon runs on, each onto ``stack`` with the step that
+        closes it, in the order that makes unwinding the stack the shutdown: the probes
+        (opened last) are detached first, then the profiler, the web server and delivery
+        stop, the models are saved, and alerts.db (opened first) closes last."""
         cfg, rules = self._load()
         self.cfg = cfg
         state = Path(cfg.state_dir)
         try:
             state.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.store = Store.open(state)
+            self.store = stack.enter_context(Store.open(state))
         except (OSError, StoreError) as e:
             raise StartError(f"state_dir {state}: {e}") from None
         baselines = Baselines()
-        self._saver = model_store.Saver(state / "baselines.json.gz", every_s=SAVE_EVERY_S)
-        loaded = model_store.load(self._saver.path, baselines, now=time.time())
+        saver = self._saver = model_store.Saver(state / "baselines.json.gz", every_s=SAVE_EVERY_S)
+        loaded = model_store.load(saver.path, baselines, now=time.time())
         if loaded.loaded:
-            log.info("loaded %d anomaly baselines from %s", loaded.loaded, self._saver.path)
+            log.info("loaded %d anomaly baselines from %s", loaded.loaded, saver.path)
         manager = AlertManager(self.store, build_sinks(cfg.notify), {r.name: r for r in rules}, host=cfg.host)
         drop_orphans(manager)
-        self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
-        self.view = DaemonView(self.pipeline)
-        self.profiler = self._make_profiler(cfg, state, rules)
+        pipeline = self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
+        on_close(stack, "saving the baselines", 3.0,
+                 lambda: saver.save_async(pipeline.engine.baselines, time.time()))
+        self.view = DaemonView(pipeline)
+        manager.start()
+        stack.push_async_callback(self._stop_delivery)
+        runner = await serve(build_app(self.view, cfg.auth.token, cfg.auth.public), cfg.listen)
+        on_close(stack, "stopping the web server", 2.0, runner.cleanup)
+        self.profiler = profiler = self._make_profiler(cfg, state, rules)
+        if profiler is not None:
+            on_close(stack, "stopping the profiler", 2.0, lambda: asyncio.to_thread(profiler.close))
         if cfg.kubernetes is not None:
             k = cfg.kubernetes
             self.pods = PodIndex(k.kubelet_url, k.token_file, k.tls_verify, k.ca_file)
             self.view.kubelet_stats = self.pods.stats
             await asyncio.to_thread(self.pods.fetch)     # names and labels from the first interval on
-        self.collector = await asyncio.to_thread(open_collector, cfg, self.profiler, self.pods)
-        manager.start()
-        runner = await serve(build_app(self.view, cfg.auth.token, cfg.auth.public), cfg.listen)
+        self.collector = collector = await asyncio.to_thread(open_collector, cfg, profiler, self.pods)
+        on_close(stack, "detaching the probes", 3.0, lambda: asyncio.to_thread(collector.close))
         log.info("cgwatch running: %d rules, %d sinks, every %gs, http://%s/", len(rules), len(cfg.notify),
                  cfg.interval, cfg.listen)
-        return runner
 
     def _make_profiler(self, cfg: Config, state: Path, rules: list[Any]) -> Profiler | None:
         """The profiler, when ``profiles.enabled`` (loaded at start if a rule asks for profiles,
@@ -226,39 +238,47 @@ class Daemon:
     # -- run -----------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig, ev in ((signal.SIGTERM, self._stop), (signal.SIGINT, self._stop), (signal.SIGHUP, self._reload)):
-            loop.add_signal_handler(sig, ev.set)
-        runner = None
-        tasks: list[asyncio.Task[Any]] = []
-        try:
+        """Start, run the loops until SIGTERM or SIGINT (SIGHUP reloads), stop; the exit code.
+
+        What is opened goes on one exit stack (the notifier and the signal handlers first,
+        the loops last), so leaving it, whichever way, closes what did open, newest first:
+        a start that fails half-way closes the half that opened.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self.notifier.close)
+            loop = asyncio.get_running_loop()
+            for sig, ev in ((signal.SIGTERM, self._stop), (signal.SIGINT, self._stop), (signal.SIGHUP, self._reload)):
+                loop.add_signal_handler(sig, ev.set)
+                stack.callback(loop.remove_signal_handler, sig)
             try:
-                runner = await self._start()
+                await self._start(stack)
             except (StartError, SetupError, OSError) as e:
                 log.error("%s", e)
                 return 2
             tasks = self._spawn()
+            stack.push_async_callback(loops.cancel, tasks)
             self.notifier.send(READY=1, STATUS=self._status())
-            while not self._stop.is_set():
-                waiters = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._reload.wait()),
-                           *[t for t in tasks if not t.done()]]
-                done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                for w in waiters[:2]:
-                    w.cancel()
-                for t in tasks:
-                    if t.done() and not t.cancelled() and t.exception() is not None:
-                        exc = t.exception()
-                        log.error("%s stopped: %s", t.get_name(), exc, exc_info=exc)
-                        self._failed = True
-                        self._stop.set()
-                if self._reload.is_set() and not self._stop.is_set():
-                    self._reload.clear()
-                    await self.reload()
-            return await self._shutdown(tasks, runner)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            self.notifier.close()
+            await self._supervise(tasks)
+            return await self._shutdown(stack)
+
+    async def _supervise(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Wait for SIGTERM or SIGINT, reloading on SIGHUP; a loop that fails is logged
+        and stops the daemon (which then exits 1)."""
+        while not self._stop.is_set():
+            waiters = [asyncio.create_task(self._stop.wait()), asyncio.create_task(self._reload.wait()),
+                       *[t for t in tasks if not t.done()]]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters[:2]:
+                w.cancel()
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    exc = t.exception()
+                    log.error("%s stopped: %s", t.get_name(), exc, exc_info=exc)
+                    self._failed = True
+                    self._stop.set()
+            if self._reload.is_set() and not self._stop.is_set():
+                self._reload.clear()
+                await self.reload()
 
     def _spawn(self) -> list[asyncio.Task[Any]]:
         """Start the loops (see :mod:`.loops`), each a task named for its job."""
@@ -282,34 +302,24 @@ class Daemon:
         assert self.cfg is not None
         return self.cfg
 
-    async def _shutdown(self, tasks: list[asyncio.Task[Any]], runner: Any) -> int:
-        """Detach probes, flush delivery briefly, save models; exit 0. Each step has
-        a budget, so the whole stays within systemd's 10 s whatever hangs."""
+    async def _shutdown(self, stack: contextlib.AsyncExitStack) -> int:
+        """Stop the loops, detach the probes, flush delivery briefly, save the models: the
+        stack unwinding (see :meth:`_start`). Each step has a budget, so the whole stays
+        within systemd's 10 s whatever hangs. Exit 0, or 1 after a loop failed."""
         self.notifier.send(STOPPING=1, STATUS="stopping")
         t0 = time.monotonic()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        if self.collector is not None:
-            await shutdown_step("detaching the probes", asyncio.to_thread(self.collector.close), 3.0)
-        if self.profiler is not None:
-            await shutdown_step("stopping the profiler", asyncio.to_thread(self.profiler.close), 2.0)
-        if runner is not None:
-            await shutdown_step("stopping the web server", runner.cleanup(), 2.0)
-        p = self.pipeline
-        if p is not None:
-            left = await shutdown_step("flushing delivery", p.manager.drain(STOP_FLUSH_S), STOP_FLUSH_S + 0.5)
-            await shutdown_step("stopping delivery", p.manager.close(), 1.0)
-            if left is not None and left.pending:
-                log.info("%d notifications stay in the outbox for the next start", left.pending)
-            if self._saver is not None:
-                await shutdown_step("saving the baselines", self._saver.save_async(p.engine.baselines, time.time()), 3.0)
-        if self.store is not None:
-            self.store.close()
+        await stack.aclose()
         log.info("stopped in %.1fs", time.monotonic() - t0)
         return 1 if self._failed else 0
+
+    async def _stop_delivery(self) -> None:
+        """Give delivery a few seconds to flush, then stop it; what is left stays in the outbox."""
+        assert self.pipeline is not None
+        manager = self.pipeline.manager      # a reload may have replaced the one start made
+        left = await shutdown_step("flushing delivery", manager.drain(STOP_FLUSH_S), STOP_FLUSH_S + 0.5)
+        await shutdown_step("stopping delivery", manager.close(), 1.0)
+        if left is not None and left.pending:
+            log.info("%d notifications stay in the outbox for the next start", left.pending)
 
 
 def run(config_path: str | None) -> int:
