@@ -139,3 +139,30 @@ def test_event_alerts_notify_each_time(tmp_path):
     for t in (100.0, 130.0):
         feed(p, view, t, [], [Event(t, WEB, "oom_kill", {"pid": 1})])
     assert outbox(p) == [("oom", "firing"), ("oom", "firing")]
+
+
+def test_a_reload_that_changes_only_the_host_keeps_the_sinks_open_and_the_profile_wait(tmp_path):
+    """The new manager shares the old one's sink objects: closing the old must not close them;
+    and a rule with profile: still holds its first notice for the profile after any reload."""
+    import asyncio
+
+    p, view = pipeline(tmp_path)
+    p.manager.profile_grace_s = 5.0
+    old = p.manager
+    [sink] = old.sinks.values()
+    new = AlertManager(old.store, old.sinks, old.rules, host="renamed")
+
+    async def main() -> bool:
+        old.start()
+        await p.replace_sinks(new)
+        closed_by_the_reload = sink.closed
+        for t in range(4):
+            tick(p, view, 100.0 + t, web=1.5)
+        await new.drain(5.0)
+        await new.close()
+        return closed_by_the_reload
+
+    assert asyncio.run(main()) is False
+    assert p.manager is new and new.profile_grace_s == 5.0
+    assert [(n.rule, n.state, n.host) for g in sink.groups for n in g] == [("hot", "firing", "renamed")]
+    assert sink.closed                  # by the manager that used it last, not before

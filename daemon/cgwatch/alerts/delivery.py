@@ -162,8 +162,9 @@ class Delivery:
                 await asyncio.wait_for(self._progress.wait(), min(remaining, 0.5))
         return DrainResult(self.store.counts().get("pending", 0), timed_out, self.stats())
 
-    async def close(self, close_sinks: bool = True) -> None:
-        """Stop the tasks (a send in flight stays pending in the outbox) and close the sinks."""
+    async def close(self, close_sinks: bool = True, keep: Iterable[Sink] = ()) -> None:
+        """Stop the tasks (a send in flight stays pending in the outbox) and close the sinks,
+        except those in ``keep`` (a reload's new delivery goes on using them)."""
         self._closed = True
         for task in self._tasks.values():
             task.cancel()
@@ -173,7 +174,10 @@ class Delivery:
                 await task
         self._tasks.clear()
         if close_sinks:
+            kept = {id(s) for s in keep}
             for sink in self.sinks.values():
+                if id(sink) in kept:
+                    continue
                 try:
                     await sink.close()
                 except Exception as e:  # a sink that fails to close must not stop the others

@@ -164,9 +164,10 @@ class AlertManager:
         stays in the outbox for the next start."""
         return await self.delivery.drain(timeout)
 
-    async def close(self) -> None:
-        """Stop delivering and close the sinks; a notice not yet sent stays in the outbox."""
-        await self.delivery.close()
+    async def close(self, successor: AlertManager | None = None) -> None:
+        """Stop delivering and close the sinks; a notice not yet sent stays in the outbox.
+        With a ``successor`` (a reload's manager), the sinks it goes on using stay open."""
+        await self.delivery.close(keep=successor.sinks.values() if successor is not None else ())
 
     def delivery_stats(self) -> dict[str, Counters]:
         """What each sink sent, retried and dropped since start, by sink."""

@@ -160,9 +160,10 @@ class Pipeline:
         """Deliver through a new set of sinks; the old delivery loop stops, its
         undelivered notices stay in the outbox for sinks that still exist."""
         old = self.manager
+        manager.profile_grace_s = old.profile_grace_s      # firing alerts still wait for their profile
         self.manager = manager
         manager.start()
-        await old.close()
+        await old.close(successor=manager)                 # sinks both use (only host: changed) stay open
 
     # -- systemd -------------------------------------------------------------------------------
 
