@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,7 +19,9 @@ READY_TIMEOUT = 120.0
 
 
 class NotifySocket:
-    """The AF_UNIX datagram socket systemd would give a Type=notify service."""
+    """The AF_UNIX datagram socket systemd would give a Type=notify service, read all the time
+    as systemd reads it: the kernel queues only 10 datagrams (net.unix.max_dgram_qlen), and
+    the daemon drops what does not fit, so a test that stopped reading would miss READY=1."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -26,39 +29,55 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.sock.settimeout(0.1)
         self.messages: list[dict[str, str]] = []
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, name="notify-reader", daemon=True)
+        self._reader.start()
 
-    def _drain(self) -> None:
-        while True:
+    def _read(self) -> None:
+        while not self._closed:
             try:
                 data = self.sock.recv(4096)
             except (TimeoutError, BlockingIOError):
+                continue
+            except OSError:
                 return
             self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line))
 
-    def wait_for(self, pred, timeout: float) -> dict[str, str] | None:  # type: ignore[no-untyped-def]
+    def mark(self) -> int:
+        """How many messages came so far: ``wait_for(..., since=mark())`` looks only at later ones."""
+        return len(self.messages)
+
+    def wait_for(self, pred, timeout: float, since: int = 0) -> dict[str, str] | None:  # type: ignore[no-untyped-def]
+        """The first message from the ``since``-th on that ``pred`` accepts; None after ``timeout``."""
         end = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < end:
-            self._drain()
-            for m in self.messages[seen:]:
+        seen = since
+        while True:
+            new = self.messages[seen:]
+            for m in new:
                 if pred(m):
                     return m
-            seen = len(self.messages)
-        return None
+            seen += len(new)
+            if time.monotonic() >= end:
+                return None
+            time.sleep(0.05)
 
     def close(self) -> None:
+        self._closed = True
+        self._reader.join(1.0)
         self.sock.close()
 
 
 class Daemon:
-    def __init__(self, tmp: Path, config: Path) -> None:
+    """``cgwatch run --config config`` (behind ``prefix``, e.g. ``ip netns exec NS``), its log in ``tmp``."""
+
+    def __init__(self, tmp: Path, config: Path, prefix: tuple[str, ...] = ()) -> None:
         self.tmp, self.config = tmp, config
         self.notify = NotifySocket(tmp / f"notify-{secrets.token_hex(3)}.sock")
         self.log = open(tmp / "daemon.log", "ab")   # noqa: SIM115 - closed in stop()
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": "2000000",
                "WATCHDOG_PID": ""}
-        self.proc = subprocess.Popen([CGWATCH, "run", "--config", str(config)], env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*prefix, CGWATCH, "run", "--config", str(config)], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
 
     def ready(self) -> float:
         t0 = time.monotonic()

@@ -79,8 +79,9 @@ def test_run_ready_alerts_survives_a_broken_reload_and_stops_cleanly(tmp_path, c
             assert d.notify.wait_for(lambda m: "1 alerts firing" in m.get("STATUS", ""), 5.0) is not None
 
             (tmp_path / "rules.yaml").write_text("rules:\n  - name: [broken\n")
+            since = d.notify.mark()
             d.proc.send_signal(signal.SIGHUP)
-            assert d.notify.wait_for(lambda m: "reload FAILED" in m.get("STATUS", ""), 10.0) is not None, \
+            assert d.notify.wait_for(lambda m: "reload FAILED" in m.get("STATUS", ""), 10.0, since) is not None, \
                 d.log_text()
             assert d.proc.poll() is None
             c1.stop()          # one core busy at a time: this machine has two, and other work
@@ -90,9 +91,10 @@ def test_run_ready_alerts_survives_a_broken_reload_and_stops_cleanly(tmp_path, c
             assert rx.wait_for(firing_for(two[:12]), 10.0), "the old rules should still run: " + d.log_text()
 
             (tmp_path / "rules.yaml").write_text(RULES)
+            since = d.notify.mark()
             d.proc.send_signal(signal.SIGHUP)
             assert d.notify.wait_for(lambda m: m.get("READY") == "1" and "FAILED" not in m.get("STATUS", ""),
-                                     10.0) is not None
+                                     10.0, since) is not None
             assert rx.alerts.count(next(a for a in rx.alerts if a["container"] == one[:12])) == 1
         finally:
             code = d.stop(signal.SIGTERM)       # None if still running after 10 s, systemd's stop timeout

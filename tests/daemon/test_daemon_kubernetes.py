@@ -60,12 +60,14 @@ notify:
                 metrics = r.read().decode()
             assert "cgwatch_kubelet_pods 1.0" in metrics and "cgwatch_kubelet_errors_total 0.0" in metrics
 
+            since = d.notify.mark()
             (rules / "more.yaml").write_text("rules:\n  - {name: extra, expr: cpu.usage_cores > 99, "
                                              "severity: info}\n")
-            got = d.notify.wait_for(lambda m: "2 rules" in m.get("STATUS", ""), 15.0)
+            got = d.notify.wait_for(lambda m: "2 rules" in m.get("STATUS", ""), 15.0, since)
             assert got is not None, d.log_text()
+            since = d.notify.mark()
             (rules / "more.yaml").write_text("rules:\n  - {name: broken\n")     # a bad edit: old rules stay
-            assert d.notify.wait_for(lambda m: "reload FAILED" in m.get("STATUS", ""), 15.0) is not None
+            assert d.notify.wait_for(lambda m: "reload FAILED" in m.get("STATUS", ""), 15.0, since) is not None
             assert d.proc.poll() is None
             time.sleep(0.5)
         finally:

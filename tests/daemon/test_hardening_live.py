@@ -76,24 +76,6 @@ def bad_files(tmp: Path, port: int, listen: int) -> dict[str, tuple[str, str]]:
     }
 
 
-def drained(d: Daemon) -> int:
-    """Read what the notify socket holds (its queue is short: a full one drops what the daemon
-    sends next, READY=1 included); how many messages there are so far."""
-    d.notify.wait_for(lambda m: False, 0.3)
-    return len(d.notify.messages)
-
-
-def after(d: Daemon, start: int, pred, timeout: float) -> dict[str, str] | None:  # type: ignore[no-untyped-def]
-    """The first notify message after the ``start``-th that ``pred`` accepts."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        d.notify.wait_for(lambda m: False, 0.2)      # drains the socket
-        for m in d.notify.messages[start:]:
-            if pred(m):
-                return m
-    return None
-
-
 def ticks(listen: int, timeout: float = 60.0) -> int:
     """cgwatch_ticks_total from /metrics; while the connection cap is full, asked again."""
     end, error = time.monotonic() + timeout, None
@@ -143,18 +125,18 @@ def test_idle_connections_and_every_bad_reload_at_once_leave_the_daemon_working(
                 for what, (config_text, rules_text) in bad_files(tmp_path, port, listen).items():
                     cfg.write_text(config_text)
                     rules.write_text(rules_text)
-                    start = drained(d)
+                    since = d.notify.mark()
                     d.proc.send_signal(signal.SIGHUP)
-                    done = after(d, start, lambda m: m.get("READY") == "1", 60)
+                    done = d.notify.wait_for(lambda m: m.get("READY") == "1", 60, since)
                     assert done is not None and d.proc.poll() is None, (what, d.log_text()[-3000:])
                     if "summary" not in what:   # a bounded template may load (its render is cut short)
                         assert "reload FAILED" in done.get("STATUS", ""), (what, done)
                     box.set_busy(not box.busy)  # alerts fire and resolve through it all
                 cfg.write_text(good)
                 rules.write_text(RULES)
-                start = drained(d)
+                since = d.notify.mark()
                 d.proc.send_signal(signal.SIGHUP)
-                ok = after(d, start, lambda m: m.get("READY") == "1", 60)
+                ok = d.notify.wait_for(lambda m: m.get("READY") == "1", 60, since)
                 assert ok is not None and "FAILED" not in ok.get("STATUS", ""), d.log_text()[-3000:]
                 box.set_busy(True)
                 assert rx.wait_for(lambda al: any(a["state"] == "firing" for a in al), 30), d.log_text()[-3000:]

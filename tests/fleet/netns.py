@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.daemon.running import CGWATCH, Daemon, NotifySocket
+from tests.daemon.running import Daemon
 from tests.receiver import Receiver
 
 
@@ -209,13 +209,7 @@ class NetnsDaemon(Daemon):
     """tests/daemon's ``Daemon`` (notify socket, ``ready()``, ``stop()``), its command behind ``prefix``."""
 
     def __init__(self, tmp: Path, config: Path, prefix: list[str]) -> None:
-        self.tmp, self.config = tmp, config
-        self.notify = NotifySocket(tmp / f"notify-{secrets.token_hex(3)}.sock")
-        self.log = open(tmp / "daemon.log", "ab")   # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "WATCHDOG_USEC": "2000000",
-               "WATCHDOG_PID": ""}
-        self.proc = subprocess.Popen([*prefix, CGWATCH, "run", "--config", str(config)], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__(tmp, config, tuple(prefix))
 
 
 class HookReceiver(Receiver):

@@ -284,11 +284,10 @@ def test_fleet_dedups_through_a_degraded_alertmanager_cluster(fleet: Fleet, cgro
     assert h1.daemon is not None
     hup_at = time.time()
     for broken in (True, False):
-        h1.daemon.notify.wait_for(lambda m: False, 0.1)      # drain: only READY=1 sent after this HUP counts
-        h1.daemon.notify.messages.clear()
+        since = h1.daemon.notify.mark()                      # only READY=1 sent after this HUP counts
         h1.write_rules(broken=broken)
         h1.daemon.proc.send_signal(signal.SIGHUP)
-        got = h1.daemon.notify.wait_for(lambda m: m.get("READY") == "1", 10.0)
+        got = h1.daemon.notify.wait_for(lambda m: m.get("READY") == "1", 10.0, since)
         assert got is not None and ("reload FAILED" in got.get("STATUS", "")) == broken, h1.daemon.log_text()
 
     time.sleep(SETTLE)                                     # any duplicate from the second node arrives by now
