@@ -140,6 +140,20 @@ def settle(rx: Receiver, boxes: list[Box], db: Path, d: Daemon, timeout: float =
     raise AssertionError(f"not settled: {pending} pending, {firing} firing\n{d.log_text()[-4000:]}")
 
 
+def fires_then_resolves(rx: Receiver, box: Box, db: Path, d: Daemon) -> None:
+    """``box`` (busy) has its alert at the receiver; idle, its resolution; then a clean stop."""
+    assert rx.wait_for(lambda al: any(a["state"] == "firing" for a in al), 30), d.log_text()
+    box.set_busy(False)
+    settle(rx, [box], db, d)
+    assert d.stop(signal.SIGTERM) == 0
+
+
+def notified_once(rx: Receiver, box: Box, db: Path) -> None:
+    """The ledger holds, and ``box``'s alert was told once: firing, then resolved."""
+    check_ledger(rx.alerts, db)
+    assert [a["state"] for a in ledger_by_alert(rx.alerts)[f"fi-busy/{box.id}"]] == ["firing", "resolved"]
+
+
 def test_sigkill_at_random_moments_loses_nothing_and_leaves_nothing_stuck(tmp_path, cgroups):
     rng = random.Random(SEED)
     port = free_port()
@@ -201,14 +215,10 @@ def test_sigterm_while_a_send_hangs_then_a_restart_delivers_it(tmp_path, cgroups
             rx.mode = "up"
             d = Daemon(tmp_path, cfg)
             d.ready()
-            assert rx.wait_for(lambda al: any(a["state"] == "firing" for a in al), 30), d.log_text()
-            box.set_busy(False)
-            settle(rx, [box], db, d)
-            assert d.stop(signal.SIGTERM) == 0
+            fires_then_resolves(rx, box, db, d)
     finally:
         box.remove()
-    check_ledger(rx.alerts, db)
-    assert [a["state"] for a in ledger_by_alert(rx.alerts)[f"fi-busy/{box.id}"]] == ["firing", "resolved"]
+    notified_once(rx, box, db)
 
 
 def wait_log(d: Daemon, text: str, timeout: float = 30.0) -> bool:
@@ -290,14 +300,10 @@ def test_a_locked_alerts_db_delays_alerts_and_loses_none(tmp_path, cgroups):
             assert rx.alerts == []
             other.execute("ROLLBACK")
             other.close()
-            assert rx.wait_for(lambda al: any(a["state"] == "firing" for a in al), 30), d.log_text()
-            box.set_busy(False)
-            settle(rx, [box], db, d)
-            assert d.stop(signal.SIGTERM) == 0
+            fires_then_resolves(rx, box, db, d)
     finally:
         box.remove()
-    check_ledger(rx.alerts, db)
-    assert [a["state"] for a in ledger_by_alert(rx.alerts)[f"fi-busy/{box.id}"]] == ["firing", "resolved"]
+    notified_once(rx, box, db)
 
 
 def test_a_corrupt_alerts_db_is_moved_aside_and_a_holding_alert_fires_again(tmp_path, cgroups):
