@@ -106,6 +106,7 @@ class Cgwatch:
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "never": Never,
     "static_z": StaticZ,
+    "likelihood": lambda: Cgwatch("likelihood"),
     "mad": lambda: Cgwatch("mad"),
     "forecast": lambda: Cgwatch("forecast"),
     "hst": lambda: Cgwatch("hst"),

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cgwatch.anomaly import SCALAR_KINDS, Thresholder, build
 from cgwatch.anomaly.hst import HSTDetector
+from cgwatch.anomaly.likelihood import LikelihoodDetector
 from cgwatch.anomaly.models import ForecastDetector, MADDetector
 from cgwatch.anomaly.thresholds import ScoreQuantile
 
@@ -20,9 +21,9 @@ def onsets(th: Thresholder, pts) -> int:  # type: ignore[no-untyped-def]
     return sum(onset for _, onset in (th.update(ts, v) for ts, v in pts))
 
 
-def test_auto_is_mad_and_unknown_kind_fails() -> None:
-    assert isinstance(build(), MADDetector)
-    assert isinstance(build("auto", window=32), MADDetector)
+def test_auto_is_likelihood_and_unknown_kind_fails() -> None:
+    assert isinstance(build(), LikelihoodDetector)
+    assert isinstance(build("auto", window=32), LikelihoodDetector)
     with pytest.raises(ValueError):
         build("prophet")
     with pytest.raises(TypeError):
@@ -251,7 +252,8 @@ stamps = st.one_of(st.floats(min_value=-1e10, max_value=1e10), st.sampled_from([
 @settings(max_examples=60, deadline=None)
 @given(kind=st.sampled_from(sorted(SCALAR_KINDS)), pts=st.lists(st.tuples(stamps, values), max_size=300))
 def test_any_input_never_raises(kind: str, pts: list[tuple[float, float]]) -> None:
-    th = Thresholder(build(kind, window_size=20) if kind == "hst" else build(kind, warmup=3), warmup=3)
+    knobs = {"hst": {"window_size": 20}, "likelihood": {"range_samples": 300}}.get(kind, {"warmup": 3})
+    th = Thresholder(build(kind, **knobs), warmup=3)
     for ts, v in pts:
         score, _ = th.update(ts, v)
         assert score is None or 0.0 <= score <= 1.0

@@ -182,6 +182,35 @@ RULE_CASES = {
               "r.yaml:3:52: anomaly.warmup (samples) must be a whole number, got 1.5",
               "    anomaly: {metric: cpu, sensitivity: 0, warmup: 1.5}",
               "                                                   ^~~")),
+    "anomaly model unknown, with a suggestion": (
+        "    anomaly: {metric: m.x, model: madd}\n    severity: info\n",
+        lines("r.yaml:3:35: unknown anomaly.model 'madd' (did you mean 'mad'?; a River detector is written "
+              "{river: anomaly.NAME, params: {...}})",
+              "    anomaly: {metric: m.x, model: madd}",
+              "                                  ^~~~")),
+    "River detector that does not exist": (
+        "    anomaly: {metric: m.x, model: {river: anomaly.GausianScorer}}\n    severity: info\n",
+        lines("r.yaml:3:43: River has no anomaly.GausianScorer (did you mean anomaly.GaussianScorer?)",
+              "    anomaly: {metric: m.x, model: {river: anomaly.GausianScorer}}",
+              "                                          ^~~~~~~~~~~~~~~~~~~~~")),
+    "River class that is not a detector": (
+        "    anomaly: {metric: m.x, model: {river: preprocessing.MinMaxScaler}}\n    severity: info\n",
+        lines("r.yaml:3:43: river.preprocessing.MinMaxScaler is not an anomaly detector (it has no score_one)",
+              "    anomaly: {metric: m.x, model: {river: preprocessing.MinMaxScaler}}",
+              "                                          ^~~~~~~~~~~~~~~~~~~~~~~~~~")),
+    "River parameter it does not take, nested": (
+        "    anomaly:\n      metric: m.x\n      model:\n        river: anomaly.QuantileFilter\n"
+        "        params:\n          q: 0.99\n          anomaly_detector: {river: anomaly.HalfSpaceTrees, "
+        "params: {n_tree: 3}}\n    severity: info\n",
+        lines("r.yaml:9:70: anomaly.HalfSpaceTrees takes no parameter 'n_tree' (did you mean 'n_trees'?)",
+              "          anomaly_detector: {river: anomaly.HalfSpaceTrees, params: {n_tree: 3}}",
+              "                                                                     ^~~~~~")),
+    "River parameter River refuses": (
+        "    anomaly: {metric: m.x, model: {river: anomaly.GaussianScorer, params: {window_size: -3}}}\n"
+        "    severity: info\n",
+        lines("r.yaml:3:43: anomaly.GaussianScorer(window_size=-3) failed: ValueError: maxlen must be non-negative",
+              "    anomaly: {metric: m.x, model: {river: anomaly.GaussianScorer, params: {window_size: -3}}}",
+              "                                          ^~~~~~~~~~~~~~~~~~~~~~")),
     "anomaly without a metric": (
         "    anomaly: {model: auto}\n    severity: info\n",
         lines("r.yaml:3:14: anomaly needs 'metric' (one) or 'metrics' (a list)",

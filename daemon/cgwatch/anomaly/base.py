@@ -7,6 +7,10 @@ model: a non-finite or huge value, a negative value where ``nonnegative=True``
 (counters), a timestamp that is not finite or not after the previous accepted
 one: each is skipped and counted in ``skipped``.
 
+Every detector also keeps River's anomaly-detector contract: ``score_one(x)``
+scores ``x = {"ts": ..., "value": ...}`` without learning it and ``learn_one(x)``
+learns it, so River's tools can drive ours as they drive River's own.
+
 State is plain JSON (``state()`` / ``from_state()``) carrying ``kind``,
 ``version`` and ``params``; a state of another kind or version is a
 :class:`ValueError`, so the store can relearn instead of loading a stale model.
@@ -23,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -123,6 +128,37 @@ class BaseDetector:
         if not math.isfinite(score):  # never expected; never let it out
             return 1.0 if score > 0 else 0.0
         return min(1.0, max(0.0, score))
+
+    # -- River's anomaly-detector contract ----------------------------------
+    def learn_one(self, x: dict[str, Any]) -> None:
+        """River's ``learn_one``: learn ``x["value"]`` at ``x["ts"]`` (a second after the last without one).
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> d = MADDetector(); d.learn_one({"value": 2.0}); d.learn_one({"value": 3.0, "ts": 9.0}); d.last_ts
+        9.0
+        """
+        self.update(*self._river_x(x))
+
+    def score_one(self, x: dict[str, Any]) -> float:
+        """River's ``score_one``: the score ``learn_one(x)`` would give, learning nothing (0 while warming up).
+
+        It scores a copy, so it costs a model's copy; the daemon calls :meth:`update`,
+        which scores and then learns in one step, River's own order.
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> d = MADDetector(warmup=3)
+        >>> for v in (1.0, 1.1, 0.9, 1.0):
+        ...     d.learn_one({"value": v})
+        >>> round(d.score_one({"value": 9.0}), 2), d.samples
+        (1.0, 4)
+        """
+        return copy.deepcopy(self).update(*self._river_x(x)) or 0.0
+
+    def _river_x(self, x: dict[str, Any]) -> tuple[float, Any]:
+        ts = x.get("ts")
+        if ts is None:
+            ts = 0.0 if self._last_ts is None else self._last_ts + 1.0
+        return ts, x.get("value")
 
     def _clean(self, value: Any) -> Any:
         """``value`` as the float a model may learn, or None if it must be skipped.

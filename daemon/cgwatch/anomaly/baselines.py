@@ -23,12 +23,13 @@ True
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .models import SCALAR_KINDS, build
+from .models import JUDGING_KINDS, SCALAR_KINDS, build, resolve
 from .thresholds import Thresholder
 
 log = logging.getLogger("cgwatch.anomaly")
@@ -45,6 +46,8 @@ class ModelSpec:
     warmup: int | None = None
     dims: int = 1
     """How many metrics the model learns together; more than one makes a ``joint`` model."""
+    river: tuple[str, str] | None = None
+    """A River detector the rule named: its name and its parameters as JSON."""
 
     def build(self) -> Thresholder:
         """A fresh, untrained model.
@@ -61,7 +64,12 @@ class ModelSpec:
             kw["warmup"] = self.warmup
         if self.dims > 1:
             return Thresholder(build("joint", dims=self.dims), **kw)  # type: ignore[arg-type]
+        if self.river is not None:
+            name, params = self.river
+            return Thresholder(build("river", model=name, params=json.loads(params)), **kw)  # type: ignore[arg-type]
         kind = self.kind if self.kind in SCALAR_KINDS or self.kind == "auto" else "auto"
+        if "sensitivity" in kw and resolve(kind) in JUDGING_KINDS:   # it sets the detector's own thresholds
+            return Thresholder(build(kind, sensitivity=kw.pop("sensitivity")), **kw)  # type: ignore[arg-type]
         return Thresholder(build(kind), **kw)  # type: ignore[arg-type]
 
 
@@ -92,7 +100,7 @@ class Baselines:
             self._models[key] = (hit[0], now)
             self._models.move_to_end(key)
             return hit[0]
-        if spec.dims == 1 and spec.kind not in SCALAR_KINDS and spec.kind != "auto" \
+        if spec.dims == 1 and spec.river is None and spec.kind not in SCALAR_KINDS and spec.kind != "auto" \
                 and spec.kind not in self._warned_kinds:
             self._warned_kinds.add(spec.kind)
             log.warning("anomaly model %r is unknown (known: auto, %s); using auto", spec.kind,

@@ -30,10 +30,12 @@ from typing import Any
 from cgwatch.anomaly.base import BaseDetector, Detector, _finite, finite_list
 from cgwatch.anomaly.hst import HSTDetector
 from cgwatch.anomaly.joint import JointDetector
+from cgwatch.anomaly.likelihood import LikelihoodDetector
 from cgwatch.anomaly.mad import MADDetector
+from cgwatch.anomaly.river_model import RiverDetector
 from cgwatch.anomaly.robust import RollingMedian, robust_eps, squash
 
-__all__ = ["MADDetector", "ForecastDetector", "HSTDetector", "EnsembleDetector", "JointDetector", "KINDS", "SCALAR_KINDS", "build", "restore", "model_size_bytes"]
+__all__ = ["MADDetector", "ForecastDetector", "HSTDetector", "EnsembleDetector", "JointDetector", "LikelihoodDetector", "KINDS", "SCALAR_KINDS", "build", "restore", "model_size_bytes"]
 
 
 class ForecastDetector(BaseDetector):
@@ -219,31 +221,47 @@ class EnsembleDetector(BaseDetector):
 
 #: kind name -> class; "auto" is resolved by :func:`build`.
 KINDS: dict[str, type[BaseDetector]] = {
+    "likelihood": LikelihoodDetector,
     "mad": MADDetector,
     "hst": HSTDetector,
     "forecast": ForecastDetector,
     "ensemble": EnsembleDetector,
     "joint": JointDetector,
+    "river": RiverDetector,
 }
 
-#: the kinds that learn one value at a time (``joint`` learns a vector per sample time)
-SCALAR_KINDS = tuple(k for k in KINDS if k != "joint")
+#: the kinds a rule names by name alone, learning one value at a time (``joint`` learns a
+#: vector per sample time; ``river`` is written ``{river: NAME, params: {...}}``)
+SCALAR_KINDS = tuple(k for k in KINDS if k not in ("joint", "river"))
 
 #: what ``build("auto")`` makes (the lead picks the default by benchmark).
-AUTO = "mad"
+AUTO = "likelihood"
+
+
+#: the kinds that say which of their channels fired, and so judge their own onsets
+JUDGING_KINDS = ("likelihood",)
+
+
+def resolve(kind: str) -> str:
+    """The kind ``kind`` names (``auto`` is the default's).
+
+    >>> resolve("auto"), resolve("mad")
+    ('likelihood', 'mad')
+    """
+    return AUTO if kind == "auto" else kind
 
 
 def build(kind: str = "auto", **params: Any) -> Detector:
-    """A new detector of ``kind`` (``auto``, ``mad``, ``hst``, ``forecast``, ``ensemble``); ValueError if unknown.
+    """A new detector of ``kind`` (``auto``, ``likelihood``, ``mad``, ``hst``, ``forecast``, ``ensemble``); ValueError if unknown.
 
     >>> type(build()).__name__, type(build("hst", seed=7)).__name__
-    ('MADDetector', 'HSTDetector')
+    ('LikelihoodDetector', 'HSTDetector')
     >>> build("lstm")
     Traceback (most recent call last):
     ...
-    ValueError: unknown detector kind 'lstm' (auto, ensemble, forecast, hst, joint, mad)
+    ValueError: unknown detector kind 'lstm' (auto, ensemble, forecast, hst, joint, likelihood, mad, river)
     """
-    name = AUTO if kind == "auto" else kind
+    name = resolve(kind)
     if name not in KINDS:
         raise ValueError(f"unknown detector kind {kind!r} ({', '.join(sorted(['auto', *KINDS]))})")
     return KINDS[name](**params)

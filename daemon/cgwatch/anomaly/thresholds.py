@@ -139,26 +139,31 @@ class Thresholder:
     """
 
     VERSION = 1
+    #: samples before a judging detector (one that says which channels fired) may fire
+    JUDGE_WARMUP = 150
 
     def __init__(
         self,
         detector: Detector,
         *,
         sensitivity: float = 0.5,
-        warmup: int = 30,
+        warmup: int | None = None,
         floor: float = 0.6,
         clear_floor: float = 0.5,
         clear_q: float = 0.95,
         clear_after: int = 5,
         confirm: int = 2,
         instant: float = 0.99999,
+        refractory: int = 100,
     ) -> None:
         if not 0.0 < sensitivity <= 1.0:
             raise ValueError(f"sensitivity must be in (0, 1], not {sensitivity}")
         self.detector = detector
+        self.judges = hasattr(detector, "fired")
         self.sensitivity = float(sensitivity)
         self.q = 1.0 - 0.01 * self.sensitivity
-        self.warmup = int(warmup)
+        self.warmup = int(warmup if warmup is not None else self.JUDGE_WARMUP if self.judges else 30)
+        self.refractory = max(0, int(refractory))
         self.floor = float(floor)
         self.clear_floor = float(clear_floor)
         self.clear_q = float(clear_q)
@@ -170,6 +175,7 @@ class Thresholder:
         self.last_score: float | None = None
         self._below = 0
         self._run = 0
+        self._last_onset: int | None = None
         self._scores = ScoreQuantile()
 
     @property
@@ -193,6 +199,8 @@ class Thresholder:
         if score is None:
             return None, False
         self.last_score = score
+        if self.judges:
+            return score, self._judge()
         past = self._scores
         onset = False
         if self.scored >= self.warmup:
@@ -212,6 +220,26 @@ class Thresholder:
         self.scored += 1
         return score, onset
 
+    def _judge(self) -> bool:
+        """The detector said which of its channels fired: an onset when one did,
+        after warm-up and ``refractory`` samples after the last onset; the alert
+        clears once none has fired for ``clear_after`` samples."""
+        fired = bool(self.detector.fired)  # type: ignore[attr-defined]
+        n = self.scored
+        self.scored += 1
+        if not self.active:
+            last = self._last_onset
+            if fired and n >= self.warmup and (last is None or n - last > self.refractory):
+                self.active, self._below, self._last_onset = True, 0, n
+                return True
+        elif fired:
+            self._below = 0
+        else:
+            self._below += 1
+            if self._below >= self.clear_after:
+                self.active, self._below = False, 0
+        return False
+
     def threshold(self) -> float:
         """The score that fires now: the higher of the floor and the running quantile.
 
@@ -226,7 +254,7 @@ class Thresholder:
 
         >>> from cgwatch.anomaly.models import build
         >>> sorted(Thresholder(build()).state())
-        ['active', 'below', 'detector', 'kind', 'params', 'run', 'scored', 'scores', 'version']
+        ['active', 'below', 'detector', 'kind', 'last_onset', 'params', 'run', 'scored', 'scores', 'version']
         """
         return {
             "kind": "thresholder",
@@ -240,11 +268,13 @@ class Thresholder:
                 "clear_after": self.clear_after,
                 "confirm": self.confirm,
                 "instant": self.instant,
+                "refractory": self.refractory,
             },
             "scored": self.scored,
             "active": self.active,
             "below": self._below,
             "run": self._run,
+            "last_onset": self._last_onset,
             "scores": self._scores.state(),
             "detector": self.detector.state(),
         }
@@ -269,6 +299,8 @@ class Thresholder:
             th.scored = _count(d["scored"])
             th._below = _count(d["below"])
             th._run = _count(d.get("run", 0))
+            last = d.get("last_onset")
+            th._last_onset = None if last is None else _count(last)
             if not isinstance(d["active"], bool):
                 raise ValueError("active must be a bool")
             th.active = d["active"]

@@ -170,7 +170,7 @@ class Engine:
                 by_event.setdefault(r.event, []).append(i)
             elif r.anomaly is not None:
                 a = r.anomaly
-                self._specs[i] = ModelSpec(a.model, a.sensitivity, a.warmup, len(a.metrics))
+                self._specs[i] = ModelSpec(a.model, a.sensitivity, a.warmup, len(a.metrics), a.river)
                 if len(a.metrics) > 1:
                     self._joint[i] = "+".join(a.metrics)
                     if a.model not in ("auto", "mad", "joint"):

@@ -17,6 +17,7 @@ for: 5 parsecs
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -26,6 +27,9 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..anomaly.joint import MAX_DIMS
+from ..anomaly.models import SCALAR_KINDS
+from ..anomaly.river_model import RiverModelError
+from ..anomaly.river_model import check as check_river
 from ..units import parse_duration
 from .document import RuleError, Source, compose
 from .expr import FUNCTIONS
@@ -326,10 +330,18 @@ class FileReader:
                                         "(write several rules)")
         out["metrics"] = tuple(names)
         if "model" in f:
-            model = self.text(f["model"][1], "anomaly.model")
-            if model is not None and not _IDENT.match(model):
-                self.error(f["model"][1], f"anomaly.model must be a name such as auto, got {model!r}")
-            out["model"] = model
+            node_ = f["model"][1]
+            if isinstance(node_, MappingNode):
+                out["model"], out["river"] = "river", self.river_model(node_)
+            else:
+                model = self.text(node_, "anomaly.model")
+                kinds = ["auto", *SCALAR_KINDS, "joint"]
+                if model is not None and model not in kinds:
+                    close = difflib.get_close_matches(model, kinds, n=1)
+                    hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(kinds)}"
+                    self.error(node_, f"unknown anomaly.model '{model}' ({hint}; a River detector is written "
+                                      "{river: anomaly.NAME, params: {...}})")
+                out["model"] = model
         if "sensitivity" in f:
             s = self.number(f["sensitivity"][1], "anomaly.sensitivity")
             if s is not None and not 0 < s <= 1:
@@ -341,6 +353,60 @@ class FileReader:
                 self.error(f["warmup"][1], f"anomaly.warmup must be a positive number of samples, got {w}")
             out["warmup"] = w
         return out if len(self.errors) == before else None
+
+
+    def river_model(self, node: MappingNode) -> tuple[str, str] | None:
+        """``{river: anomaly.NAME, params: {...}}``, built once to check it: (name, params as JSON)."""
+        f = self.fields(node, ("river", "params"), what="anomaly.model")
+        if f is None:
+            return None
+        if "river" not in f:
+            self.error(node, "anomaly.model needs 'river': the name of a River detector such as "
+                             "anomaly.GaussianScorer")
+            return None
+        name = self.text(f["river"][1], "anomaly.model.river")
+        params: Any = {}
+        text = "{}"
+        if "params" in f:
+            pnode = f["params"][1]
+            if not isinstance(pnode, MappingNode):
+                self.error(pnode, f"anomaly.model.params must be a mapping, got {self.got(pnode)}")
+                return None
+            try:
+                params = yaml.safe_load(yaml.serialize(pnode))
+                text = json.dumps(params, sort_keys=True, allow_nan=False)
+            except (yaml.YAMLError, TypeError, ValueError) as exc:
+                self.error(pnode, f"anomaly.model.params must be plain numbers, strings, lists and "
+                                  f"mappings ({exc})")
+                return None
+        if name is None:
+            return None
+        try:
+            check_river(name, params)
+        except RiverModelError as exc:
+            self.error(_at(f, exc.path), str(exc))
+            return None
+        return name, text
+
+
+def _at(f: dict[str, tuple[ScalarNode, Node]], path: tuple[str, ...]) -> Node:
+    """The node a River parameter path points at: the deepest key written, else ``river:``'s value."""
+    if not path or "params" not in f:
+        return f["river"][1]
+    node: Node = f["params"][1]
+    at: Node = node
+    for key in path:
+        hit = None
+        if isinstance(node, MappingNode):
+            hit = next(((k, v) for k, v in node.value if isinstance(k, ScalarNode) and k.value == key), None)
+        if hit is None:
+            break
+        at, node = hit
+        if isinstance(node, MappingNode):   # a nested {river: ..., params: {...}}: its params next
+            inner = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == "params"), None)
+            if inner is not None:
+                node = inner
+    return at
 
 
 def _short(seconds: float) -> str:

@@ -100,6 +100,8 @@ class AnomalySpec:
     model: str = "auto"
     sensitivity: float | None = None
     warmup: int | None = None
+    river: tuple[str, str] | None = None
+    """With ``model: {river: NAME, params: {...}}``: the name and the parameters as JSON."""
 
 
 @dataclass(frozen=True, slots=True)
