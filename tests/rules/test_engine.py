@@ -192,7 +192,7 @@ rules:
   - name: cpu-baseline
     anomaly: {metric: cpu.usage_cores, model: mad}
     severity: info
-    summary: "{{ container }} left its CPU baseline (score {{ value | round(3) }})"
+    summary: "{{ container }} left its CPU baseline: {{ value }} (score {{ score | round(3) }})"
 """
 
 
@@ -212,9 +212,38 @@ def test_anomaly_rule_fires_on_a_departure_and_resolves_after_it(tmp_path, model
     assert [a.state for a in alerts] == ["firing", "resolved"]
     # the first departing sample fires, or the second where the model asks for two in a row
     assert alerts[0].ts in (900.0, 901.0)
-    assert alerts[0].summary == f"web-1 left its CPU baseline (score {round(alerts[0].value, 3)})"
-    assert alerts[0].value > 0.99
+    assert alerts[0].value == 5.0                      # what was seen, not the model's score
+    assert alerts[0].summary.startswith("web-1 left its CPU baseline: 5.0 (score ")
+    assert float(alerts[0].summary.rsplit(" ", 1)[1].rstrip(")")) > 0.99
     assert 902.0 < alerts[1].ts < 940.0
+
+
+@pytest.mark.parametrize("model, why", [("auto", ": beyond its recent range"), ("mad", "")])
+def test_anomaly_alert_says_what_was_seen_and_what_is_normal(tmp_path, model, why):
+    rules = rules_from(tmp_path, f"""
+rules:
+  - name: cpu
+    anomaly: {{metric: cpu.usage_cores, model: {model}}}
+    severity: info
+  - name: mem
+    anomaly: {{metric: mem.usage_bytes, model: {model}}}
+    severity: info
+""")
+    values = wavy(900) + [5.0] * 3 + wavy(100)
+    items = series(WEB, "cpu.usage_cores", values, step=60.0) + \
+        series(WEB, "mem.usage_bytes", [v * 2**30 for v in values], step=60.0)
+    firing = {a.rule: a for a in Engine(rules).feed(sorted(items, key=lambda x: x.ts)) if a.state == "firing"}
+    # 256 values a minute apart are 4h16m; wavy() takes five levels from 0.46 to 0.54
+    assert firing["cpu"].summary == f"web-1 cpu.usage_cores 5, normal 0.46–0.54 over the last 4h16m{why}"
+    assert firing["mem"].summary.startswith("web-1 mem.usage_bytes 5.00GiB, normal 47")
+    assert firing["mem"].value == 5.0 * 2**30
+
+
+def test_a_river_model_cannot_say_what_is_normal_and_says_so(tmp_path):
+    rules = rules_from(tmp_path, ANOMALY.replace("model: mad", "model: {river: anomaly.GaussianScorer}")
+                       .replace('    summary: "{{ container }} left its CPU baseline: {{ value }} (score {{ score | round(3) }})"\n', ""))
+    alerts = list(Engine(rules).feed(series(WEB, "cpu.usage_cores", wavy(900) + [5.0] * 3)))
+    assert [a.summary for a in alerts] == ["web-1 cpu.usage_cores 5, unusual for it"]
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 #: The state format of every detector; bump when a state's meaning changes.
 STATE_VERSION = 2
@@ -38,6 +38,31 @@ STATE_VERSION = 2
 MAX_ABS = 1e18
 
 T = TypeVar("T", bound="BaseDetector")
+
+
+class Band(NamedTuple):
+    """A model's normal range: ``low``..``high`` held 98 % of the last values, which took ``span_s``."""
+
+    low: float
+    high: float
+    span_s: float
+
+
+def band_of(ordered: Any, span_s: float, back: Any = None) -> Band | None:
+    """The 1st and 99th percentile of a sorted window (mapped by ``back`` to the value's scale).
+
+    >>> band_of([float(x) for x in range(101)], 60.0)
+    Band(low=1.0, high=99.0, span_s=60.0)
+    >>> band_of([1.0], 60.0) is None
+    True
+    """
+    n = len(ordered)
+    if n < 10:
+        return None
+    lo, hi = ordered[int(0.01 * (n - 1) + 0.5)], ordered[int(0.99 * (n - 1) + 0.5)]
+    if back is not None:
+        lo, hi = back(lo), back(hi)
+    return Band(lo, hi, span_s)
 
 
 @runtime_checkable
@@ -82,6 +107,7 @@ class BaseDetector:
         self.skipped = 0
         self._samples = 0
         self._last_ts: float | None = None
+        self._gap: float | None = None   # the usual time between values (EW), for how long a window spans
 
     # -- the contract -------------------------------------------------------
     @property
@@ -121,6 +147,9 @@ class BaseDetector:
             self.skipped += 1
             return None
         self._last_ts = ts
+        if last is not None:
+            gap = self._gap
+            self._gap = ts - last if gap is None else gap + 0.05 * (ts - last - gap)
         score = self._learn(ts, value, last)
         self._samples += 1
         if score is None:
@@ -128,6 +157,23 @@ class BaseDetector:
         if not math.isfinite(score):  # never expected; never let it out
             return 1.0 if score > 0 else 0.0
         return min(1.0, max(0.0, score))
+
+    def band(self) -> Band | None:
+        """What the model takes as normal now: where 98 % of recent values lie, and
+        over how long; None where the model cannot say (or has seen too little).
+
+        >>> from cgwatch.anomaly.models import MADDetector
+        >>> d = MADDetector(transform="none")
+        >>> for t in range(100):
+        ...     _ = d.update(60.0 * t, 10.0 + t % 5)
+        >>> d.band()
+        Band(low=10.0, high=14.0, span_s=6000.0)
+        """
+        return None
+
+    def _span(self, n: int) -> float:
+        """How long the last ``n`` values (or as many as were seen) took, in seconds."""
+        return min(self._samples, n) * (self._gap or 0.0)
 
     # -- River's anomaly-detector contract ----------------------------------
     def learn_one(self, x: dict[str, Any]) -> None:
@@ -199,7 +245,7 @@ class BaseDetector:
             "params": self.params(),
             "samples": self._samples,
             "skipped": self.skipped,
-            "data": {"last_ts": self._last_ts, **self._data()},
+            "data": {"last_ts": self._last_ts, "gap": self._gap, **self._data()},
         }
 
     @classmethod
@@ -226,6 +272,8 @@ class BaseDetector:
             data = d["data"]
             last = data["last_ts"]
             obj._last_ts = None if last is None else _finite(last)
+            gap = data.get("gap")
+            obj._gap = None if gap is None else _finite(gap)
             obj._samples = _count(d["samples"])
             obj.skipped = _count(d["skipped"])
             obj._load(data)

@@ -57,7 +57,7 @@ from array import array
 from collections import deque
 from typing import Any
 
-from cgwatch.anomaly.base import BaseDetector, _count, _finite, finite_list
+from cgwatch.anomaly.base import Band, BaseDetector, _count, _finite, band_of, finite_list
 from cgwatch.anomaly.robust import _push, _Ring, squash
 
 DAY = 86400.0
@@ -451,6 +451,14 @@ class LikelihoodDetector(BaseDetector):
         m = self._mean
         m = self._mean = x if m is None else m + (x - m) / min(self._samples + 1, self.MEAN_SAMPLES)
         return math.log(x + self.OFFSET * m + 1e-12)
+
+    def band(self) -> Band | None:
+        """Where 98 % of the last 256 values lie (on the value's own scale), and their span."""
+        back = None
+        if self._log:
+            c = self.OFFSET * (self._mean or 0.0) + 1e-12
+            back = lambda y: max(0.0, math.exp(y) - c)  # noqa: E731
+        return band_of(self._local.x.sorted, self._span(self.window), back)
 
     def range_bounds(self) -> tuple[float, float] | None:
         """The (min, max) the series kept over the range window, if it has one."""

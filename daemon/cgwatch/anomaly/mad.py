@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cgwatch.anomaly.base import BaseDetector, _finite
+from cgwatch.anomaly.base import Band, BaseDetector, _finite, band_of
 from cgwatch.anomaly.robust import RollingMedian, squash
 
 
@@ -115,6 +115,14 @@ class MADDetector(BaseDetector):
         if not isinstance(data["log"], bool) or (data["log"] and self.transform != "log"):
             raise ValueError("log flag does not match params")
         self._log = data["log"]
+
+    def band(self) -> Band | None:
+        """Where 98 % of the window's values lie (on the value's own scale), and its span."""
+        back = None
+        if self._log:
+            c = self.OFFSET * (self._mean or 0.0) + 1e-12
+            back = lambda y: max(0.0, math.exp(y) - c)  # noqa: E731
+        return band_of(self._stats._sorted, self._span(self.window), back)
 
     @property
     def scale_name(self) -> str:

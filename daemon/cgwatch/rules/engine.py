@@ -45,7 +45,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..anomaly.baselines import Baselines, ModelSpec
+from ..anomaly.thresholds import Verdict
 from ..model import Alert, Container, Event, Sample
+from ..units import human_bytes
+from .template import ANOMALY_VARIABLES, human_duration
 
 log = logging.getLogger("cgwatch.rules")
 
@@ -350,34 +353,43 @@ class Engine:
         if not self._selects(i, ser):
             return
         key = (i, ser.container.workload)
+        verdict = None
         if r.anomaly is not None:
-            holds, value = self._anomalous(i, ser)
+            holds, value, verdict = self._anomalous(i, ser)
         else:
             holds = r.expr.evaluate(ser, now)
             value = r.expr.value(ser, now) if holds else None
         st = self._active.get(key)
         if holds:
             if st is None:
-                st = self._active[key] = [PENDING, now, value]
+                st = self._active[key] = [PENDING, now, value, verdict]
             else:
-                st[2] = value
+                st[2], st[3] = value, verdict
             if st[0] == PENDING and now - st[1] >= r.for_s - self._slack and (now > st[1] or not r.for_s):
                 st[0] = FIRING
-                out.append(self._alert(r, ser.container, now, "firing", value))
+                out.append(self._alert(r, ser.container, now, "firing", value, verdict=verdict))
         elif st is not None:
             del self._active[key]
             if st[0] == FIRING:
                 if r.anomaly is None:
                     value = r.expr.value(ser, now)   # stale data has none: keep the last one seen
-                out.append(self._alert(r, ser.container, now, "resolved", st[2] if value is None else value))
+                out.append(self._alert(r, ser.container, now, "resolved", st[2] if value is None else value,
+                                       verdict=verdict or st[3]))
 
-    def _anomalous(self, i: int, ser: Series) -> tuple[bool, float | None]:
-        """Whether the rule's model for this container is alerting, and its latest score."""
+    def _anomalous(self, i: int, ser: Series) -> tuple[bool, float | None, Verdict | None]:
+        """Whether the rule's model for this container is alerting, the value it judged
+        (the metric's latest; a joint model's score) and the model's verdict on it."""
         r = self.rules[i]
         model = self.baselines.peek((r.name, ser.container.workload, self._joint.get(i) or r.anomaly.metrics[0]))
         if model is None:
-            return False, None
-        return model.active and ser.stopped is None, model.last_score
+            return False, None, None
+        verdict = model.explain()
+        if i in self._joint:
+            value = verdict.score
+        else:
+            last = ser._last.get(r.anomaly.metrics[0])
+            value = None if last is None else last[1]
+        return model.active and ser.stopped is None, value, verdict
 
     def _stop(self, c: Container, ts: float) -> list[Alert]:
         """The container stopped: its workload's metrics have no value from now on, so
@@ -414,13 +426,14 @@ class Engine:
             for key in [k for k in self._active if k[1] == w]:
                 st = self._active.pop(key)
                 if st[0] == FIRING and ser is not None:
-                    out.append(self._alert(self.rules[key[0]], ser.container, now, "resolved", st[2]))
+                    out.append(self._alert(self.rules[key[0]], ser.container, now, "resolved", st[2],
+                                           verdict=st[3]))
         return out
 
     def _alert(self, r: Any, c: Container, ts: float, state: str, value: float | None,
-               event: Mapping[str, Any] | None = None) -> Alert:
+               event: Mapping[str, Any] | None = None, verdict: Verdict | None = None) -> Alert:
         return Alert(ts, r.name, c, state, r.severity, value,
-                     summarize(r, c, value, event), dict(r.labels))
+                     summarize(r, c, value, event, verdict), dict(r.labels))
 
     def firing(self) -> list[tuple[str, Container, str, str, float | None]]:
         """What is firing now: (rule, container, severity, summary, value)."""
@@ -428,7 +441,7 @@ class Engine:
         for (i, cid), st in self._active.items():
             if st[0] == FIRING:
                 r, c = self.rules[i], self._series[cid].container
-                out.append((r.name, c, r.severity, summarize(r, c, st[2], None), st[2]))
+                out.append((r.name, c, r.severity, summarize(r, c, st[2], None, st[3]), st[2]))
         return out
 
     def alerts(self) -> list[tuple[Any, Container, str, float, float | None]]:
@@ -478,14 +491,60 @@ class Engine:
         return len(self._active)
 
 
-def summarize(r: Any, c: Container, value: float | None, event: Mapping[str, Any] | None) -> str:
-    """The alert's one-line summary: the rule's template, or a plain default."""
+#: how an anomaly summary says why, by the channel that fired (``likelihood``)
+WHY = {"range": "beyond its recent range", "daily": "unlike this time on earlier days",
+       "local": "a sudden change", "global": "far from its long-run mean"}
+
+
+def summarize(r: Any, c: Container, value: float | None, event: Mapping[str, Any] | None,
+              verdict: Verdict | None = None) -> str:
+    """The alert's one-line summary: the rule's template, or a plain default.
+
+    An anomaly rule's says what was seen and what the model took as normal:
+    ``web-1 cpu.usage_cores 0.62, normal 0.95–1.02 over the last 1h: beyond its recent range``.
+    """
+    a = anomaly_context(r, value, verdict)
     if r.summary is not None:
         return str(r.summary.render({
             "container": c.name, "id": c.id, "image": c.image, "runtime": c.runtime,
             "labels": dict(c.labels), "value": value, "rule": r.name, "severity": r.severity,
-            "event": dict(event or {}),
+            "event": dict(event or {}), **a,
         }))
+    if r.anomaly is not None:
+        metric, shown = " and ".join(r.anomaly.metrics), _shown(a["metric"], value)
+        if len(r.anomaly.metrics) > 1:
+            score = a["score"]
+            return f"{c.name} {metric} departed together" + ("" if score is None else f" (score {score:.2f})")
+        if a["normal"] is None:
+            return f"{c.name} {metric} {shown}, unusual for it" + (f": {a['why']}" if a["why"] else "")
+        return f"{c.name} {metric} {shown}, normal {a['normal']} over the last {a['over']}" + \
+            (f": {a['why']}" if a["why"] else "")
     if value is None:
         return f"{r.name}: {c.name}"
     return f"{r.name}: {c.name} at {value:.4g}"
+
+
+def anomaly_context(r: Any, value: float | None, verdict: Verdict | None) -> dict[str, Any]:
+    """The template variables an anomaly rule adds (None for other rules): ``metric``,
+    ``score``, ``low``, ``high``, ``normal`` ("0.95–1.02"), ``over`` ("1h"), ``why``."""
+    out: dict[str, Any] = dict.fromkeys(ANOMALY_VARIABLES)
+    if r.anomaly is None:
+        return out
+    out["metric"] = "+".join(r.anomaly.metrics)
+    if verdict is None:
+        return out
+    out["score"] = verdict.score
+    out["why"] = ", ".join(WHY.get(ch, ch) for ch in verdict.channels) or None
+    band = verdict.band
+    if band is not None and len(r.anomaly.metrics) == 1:
+        out["low"], out["high"] = band.low, band.high
+        out["normal"] = f"{_shown(out['metric'], band.low)}–{_shown(out['metric'], band.high)}"
+        out["over"] = human_duration(band.span_s) if band.span_s > 0 else "few samples"
+    return out
+
+
+def _shown(metric: str, v: float | None) -> str:
+    """A value as a summary shows it: bytes in binary units, others to 3 significant digits."""
+    if v is None:
+        return "?"
+    return human_bytes(v) if metric.endswith("_bytes") else f"{v:.3g}"
