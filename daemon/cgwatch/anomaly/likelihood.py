@@ -10,8 +10,10 @@ their recent scores are, not by how high one score is:
   data; muted while range breaks are routine (an EW rate above 1 %: a series
   that drifts makes new extremes every day, and they are not news).
 - ``daily``: distance from the same time of day on the days before (288
-  bins of 5 minutes, learnt from earlier days only), in units of its usual
-  distance. Silent until a bin has a past day.
+  bins of 5 minutes, learnt from earlier days only) or from the same hour a
+  week before, whichever is nearer, in units of its usual distance: a quiet
+  Saturday is normal when last Saturday was quiet too. Silent until a bin has
+  a past day.
 - ``local``: robust z of the value and of its first difference against the
   median and interquartile range of the last 256 (on ``log(x + 1 % of the
   mean)`` while the series has never been negative: container metrics are
@@ -61,6 +63,9 @@ from cgwatch.anomaly.base import Band, BaseDetector, _count, _finite, band_of, f
 from cgwatch.anomaly.robust import _push, _Ring, squash
 
 DAY = 86400.0
+WEEK = 7 * DAY
+#: the weekly profile's bins: the hours of a week
+WEEK_BINS = 168
 _RS2 = 1.0 / math.sqrt(2.0)
 
 
@@ -199,7 +204,8 @@ class DailyChannel:
     True
     """
 
-    __slots__ = ("bin_s", "bins", "prof", "seen", "a_prof", "a_scale", "scale", "cur", "csum", "ccnt")
+    __slots__ = ("bin_s", "bins", "prof", "seen", "a_prof", "a_scale", "scale", "cur", "csum", "ccnt",
+                 "week", "wcur", "wsum", "wcnt")
 
     def __init__(self, bin_s: float = 300.0, a_prof: float = 0.2, a_scale: float = 0.01) -> None:
         self.bin_s = float(bin_s)
@@ -209,6 +215,9 @@ class DailyChannel:
         self.a_prof, self.a_scale = float(a_prof), float(a_scale)
         self.scale: float | None = None
         self.cur, self.csum, self.ccnt = -1, 0.0, 0
+        # the same hour of the week, a week before (NaN: not seen): a quiet Saturday is like last Saturday
+        self.week = array("d", [math.nan]) * WEEK_BINS
+        self.wcur, self.wsum, self.wcnt = -1, 0.0, 0
 
     def expected(self, ts: float) -> float | None:
         """The profile's value for ``ts``'s time of day, if a past day has one."""
@@ -227,16 +236,29 @@ class DailyChannel:
             self.cur, self.csum, self.ccnt = b, 0.0, 0
         self.csum += x
         self.ccnt += 1
+        w = int((ts % WEEK) // 3600.0)
+        if w != self.wcur:
+            if self.wcnt:
+                m, c = self.wsum / self.wcnt, self.wcur
+                old = self.week[c]
+                self.week[c] = m if old != old else old + 0.5 * (m - old)
+            self.wcur, self.wsum, self.wcnt = w, 0.0, 0
+        self.wsum += x
+        self.wcnt += 1
         if not self.seen[b]:
             return None
         r = abs(x - self.prof[b])
+        last_week = self.week[w]
+        if last_week == last_week:   # like this hour of the week before is normal too
+            r = min(r, abs(x - last_week))
         scale = self.scale
         self.scale = r if scale is None else scale + self.a_scale * (r - scale)
         return None if scale is None else r / (scale + 1e-9 + 1e-6 * abs(x))
 
     def state(self) -> dict[str, Any]:
         return {"prof": [p if s else None for p, s in zip(self.prof, self.seen)], "scale": self.scale,
-                "cur": [self.cur, self.csum, self.ccnt]}
+                "cur": [self.cur, self.csum, self.ccnt],
+                "week": [None if p != p else p for p in self.week], "wcur": [self.wcur, self.wsum, self.wcnt]}
 
     def load(self, d: dict[str, Any]) -> None:
         prof = d["prof"]
@@ -249,6 +271,15 @@ class DailyChannel:
         if isinstance(cur, bool) or not isinstance(cur, int) or not -1 <= cur < self.bins:
             raise ValueError(f"bad daily bin {cur!r}")
         self.cur, self.csum, self.ccnt = cur, _finite(csum), _count(ccnt)
+        week = d["week"]
+        if not isinstance(week, list) or len(week) != WEEK_BINS:
+            raise ValueError("weekly profile does not match")
+        for i, p in enumerate(week):
+            self.week[i] = math.nan if p is None else _finite(p)
+        wcur, wsum, wcnt = d["wcur"]
+        if isinstance(wcur, bool) or not isinstance(wcur, int) or not -1 <= wcur < WEEK_BINS:
+            raise ValueError(f"bad weekly bin {wcur!r}")
+        self.wcur, self.wsum, self.wcnt = wcur, _finite(wsum), _count(wcnt)
 
 
 class Quartiles:
