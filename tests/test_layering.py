@@ -50,3 +50,12 @@ def test_no_stage_imports_a_later_one():
             if target.split(".")[0] in STAGES and stage_of(target) > stage_of(module):
                 bad.append(f"{module} imports {target}")
     assert bad == []
+
+
+def test_the_rules_engine_reads_anomaly_verdicts_not_models():
+    """The anomaly stage scores the models before the engine (issue 16): the engine and the rule
+    tests get verdicts (cgwatch.model.Verdict), never a model. Only the rule loader reads the
+    anomaly package, to check at load what model a rule names."""
+    for name in ("engine", "testing"):
+        path = PKG / "rules" / f"{name}.py"
+        assert [t for t in imports(path, f"rules.{name}") if t.startswith("anomaly")] == [], name

@@ -154,14 +154,16 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
+    from .anomaly.stage import AnomalyStage
     from .rules.testing import run_test_files
 
-    return run_test_files(args.paths)
+    return run_test_files(args.paths, anomaly=AnomalyStage.for_rules)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from .daemon.pipeline import Pipeline
     from .record import RecordingError, read_recording, record_line
-    from .rules.engine import Engine
+    from .rules.engine import Engine, intervals
 
     rules = _load_rules_or_fail(args.rules)
     n = 0
@@ -169,10 +171,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         with _output(args.output) as out:
             if args.config:
                 return replay_deliver(args, rules, read_recording(args.input), out)
-            for alert in Engine(rules).feed(read_recording(args.input)):
-                out.write(record_line(alert))
-                out.write("\n")
-                n += 1
+            pipeline = Pipeline(Engine(rules), None)     # the daemon's stages, without alerts.db
+            for now, samples, events in intervals(read_recording(args.input)):
+                for alert in pipeline.process(now, samples, events).alerts:
+                    out.write(record_line(alert))
+                    out.write("\n")
+                    n += 1
     except RecordingError as e:
         raise UsageError(str(e)) from None
     log.info("%d alert state changes", n)

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 log = logging.getLogger("cgwatch")
@@ -204,31 +204,27 @@ def replay_deliver(args: argparse.Namespace, rules: Sequence[Any], items: Iterab
     the notices through C's sinks; return once every notice is delivered or
     safely in the outbox (``--deliver-timeout`` bounds the wait)."""
     from .alerts.state import AlertManager
+    from .daemon.pipeline import Pipeline
     from .record import record_line
-    from .rules.engine import Engine
+    from .rules.engine import Engine, intervals
 
     cfg = load_config_or_fail(args.config)
     state_dir = args.state_dir or cfg.state_dir
     store = open_store(state_dir)
     sinks = build_sinks_or_fail(cfg)
     manager = AlertManager(store, sinks, {r.name: r for r in rules}, host=cfg.host)
-    engine = Engine(rules)
-    clock = _SampleClock(items)
+    pipeline = Pipeline(Engine(rules), manager, cfg.interval)    # the daemon's, interval by interval
 
     async def go() -> tuple[int, Any]:
         n = 0
         manager.delivery.start()
         try:
             with manager.batch():
-                for alert in engine.feed(clock):
-                    out.write(record_line(alert))
-                    out.write("\n")
-                    n += 1
-                    manager.handle(alert)
-                    if clock.due():
-                        manager.tick(clock.now)
-                if clock.now is not None:
-                    manager.tick(clock.now)
+                for now, samples, events in intervals(items):
+                    for alert in pipeline.process(now, samples, events).alerts:
+                        out.write(record_line(alert))
+                        out.write("\n")
+                        n += 1
             manager.delivery.wake()
             result = await manager.delivery.drain(args.deliver_timeout)
         finally:
@@ -242,26 +238,6 @@ def replay_deliver(args: argparse.Namespace, rules: Sequence[Any], items: Iterab
     log.info("%d alert state changes", n)
     _report(result, state_dir, sys.stderr)
     return 0
-
-
-class _SampleClock:
-    """Passes a recording through, remembering the newest sample time (repeats run on it)."""
-
-    def __init__(self, items: Iterable[Any]) -> None:
-        self._items = items
-        self.now: float | None = None
-        self._ticked: float | None = None
-
-    def __iter__(self) -> Iterator[Any]:
-        for item in self._items:
-            self.now = item.ts if self.now is None else max(self.now, item.ts)
-            yield item
-
-    def due(self) -> bool:
-        if self.now is None or (self._ticked is not None and self.now - self._ticked < 1.0):
-            return False
-        self._ticked = self.now
-        return True
 
 
 def _report(result: Any, state_dir: str, err: IO[str]) -> None:

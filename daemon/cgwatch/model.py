@@ -146,6 +146,36 @@ class Event:
 
 
 @dataclass(slots=True, frozen=True)
+class Verdict:
+    """What an anomaly rule's model said of one value of one container: the anomaly stage
+    hands these to the rules engine, which fires the rule while ``active``.
+
+    ``metric`` is the model's metric (``a+b`` for a joint model), ``value`` the value it
+    judged (a joint model's: its score), ``score`` in [0, 1] (None in warm-up),
+    ``threshold`` the score that fires now, ``low``..``high`` where 98 % of the recent
+    values lay over ``span_s`` seconds (None where the model cannot say), ``channels``
+    the views that broke.
+
+    >>> web = Container(id="4f1c", name="web-1", runtime="docker")
+    >>> Verdict(1.0, web, "baseline", "cpu.usage_cores", 5.0, 1.0, True).active
+    True
+    """
+
+    ts: float
+    container: Container
+    rule: str
+    metric: str
+    value: float | None
+    score: float | None
+    active: bool
+    threshold: float | None = None
+    low: float | None = None
+    high: float | None = None
+    span_s: float = 0.0
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
 class Alert:
     """A change of a rule's state for one container (DESIGN.md, "Alerts output")."""
 

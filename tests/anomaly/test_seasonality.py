@@ -11,6 +11,7 @@ import math
 import random
 from pathlib import Path
 
+from cgwatch.anomaly.stage import AnomalyStage
 from cgwatch.model import Container, Sample
 from cgwatch.rules.engine import Engine
 from cgwatch.rules.load import load_rules
@@ -27,7 +28,7 @@ def alerts(tmp_path: Path, values: list[float], step: float) -> list[tuple[float
     rules, errors = load_rules([p])
     assert errors == []
     items = [Sample(i * step, WEB, "cpu.usage_cores", v) for i, v in enumerate(values)]
-    return [(a.ts / HOUR, a.state, a.summary) for a in Engine(rules).feed(items)]
+    return [(a.ts / HOUR, a.state, a.summary) for a in Engine(rules).feed(items, AnomalyStage.for_rules(rules))]
 
 
 def onsets(got: list[tuple[float, str, str]], start_h: float = 0.0, end_h: float = math.inf) -> list[tuple[float, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from cgwatch.anomaly.stage import AnomalyStage
 from cgwatch.rules.check import check
 from cgwatch.rules.load import load_rules
 from cgwatch.rules.testing import run_test_files
@@ -30,7 +31,8 @@ def test_every_default_rule_says_why_and_is_tested():
 def test_default_pack_unit_tests_pass():
     out, err = io.StringIO(), io.StringIO()
     files = sorted(str(p) for p in (RULES / "tests").glob("*.test.yaml"))
-    assert run_test_files(files, out=out, err=err) == 0, out.getvalue() + err.getvalue()
+    assert run_test_files(files, out=out, err=err, anomaly=AnomalyStage.for_rules) == 0, \
+        out.getvalue() + err.getvalue()
     assert out.getvalue().strip().endswith("10 passed, 0 failed")
 
 

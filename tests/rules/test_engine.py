@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cgwatch.anomaly.stage import AnomalyStage
 from cgwatch.model import Container, Event, Sample
 from cgwatch.rules.engine import Engine
 from cgwatch.rules.load import load_rules
@@ -30,9 +31,24 @@ def series(c: Container, metric: str, values: list[float | None], start: float =
     return [Sample(start + i * step, c, metric, v) for i, v in enumerate(values) if v is not None]
 
 
+class Judged:
+    """The engine behind the anomaly stage, as the daemon and replay run them."""
+
+    def __init__(self, rules) -> None:
+        self.engine = Engine(rules)
+        self.stage = AnomalyStage.for_rules(rules)
+        self.baselines = self.stage.baselines
+
+    def feed(self, items):
+        return self.engine.feed(items, self.stage)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
 def run(rules, items) -> list[tuple[float, str, str, str]]:
     items = sorted(items, key=lambda x: x.ts)
-    return [(a.ts, a.rule, a.container.name, a.state) for a in Engine(rules).feed(items)]
+    return [(a.ts, a.rule, a.container.name, a.state) for a in Judged(rules).feed(items)]
 
 
 HOT = """
@@ -72,7 +88,7 @@ def test_for_counts_ticks_not_the_milliseconds_they_jitter_by(tmp_path):
 
 def test_alert_lines_carry_value_severity_and_summary(tmp_path):
     rules = rules_from(tmp_path, HOT)
-    alerts = list(Engine(rules).feed(series(WEB, "cpu.usage_cores", [0.97] * 12)))
+    alerts = list(Judged(rules).feed(series(WEB, "cpu.usage_cores", [0.97] * 12)))
     assert [a.to_json() for a in alerts] == [{
         "ts": 10.0, "rule": "hot", "container": "web-1", "state": "firing", "severity": "warning",
         "value": 0.97, "summary": "web-1 at 0.97", "id": WEB.id}]
@@ -127,7 +143,7 @@ rules:
 """)
     items = [Event(1.0, WEB, "exec", {"pid": 1, "comm": "nginx", "filename": "/usr/sbin/nginx"}),
              Event(2.0, WEB, "exec", {"pid": 2, "comm": "sh", "filename": "/bin/sh"})]
-    alerts = list(Engine(rules).feed(items))
+    alerts = list(Judged(rules).feed(items))
     assert [(a.ts, a.state, a.summary) for a in alerts] == [(2.0, "firing", "web-1 ran /bin/sh")]
 
 
@@ -138,7 +154,7 @@ rules:
     expr: avg(cpu.usage_cores, 5m) > 0.9
     severity: info
 """)
-    e = Engine(rules)
+    e = Judged(rules)
     for s in series(WEB, "mem.page_faults", [1.0] * 100):
         e.push_sample(s)
     assert e._series == {}
@@ -208,7 +224,7 @@ MODELS = ["auto", "mad", "{river: anomaly.GaussianScorer, params: {window_size: 
 def test_anomaly_rule_fires_on_a_departure_and_resolves_after_it(tmp_path, model):
     rules = rules_from(tmp_path, ANOMALY.replace("model: mad", f"model: {model}"))
     values = wavy(900) + [5.0] * 3 + wavy(100)
-    alerts = list(Engine(rules).feed(series(WEB, "cpu.usage_cores", values)))
+    alerts = list(Judged(rules).feed(series(WEB, "cpu.usage_cores", values)))
     assert [a.state for a in alerts] == ["firing", "resolved"]
     # the first departing sample fires, or the second where the model asks for two in a row
     assert alerts[0].ts in (900.0, 901.0)
@@ -232,7 +248,7 @@ rules:
     values = wavy(900) + [5.0] * 3 + wavy(100)
     items = series(WEB, "cpu.usage_cores", values, step=60.0) + \
         series(WEB, "mem.usage_bytes", [v * 2**30 for v in values], step=60.0)
-    firing = {a.rule: a for a in Engine(rules).feed(sorted(items, key=lambda x: x.ts)) if a.state == "firing"}
+    firing = {a.rule: a for a in Judged(rules).feed(sorted(items, key=lambda x: x.ts)) if a.state == "firing"}
     # 256 values a minute apart are 4h16m; wavy() takes five levels from 0.46 to 0.54
     assert firing["cpu"].summary == f"web-1 cpu.usage_cores 5, normal 0.46–0.54 over the last 4h16m{why}"
     assert firing["mem"].summary.startswith("web-1 mem.usage_bytes 5.00GiB, normal 47")
@@ -242,14 +258,14 @@ rules:
 def test_a_river_model_cannot_say_what_is_normal_and_says_so(tmp_path):
     rules = rules_from(tmp_path, ANOMALY.replace("model: mad", "model: {river: anomaly.GaussianScorer}")
                        .replace('    summary: "{{ container }} left its CPU baseline: {{ value }} (score {{ score | round(3) }})"\n', ""))
-    alerts = list(Engine(rules).feed(series(WEB, "cpu.usage_cores", wavy(900) + [5.0] * 3)))
+    alerts = list(Judged(rules).feed(series(WEB, "cpu.usage_cores", wavy(900) + [5.0] * 3)))
     assert [a.summary for a in alerts] == ["web-1 cpu.usage_cores 5, unusual for it"]
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_anomaly_rules_learn_per_container_and_stay_quiet_on_normal_data(tmp_path, model):
     rules = rules_from(tmp_path, ANOMALY.replace("model: mad", f"model: {model}"))
-    e = Engine(rules)
+    e = Judged(rules)
     items = series(WEB, "cpu.usage_cores", wavy(500)) + series(DB, "cpu.usage_cores", wavy(500, level=3.0))
     assert list(e.feed(sorted(items, key=lambda x: x.ts))) == []
     assert sorted(k[1] for k in e.baselines.keys()) == sorted([WEB.id, DB.id])
@@ -261,13 +277,13 @@ def test_anomaly_score_is_a_metric_expressions_can_read(tmp_path):
     expr: anomaly.score > 0.99 and cpu.usage_cores > 1
     severity: warning
 """)
-    alerts = list(Engine(rules).feed(series(WEB, "cpu.usage_cores", wavy(300) + [5.0] * 2)))
+    alerts = list(Judged(rules).feed(series(WEB, "cpu.usage_cores", wavy(300) + [5.0] * 2)))
     assert {(a.rule, a.state) for a in alerts} == {("cpu-baseline", "firing"), ("busy-and-odd", "firing")}
 
 
 def test_bad_values_do_not_poison_the_baseline(tmp_path):
     rules = rules_from(tmp_path, ANOMALY)
-    e = Engine(rules)
+    e = Judged(rules)
     values = wavy(300)
     values[100:105] = [float("nan"), float("inf"), float("-inf"), float("nan"), 1e300]
     assert list(e.feed(series(WEB, "cpu.usage_cores", values))) == []
@@ -293,7 +309,7 @@ def both(n: int, cpu: list[float], mem: list[float], c=WEB):
 
 def test_a_joint_rule_keeps_one_model_fed_whole_vectors(tmp_path):
     rules = rules_from(tmp_path, JOINT)
-    e = Engine(rules)
+    e = Judged(rules)
     mem = [1e8 * (1 + 0.01 * ((i * 3) % 7 - 3)) for i in range(400)]
     assert list(e.feed(both(400, wavy(400), mem))) == []
     assert list(e.baselines.keys()) == [("cpu-and-memory", WEB.id, "cpu.usage_cores+mem.usage_bytes")]
@@ -311,7 +327,7 @@ def test_a_joint_rule_keeps_one_model_fed_whole_vectors(tmp_path):
 
 def test_a_joint_rule_waits_for_every_metric(tmp_path):
     rules = rules_from(tmp_path, JOINT)
-    e = Engine(rules)
+    e = Judged(rules)
     assert list(e.feed(series(WEB, "cpu.usage_cores", wavy(100)))) == []
     assert len(e.baselines) == 0     # no memory samples: nothing to learn
 
@@ -365,7 +381,7 @@ def test_a_kubernetes_restart_with_a_new_id_keeps_the_alert(tmp_path) -> None:
     new = Container(id="2" * 64, name="ns/p/app", runtime="containerd", pod="0a1b", labels=labels)
     items = restart_loop(old, [10, 20], end=21)
     items += [x for x in restart_loop(new, [30], end=40) if x.ts >= 21]   # the pod's new container
-    alerts = list(Engine(rules_from(tmp_path, CRASH)).feed(sorted(items, key=lambda x: (x.ts, isinstance(x, Sample)))))
+    alerts = list(Judged(rules_from(tmp_path, CRASH)).feed(sorted(items, key=lambda x: (x.ts, isinstance(x, Sample)))))
     [a] = [a for a in alerts if a.rule == "crash-loop"]
     assert (a.ts, a.state, a.container.id) == (30.0, "firing", new.id)
 
@@ -392,9 +408,9 @@ def test_replay_orders_a_tick_as_live_does(tmp_path) -> None:
         if t in (10, 20, 30):
             events += [Event(float(t), WEB, "container_stop", {}), Event(float(t), WEB, "container_start", {})]
         ticks.append((float(t), samples, events))
-    live_engine = Engine(rules)
+    live_engine = Judged(rules)
     live = [a.to_json() for t, s, e in ticks for a in live_engine.step(t, s, e)]
     for events_first in (True, False):
         stream = [x for _, s, e in ticks for x in ((*e, *s) if events_first else (*s, *e))]
         stream.sort(key=lambda x: x.ts)
-        assert [a.to_json() for a in Engine(rules).feed(stream)] == live
+        assert [a.to_json() for a in Judged(rules).feed(stream)] == live

@@ -17,8 +17,9 @@ import pytest
 
 from cgwatch.collect import open_collector
 from cgwatch.config import default_rules
+from cgwatch.daemon.pipeline import Pipeline
 from cgwatch.record import read_recording, write_interval
-from cgwatch.rules.engine import Engine
+from cgwatch.rules.engine import Engine, intervals
 from cgwatch.rules.load import load_rules
 
 pytestmark = pytest.mark.bpf
@@ -34,7 +35,7 @@ def test_restart_loop_and_oom_kill_fire_the_host_stays_quiet_and_replay_is_live(
     rules, errors = load_rules(default_rules())
     assert errors == []
     col = open_collector()
-    engine = Engine(rules)
+    pipeline = Pipeline(Engine(rules), None)     # the daemon's stages: anomaly models, then rules
     live = []
     rec = tmp_path / "run.jsonl"
     noise = subprocess.Popen(["sh", "-c", HOST_NOISE])
@@ -44,7 +45,7 @@ def test_restart_loop_and_oom_kill_fire_the_host_stays_quiet_and_replay_is_live(
                 now = time.time()
                 samples, events = col.tick(now)
                 write_interval(out, samples, events)
-                live.extend(engine.step(now, samples, events))
+                live.extend(pipeline.process(now, samples, events).alerts)
 
             tick()                                  # the first interval: what runs already
             loop = docker.run("--restart", "always", cmd="sleep 1; exit 3")
@@ -82,5 +83,7 @@ def test_restart_loop_and_oom_kill_fire_the_host_stays_quiet_and_replay_is_live(
     assert [a.to_json() for a in live if a.container.name == "host"] == []
     assert not fired("crash-loop", oom_name)        # an OOM kill without a restart is no loop
 
-    replayed = [a.to_json() for a in Engine(rules).feed(read_recording(str(rec)))]
+    again = Pipeline(Engine(rules), None)
+    replayed = [a.to_json() for now, samples, events in intervals(read_recording(str(rec)))
+                for a in again.process(now, samples, events).alerts]
     assert replayed == [a.to_json() for a in live]

@@ -13,7 +13,8 @@ import random
 import sys
 import time
 
-from cgwatch.model import Alert, Container, Event, Sample
+from cgwatch.daemon.view import verdict_samples
+from cgwatch.model import Alert, Container, Event, Sample, Verdict
 from cgwatch.web import build_app, serve
 from cgwatch.web.view import AlertRecord, RuleInfo, SilenceInfo
 from tests.web.conftest import MemoryView, alert, container
@@ -52,9 +53,14 @@ class FakeDaemon:
         """One interval: samples for every container, now and then an event, the alert on web-1."""
         view, samples = self.view, []
         infos = []
+        verdicts = []
         for i, b in enumerate(self.boxes):
             vals = self.values(i, b, now)
             samples += [Sample(now, b, m, v) for m, v in vals.items()]
+            # what the anomaly stage says of cpu: its usual range, and web-1 far above it
+            usual = 0.2 + 0.15 * (i % 5)
+            verdicts.append(Verdict(now, b, "cpu-baseline", "cpu.usage_cores", vals["cpu.usage_cores"],
+                                    vals["anomaly.score"], b.name == "web-1", 0.7, usual - 0.12, usual + 0.17, 256.0))
             self.first.setdefault(b.id, now)
             infos.append(container(b.name, id=b.id, image=b.image, labels=dict(b.labels), metrics=vals,
                                    first_seen=self.first[b.id], last_seen=now))
@@ -72,7 +78,7 @@ class FakeDaemon:
                                   summary="web-1 used 1.9 cores for 30s")]
         view.containers_ = infos
         view.stats_.last_tick_at = now
-        view.hub.update(now, samples, events, changes)
+        view.hub.update(now, samples + verdict_samples(verdicts)[1], events, changes)
         self.steps += 1
 
     def backfill(self, seconds: float, now: float) -> None:

@@ -111,6 +111,11 @@ def test_overview_container_and_alerts_pages() -> None:
             await until(page, "document.body.dataset.charts >= 5")
             assert await until(page, painted(".chart canvas")) >= 5
             assert "threshold 0.70" in await page.text_content('.chart[data-metric="anomaly.score"] h3')
+            # the anomaly model's normal band is drawn on the CPU chart, web-1's points above it marked
+            cpu = '.chart[data-metric="cpu.usage_cores"]'
+            assert await page.get_attribute(cpu, "data-band") == "1"
+            assert int(await page.get_attribute(cpu, "data-anomalous") or 0) > 0
+            assert await page.locator('.chart[data-metric*="~"]').count() == 0     # no chart of its own
             assert "cpu-hog" in await page.text_content("#rules")
             assert "firing" in await page.text_content("#changes")
             await until(page, "window.cgwatchStats.refreshes >= 1")

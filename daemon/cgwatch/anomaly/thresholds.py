@@ -114,7 +114,7 @@ class ScoreQuantile:
         return q
 
 
-class Verdict(NamedTuple):
+class Judgement(NamedTuple):
     """A model's word on the latest value: ``score`` (None in warm-up), the normal
     ``band`` (None where the model cannot say) and the ``channels`` that fired."""
 
@@ -249,7 +249,7 @@ class Thresholder:
                 self.active, self._below = False, 0
         return False
 
-    def explain(self) -> Verdict:
+    def explain(self) -> Judgement:
         """What the model says of the latest value: its score, the normal band, the channels that fired.
 
         >>> from cgwatch.anomaly.models import build
@@ -257,11 +257,11 @@ class Thresholder:
         >>> for t in range(50):
         ...     _ = th.update(float(t), 3.0 + t % 2)
         >>> th.explain()
-        Verdict(score=0.0, band=Band(low=3.0, high=4.0, span_s=50.0), channels=())
+        Judgement(score=0.0, band=Band(low=3.0, high=4.0, span_s=50.0), channels=())
         """
         fired = getattr(self.detector, "fired", ())
         band = getattr(self.detector, "band", None)
-        return Verdict(self.last_score, band() if band is not None else None, tuple(fired))
+        return Judgement(self.last_score, band() if band is not None else None, tuple(fired))
 
     def threshold(self) -> float:
         """The score that fires now: the higher of the floor and the running quantile

@@ -91,15 +91,15 @@ async def process(queue: asyncio.Queue[Batch], pipeline: Pipeline, view: DaemonV
     p = pipeline
     while True:
         now, samples, events = await queue.get()
-        alerts = p.process(now, samples, events)
-        view.update(now, samples, events, alerts)
+        out = p.process(now, samples, events)
+        view.update(now, samples, events, out.alerts, out.verdicts)
         p.counters.ticks += 1
         if p.counters.ticks == 1:
             p.counters.ready = True
         notifier.send(STATUS=status())
         if saver.due(now):
-            p.engine.baselines.evict_idle(now)
-            await saver.save_async(p.engine.baselines, now)
+            p.anomaly.baselines.evict_idle(now)
+            await saver.save_async(p.anomaly.baselines, now)
             trim_heap()      # every few minutes: what Python freed goes back to the kernel
         if now - pruned > PRUNE_EVERY_S:
             pruned = now

@@ -1,9 +1,10 @@
-"""The daemon's middle: one interval's Samples and Events through the rules
-engine and the anomaly models into the alert manager.
+"""The daemon's middle: one interval's Samples and Events through the anomaly
+stage and the rules engine into the alert manager.
 
 :class:`Pipeline` is fed one batch per interval (:meth:`~Pipeline.process`,
-which returns the alert changes); it owns the engine and the alert manager and
-counts what the ``/metrics`` page reports. It knows nothing of the web side:
+which returns the alert changes and the anomaly verdicts); it owns the anomaly
+stage, the engine and the alert manager and counts what the ``/metrics`` page
+reports. ``replay`` runs the same stages in the same order. It knows nothing of the web side:
 the daemon hands each batch and its alert changes on to
 :class:`~cgwatch.daemon.view.DaemonView`, which is what the dashboard reads.
 
@@ -18,12 +19,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..alerts.notification import Notification
 from ..alerts.state import AlertManager, fingerprint
 from ..alerts.store import StoreError
-from ..model import Alert, Container, Event, Sample
+from ..anomaly.stage import AnomalyStage
+from ..model import Alert, Container, Event, Sample, Verdict
 from ..rules.engine import Engine
 
 log = logging.getLogger("cgwatch")
@@ -55,11 +57,21 @@ class Counters:
     bpf_maps: dict[str, int] = field(default_factory=dict)
 
 
+class Outcome(NamedTuple):
+    """What one interval changed: the alert state changes and the anomaly verdicts."""
+
+    alerts: list[Alert]
+    verdicts: list[Verdict]
+
+
 class Pipeline:
     """Rules, models and alert state for the live daemon."""
 
-    def __init__(self, engine: Engine, manager: AlertManager, interval_s: float) -> None:
+    def __init__(self, engine: Engine, manager: AlertManager | None, interval_s: float = 1.0,
+                 anomaly: AnomalyStage | None = None) -> None:
         self.engine = engine
+        #: the anomaly rules' models, scored before the engine
+        self.anomaly = AnomalyStage.for_rules(engine.rules) if anomaly is None else anomaly
         self.manager = manager
         self.interval_s = interval_s
         self.counters = Counters()
@@ -74,12 +86,17 @@ class Pipeline:
 
     # -- the work ------------------------------------------------------------------------------
 
-    def process(self, now: float, samples: Sequence[Sample], events: Sequence[Event]) -> list[Alert]:
-        """One interval: learn and evaluate, queue the notices; returns the alert changes
-        (what the dashboard shows of this interval besides the batch itself)."""
-        alerts = self.engine.step(now, samples, events)
-        self.handle(alerts, now)
+    def process(self, now: float, samples: Sequence[Sample], events: Sequence[Event]) -> Outcome:
+        """One interval: the models judge, the rules evaluate, the notices are queued; returns the
+        alert changes and the verdicts (what the dashboard shows of this interval besides the batch)."""
+        verdicts = self.anomaly.step(now, samples) if self.anomaly else []
+        alerts = self.engine.step(now, samples, events, verdicts)
         c = self.counters
+        if self.manager is None:      # replay without --config: the alert changes are the output
+            c.samples += len(samples)
+            c.events += len(events)
+            return Outcome(alerts, verdicts)
+        self.handle(alerts, now)
         if not self._reconciled and c.ticks + 1 >= self.reconcile_after:
             try:
                 self.reconcile(now)
@@ -90,7 +107,7 @@ class Pipeline:
                     c.store_error = str(e)
         c.samples += len(samples)
         c.events += len(events)
-        return alerts
+        return Outcome(alerts, verdicts)
 
     def handle(self, alerts: Sequence[Alert], now: float) -> None:
         """Queue the notices for these alert changes (one transaction), then repeats due at ``now``.
@@ -133,7 +150,7 @@ class Pipeline:
     def reconcile(self, now: float) -> None:
         """Resolve alerts left firing by the run before this one that no longer hold."""
         live = {fingerprint(r.name, c.workload): (r.name, c.workload, state)
-                for r, c, state, _, _ in self.engine.alerts()}
+                for r, c, state, *_ in self.engine.alerts()}
         gone = self.manager.reconcile(set(live), now)
         # what was firing then and is pending again now goes on firing (no new notice), so that
         # it resolves when it stops holding; left pending, it would stay firing on record forever
@@ -150,9 +167,10 @@ class Pipeline:
     def replace_rules(self, rules: Sequence[Any], now: float) -> None:
         """Evaluate ``rules`` from now on, keeping values, models and alert states
         of rules that stay; firing alerts of removed rules resolve."""
-        engine = Engine(rules, baselines=self.engine.baselines)
+        engine = Engine(rules)
         resolved = engine.adopt(self.engine, now)
         self.engine = engine
+        self.anomaly = AnomalyStage.for_rules(engine.rules, self.anomaly.baselines)
         self.manager.rules = {r.name: r for r in rules}
         self.handle(resolved, now)
 

@@ -45,6 +45,7 @@ from ..alerts.state import AlertManager
 from ..alerts.store import Store, StoreError
 from ..anomaly import store as model_store
 from ..anomaly.baselines import Baselines
+from ..anomaly.stage import AnomalyStage
 from ..config import Config, ConfigError, load_config
 from ..identity.kubelet import PodIndex
 from ..profile.profiler import Profiler, default_cgroup_root
@@ -136,9 +137,10 @@ class Daemon:
             log.info("loaded %d anomaly baselines from %s", loaded.loaded, saver.path)
         manager = AlertManager(self.store, build_sinks(cfg.notify), {r.name: r for r in rules}, host=cfg.host)
         drop_orphans(manager)
-        pipeline = self.pipeline = Pipeline(Engine(rules, baselines=baselines), manager, cfg.interval)
+        engine = Engine(rules)
+        pipeline = self.pipeline = Pipeline(engine, manager, cfg.interval, AnomalyStage.for_rules(engine.rules, baselines))
         on_close(stack, "saving the baselines", 3.0,
-                 lambda: saver.save_async(pipeline.engine.baselines, time.time()))
+                 lambda: saver.save_async(pipeline.anomaly.baselines, time.time()))
         self.view = DaemonView(pipeline)
         manager.start()
         stack.push_async_callback(self._stop_delivery)

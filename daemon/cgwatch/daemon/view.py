@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..model import Alert, Container, Event, Sample
+from ..model import Alert, Container, Event, Sample, Verdict
 from ..profile.store import ProfileStore
-from ..rules.engine import summarize
 from ..web.history import History
 from ..web.live import Hub
 from ..web.view import AlertInfo, AlertRecord, ContainerInfo, RuleInfo, SilenceInfo, Stats
@@ -36,6 +35,37 @@ class _Seen:
     first_seen: float
     last_seen: float
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+#: how the charts' history names a metric's normal band and its anomalous points
+BAND_LOW, BAND_HIGH, ANOMALOUS = "~low", "~high", "~anomalous"
+
+
+def verdict_samples(verdicts: Sequence[Verdict]) -> tuple[list[Sample], list[Sample]]:
+    """What a dashboard draws of an interval's verdicts: each container's ``anomaly.score`` (the
+    highest of its models'), and per judged metric ``M~low``/``M~high`` (the normal band) and
+    ``M~anomalous`` (the value, while the model says anomalous).
+
+    >>> from cgwatch.model import Container
+    >>> web = Container(id="4f1c", name="web-1", runtime="docker")
+    >>> scores, bands = verdict_samples([Verdict(1.0, web, "b", "cpu.usage_cores", 5.0, 1.0, True, 1.0, 0.4, 0.6, 60.0)])
+    >>> [(s.metric, s.value) for s in scores + bands]
+    [('anomaly.score', 1.0), ('cpu.usage_cores~low', 0.4), ('cpu.usage_cores~high', 0.6), ('cpu.usage_cores~anomalous', 5.0)]
+    """
+    best: dict[str, Sample] = {}
+    bands: list[Sample] = []
+    for v in verdicts:
+        c = v.container
+        if v.score is not None:
+            old = best.get(c.id)
+            if old is None or v.score > old.value:
+                best[c.id] = Sample(v.ts, c, "anomaly.score", v.score)
+        if v.low is not None and v.high is not None:
+            bands.append(Sample(v.ts, c, v.metric + BAND_LOW, v.low))
+            bands.append(Sample(v.ts, c, v.metric + BAND_HIGH, v.high))
+        if v.active and v.value is not None and "+" not in v.metric:
+            bands.append(Sample(v.ts, c, v.metric + ANOMALOUS, v.value))
+    return list(best.values()), bands
 
 
 class DaemonView:
@@ -56,10 +86,13 @@ class DaemonView:
         self.kubelet_stats: Any = None
 
     def update(self, now: float, samples: Sequence[Sample], events: Sequence[Event],
-               alerts: Sequence[Alert]) -> None:
-        """One interval, after the pipeline: ``alerts`` are the changes its ``process`` returned."""
+               alerts: Sequence[Alert], verdicts: Sequence[Verdict] = ()) -> None:
+        """One interval, after the pipeline: ``alerts`` and ``verdicts`` are what its ``process`` returned.
+        The verdicts become the container's ``anomaly.score`` and, in the charts' history, each
+        judged metric's normal band and its anomalous points (see :func:`verdict_samples`)."""
+        scores, bands = verdict_samples(verdicts) if verdicts else ((), ())
         seen = self._seen
-        for s in samples:
+        for s in (*samples, *scores) if scores else samples:
             cid = s.container.id
             entry = seen.get(cid)
             if entry is None or entry.container is not s.container:
@@ -71,7 +104,7 @@ class DaemonView:
         for e in events:
             if e.kind == "container_stop":
                 seen.pop(e.container.id, None)
-        self.hub.update(now, samples, events, alerts)
+        self.hub.update(now, [*samples, *scores, *bands] if scores or bands else samples, events, alerts)
         if self._updates % FORGET_EVERY == 0:
             self._forget(now)
         self._updates += 1
@@ -100,10 +133,9 @@ class DaemonView:
 
     def alerts(self) -> list[AlertInfo]:
         out = []
-        for r, c, state, since, value in self.pipeline.engine.alerts():
+        for r, c, state, since, value, summary in self.pipeline.engine.alerts():
             out.append(AlertInfo(rule=r.name, container=c.name, container_id=c.id, runtime=c.runtime, state=state,
-                                 severity=r.severity, since=since, value=value,
-                                 summary=summarize(r, c, value, None)))
+                                 severity=r.severity, since=since, value=value, summary=summary))
         return out
 
     def stats(self) -> Stats:
@@ -114,8 +146,8 @@ class DaemonView:
             last_tick_at=c.last_tick_at, last_tick_s=c.last_tick_s, rules_loaded=len(engine.rules),
             reload_ok=c.reload_ok, reload_error=c.reload_error, reloads=c.reloads, samples_total=c.samples,
             events_total=c.events, queue_drops=dict(c.queue_drops), event_drops=dict(c.event_drops),
-            bpf_maps=dict(c.bpf_maps), models=len(engine.baselines),
-            models_evicted=engine.baselines.evicted,
+            bpf_maps=dict(c.bpf_maps), models=len(self.pipeline.anomaly.baselines),
+            models_evicted=self.pipeline.anomaly.baselines.evicted,
             delivery={name: {"sent": x.sent, "messages": x.messages, "retried": x.retried, "failed": x.failed,
                              "dropped": x.dropped} for name, x in manager.delivery_stats().items()},
             outbox_pending=manager.outbox_pending(),
@@ -147,9 +179,7 @@ class DaemonView:
 
     def _threshold(self, r: Any, c: Container) -> float | None:
         """The score the rule's model must pass to fire now (its running quantile or floor)."""
-        key = "+".join(r.anomaly.metrics) if len(r.anomaly.metrics) > 1 else r.anomaly.metrics[0]
-        model = self.pipeline.engine.baselines.peek((r.name, c.workload, key))
-        return None if model is None else model.threshold()
+        return self.pipeline.anomaly.threshold(r.name, c.workload, "+".join(r.anomaly.metrics))
 
     def recent_alerts(self, limit: int = 100) -> list[AlertRecord]:
         """The latest notices from the alert history (newest last)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..anomaly.stage import AnomalyStage
 from ..model import Alert, Event, Sample
 from ..record import read_recording
 from ..rules.engine import Engine
@@ -303,7 +304,8 @@ def summarize(path: str, rules: Sequence[Any] | None = None, *, host: str | None
     items = agg.observe(read_recording(path, on_error=skipped.add))
     alerts: list[Alert] | None = None
     if rules is not None:
-        alerts = list(Engine(list(rules)).feed(items))
+        rules = list(rules)
+        alerts = list(Engine(rules).feed(items, AnomalyStage.for_rules(rules)))
     else:
         for _ in items:
             pass

@@ -14,13 +14,12 @@ Evaluation follows Prometheus:
 - A metric without a sample in the last ``stale_after`` seconds has no value,
   and a condition that reads a missing value is false.
 - An event rule fires once per matching event; it has no resolution.
-- An anomaly rule keeps one model per container (see :mod:`cgwatch.anomaly`):
-  a model of its one ``metric``, learning every sample, or a ``joint`` model
-  of its ``metrics``, learning each container's vector once every metric in it
-  has a fresh value. Its condition holds while the model's thresholder says
-  the container is anomalous, and ``for:`` applies as for thresholds. The
-  latest score is also the metric ``anomaly.score`` (the highest of the
-  container's models at that time), so an expression can combine it.
+- An anomaly rule reads the :class:`~cgwatch.model.Verdict` s of its models,
+  which the anomaly stage (:mod:`cgwatch.anomaly.stage`) scores before the
+  engine: its condition holds while the latest verdict for the container is
+  ``active``, and ``for:`` applies as for thresholds. The latest score is also
+  the metric ``anomaly.score`` (the highest of the container's models at that
+  time), so an expression can combine it.
 - Series, windows, models and alerts belong to the container's *workload*
   (:attr:`~cgwatch.model.Container.workload`), so they carry across a restart.
   ``container_stop`` stops the workload: from then on its metrics have no
@@ -44,9 +43,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..anomaly.baselines import Baselines, ModelSpec
-from ..anomaly.thresholds import Verdict
-from ..model import Alert, Container, Event, Sample
+from ..model import Alert, Container, Event, Sample, Verdict
 from ..units import human_bytes
 from .template import ANOMALY_VARIABLES, human_duration
 
@@ -150,14 +147,13 @@ def _container_field(c: Container, name: str) -> object | None:
 class Engine:
     """Evaluates a rule set over a stream of Samples and Events."""
 
-    def __init__(self, rules: Sequence[Any], stale_after: float = STALE_AFTER,
-                 baselines: Baselines | None = None) -> None:
+    def __init__(self, rules: Sequence[Any], stale_after: float = STALE_AFTER) -> None:
         self.rules = [r for r in rules if r.enabled]
         self.stale_after = stale_after
-        self.baselines = Baselines() if baselines is None else baselines
-        self._specs: dict[int, ModelSpec] = {}
-        self._joint: dict[int, str] = {}   # joint anomaly rule index -> its model's metric key ("a+b")
-        self._learn: dict[str, tuple[int, ...]] = {}
+        # anomaly rule name -> (its index, the key its verdicts are pushed under to mark it for evaluation)
+        self._anomaly: dict[str, tuple[int, str]] = {}
+        # (rule index, workload) -> the latest verdict
+        self._verdicts: dict[tuple[int, str], Verdict] = {}
         self._by_metric: dict[str, tuple[int, ...]] = {}
         self._by_event: dict[str, tuple[int, ...]] = {}
         keep: dict[str, float] = {}
@@ -173,17 +169,12 @@ class Engine:
                 by_event.setdefault(r.event, []).append(i)
             elif r.anomaly is not None:
                 a = r.anomaly
-                self._specs[i] = ModelSpec(a.model, a.sensitivity, a.warmup, len(a.metrics), a.river)
-                if len(a.metrics) > 1:
-                    self._joint[i] = "+".join(a.metrics)
-                    if a.model not in ("auto", "mad", "joint"):
-                        log.warning("rule %s: a joint model (metrics: [%s]) is made of mad parts; "
-                                    "model %r is not used", r.name, ", ".join(a.metrics), a.model)
-                for m in a.metrics:
-                    by_metric.setdefault(m, []).append(i)
-        self._learn = {m: tuple(i for i in v if i in self._specs and i not in self._joint)
-                       for m, v in by_metric.items()}
-        self._learn = {m: v for m, v in self._learn.items() if v}
+                if len(a.metrics) > 1 and a.model not in ("auto", "mad", "joint"):
+                    log.warning("rule %s: a joint model (metrics: [%s]) is made of mad parts; "
+                                "model %r is not used", r.name, ", ".join(a.metrics), a.model)
+                vkey = f"verdict:{r.name}"       # not a metric name: they have no ':'
+                self._anomaly[r.name] = (i, vkey)
+                by_metric.setdefault(vkey, []).append(i)
         self._by_metric = {m: tuple(v) for m, v in by_metric.items()}
         self._by_event = {k: tuple(v) for k, v in by_event.items()}
         self._keep = keep
@@ -201,32 +192,35 @@ class Engine:
         """Take one sample; nothing is evaluated until :meth:`flush`."""
         if s.metric not in self._by_metric:
             return
-        cid = s.container.workload
+        ser = self._series_of(s.container)
+        ser.push(s.metric, s.ts, s.value)
+        self._dirty[s.container.workload] = ser
+
+    def push_verdict(self, v: Verdict) -> None:
+        """Take one anomaly verdict; its rule is evaluated for the container at :meth:`flush`."""
+        hit = self._anomaly.get(v.rule)
+        if hit is None:
+            return
+        i, vkey = hit
+        ser = self._series_of(v.container)
+        self._verdicts[(i, v.container.workload)] = v
+        ser.push(vkey, v.ts, 1.0)
+        if v.score is not None and "anomaly.score" in self._by_metric:
+            last = ser._last.get("anomaly.score")
+            if last is None or last[0] != v.ts or v.score > last[1]:    # the highest of this time's
+                ser.push("anomaly.score", v.ts, v.score)
+        self._dirty[v.container.workload] = ser
+
+    def _series_of(self, c: Container) -> Series:
+        cid = c.workload
         ser = self._series.get(cid)
         if ser is None:
-            ser = self._series[cid] = Series(s.container, self._keep, self.stale_after)
+            ser = self._series[cid] = Series(c, self._keep, self.stale_after)
             ser.stopped = self._stopped.get(cid)
-        elif ser.container is not s.container:   # renamed (metadata arrived): select again
-            ser.container = s.container
+        elif ser.container is not c:   # renamed (metadata arrived): select again
+            ser.container = c
             ser.selected.clear()
-        ser.push(s.metric, s.ts, s.value)
-        learn = self._learn.get(s.metric)
-        if learn:
-            self._score(ser, s, learn)
-        self._dirty[cid] = ser
-
-    def _score(self, ser: Series, s: Sample, rules: tuple[int, ...]) -> None:
-        """Teach the sample to the models of the anomaly rules that read it."""
-        best = None
-        for i in rules:
-            if not self._selects(i, ser):
-                continue
-            model = self.baselines.get((self.rules[i].name, ser.container.workload, s.metric), self._specs[i], s.ts)
-            score, _ = model.update(s.ts, s.value)
-            if score is not None and (best is None or score > best):
-                best = score
-        if best is not None and "anomaly.score" in self._by_metric:
-            ser.push("anomaly.score", s.ts, best)
+        return ser
 
     def _selects(self, i: int, ser: Series) -> bool:
         """Whether rule ``i`` watches this container (cached until it is renamed)."""
@@ -234,27 +228,6 @@ class Engine:
         if sel is None:
             sel = ser.selected[i] = self.rules[i].select.matches(ser.container)
         return sel
-
-    def _feed_joint(self, i: int, ser: Series, now: float) -> None:
-        """Teach a joint model the container's latest vector, once every metric
-        in it has a value newer than the last vector learnt."""
-        r = self.rules[i]
-        if not self._selects(i, ser):
-            return
-        key = (r.name, ser.container.workload, self._joint[i])
-        model = self.baselines.peek(key)
-        fed = None if model is None else model.detector.last_ts
-        values, ts = [], None
-        for m in r.anomaly.metrics:
-            got = ser._last.get(m)
-            if got is None or (fed is not None and got[0] <= fed) or now - got[0] > self.stale_after:
-                return
-            values.append(got[1])
-            ts = got[0] if ts is None else max(ts, got[0])
-        model = self.baselines.get(key, self._specs[i], now)
-        score, _ = model.update(ts, values)
-        if score is not None and "anomaly.score" in self._by_metric:
-            ser.push("anomaly.score", ts, score)
 
     def push_event(self, e: Event) -> list[Alert]:
         """Evaluate the event rules for one event (and stop or take up a workload
@@ -294,12 +267,6 @@ class Engine:
             todo: set[int] = set()
             for m in ser.dirty:
                 todo.update(self._by_metric[m])
-            if self._joint:
-                for i in sorted(todo):
-                    if i in self._joint:
-                        self._feed_joint(i, ser, now)
-                if "anomaly.score" in ser.dirty:
-                    todo.update(self._by_metric["anomaly.score"])
             ser.dirty.clear()
             for i in sorted(todo):
                 done.add((i, cid))
@@ -312,12 +279,17 @@ class Engine:
                 self._evaluate(key[0], ser, now, out)
         return out
 
-    def step(self, now: float, samples: Iterable[Sample], events: Iterable[Event]) -> list[Alert]:
-        """One interval, the one order live and in replay: the interval's samples,
-        evaluation at ``now``, then its events in time order; returns the alert changes."""
+    def step(self, now: float, samples: Iterable[Sample], events: Iterable[Event],
+             verdicts: Iterable[Verdict] = ()) -> list[Alert]:
+        """One interval, the one order live and in replay: the interval's samples and the
+        anomaly stage's verdicts on them, evaluation at ``now``, then its events in time
+        order; returns the alert changes."""
         pushed = False
         for s in samples:
             self.push_sample(s)
+            pushed = True
+        for v in verdicts:
+            self.push_verdict(v)
             pushed = True
         out = self.flush(now) if pushed else []
         for e in events:
@@ -326,26 +298,15 @@ class Engine:
             out += self._forget(now)
         return out
 
-    def feed(self, items: Iterable[Sample | Event]) -> Iterator[Alert]:
+    def feed(self, items: Iterable[Sample | Event], anomaly: Any = None) -> Iterator[Alert]:
         """Drive the engine over a time-ordered stream (a recording), interval by
-        interval as :meth:`step` is driven live: the samples of one timestamp are an
-        interval, and the events since the previous interval's samples (the kernel's,
-        stamped inside the interval, and the lifecycle events stamped at its end)
-        belong to it."""
-        samples: list[Sample] = []
-        events: list[Event] = []
-        cur: float | None = None        # the timestamp of ``samples``
-        for item in items:
-            if cur is not None and item.ts > cur:   # past this interval's samples: it is complete
-                yield from self.step(cur, samples, events)
-                samples, events, cur = [], [], None
-            if isinstance(item, Sample):
-                samples.append(item)
-                cur = item.ts
-            else:
-                events.append(item)
-        if samples or events:
-            yield from self.step(cur if cur is not None else events[-1].ts, samples, events)
+        interval (:func:`intervals`) as :meth:`step` is driven live. ``anomaly`` is the
+        anomaly stage (``step(now, samples)`` -> verdicts) that judges each interval's
+        samples first; without it anomaly rules never fire."""
+        if anomaly is None and self._anomaly:
+            log.warning("anomaly rules (%s) have no anomaly stage to judge them", ", ".join(self._anomaly))
+        for now, samples, events in intervals(items):
+            yield from self.step(now, samples, events, anomaly.step(now, samples) if anomaly is not None else ())
 
     # -- state machine -----------------------------------------------------------
     def _evaluate(self, i: int, ser: Series, now: float, out: list[Alert]) -> None:
@@ -377,19 +338,12 @@ class Engine:
                                        verdict=verdict or st[3]))
 
     def _anomalous(self, i: int, ser: Series) -> tuple[bool, float | None, Verdict | None]:
-        """Whether the rule's model for this container is alerting, the value it judged
-        (the metric's latest; a joint model's score) and the model's verdict on it."""
-        r = self.rules[i]
-        model = self.baselines.peek((r.name, ser.container.workload, self._joint.get(i) or r.anomaly.metrics[0]))
-        if model is None:
+        """Whether the rule's latest verdict for this container is alerting, the value it
+        judged (a joint model's: its score) and the verdict."""
+        v = self._verdicts.get((i, ser.container.workload))
+        if v is None:
             return False, None, None
-        verdict = model.explain()
-        if i in self._joint:
-            value = verdict.score
-        else:
-            last = ser._last.get(r.anomaly.metrics[0])
-            value = None if last is None else last[1]
-        return model.active and ser.stopped is None, value, verdict
+        return v.active and ser.stopped is None, v.value, v
 
     def _stop(self, c: Container, ts: float) -> list[Alert]:
         """The container stopped: its workload's metrics have no value from now on, so
@@ -423,6 +377,8 @@ class Engine:
             del self._stopped[w]
             ser = self._series.pop(w, None)
             self._dirty.pop(w, None)
+            for key in [k for k in self._verdicts if k[1] == w]:
+                del self._verdicts[key]
             for key in [k for k in self._active if k[1] == w]:
                 st = self._active.pop(key)
                 if st[0] == FIRING and ser is not None:
@@ -444,13 +400,15 @@ class Engine:
                 out.append((r.name, c, r.severity, summarize(r, c, st[2], None, st[3]), st[2]))
         return out
 
-    def alerts(self) -> list[tuple[Any, Container, str, float, float | None]]:
-        """Every pending or firing alert: (rule, container, state, since, value)."""
+    def alerts(self) -> list[tuple[Any, Container, str, float, float | None, str]]:
+        """Every pending or firing alert: (rule, container, state, since, value, summary)."""
         out = []
         for (i, cid), st in self._active.items():
             ser = self._series.get(cid)
             if ser is not None:
-                out.append((self.rules[i], ser.container, "firing" if st[0] == FIRING else "pending", st[1], st[2]))
+                r = self.rules[i]
+                out.append((r, ser.container, "firing" if st[0] == FIRING else "pending", st[1], st[2],
+                            summarize(r, ser.container, st[2], None, st[3])))
         return out
 
     def adopt(self, old: Engine, now: float) -> list[Alert]:
@@ -474,6 +432,10 @@ class Engine:
             elif st[0] == FIRING and cid in self._series:
                 out.append(Alert(now, r.name, self._series[cid].container, "resolved", r.severity, st[2],
                                  f"{r.name}: rule removed", dict(r.labels)))
+        for (i, cid), v in old._verdicts.items():
+            hit = self._anomaly.get(old.rules[i].name)
+            if hit is not None:
+                self._verdicts[(hit[0], cid)] = v
         return out
 
     def promote(self, rule: str, workload: str) -> bool:
@@ -489,6 +451,34 @@ class Engine:
     def active(self) -> int:
         """How many alerts are pending or firing now."""
         return len(self._active)
+
+
+def intervals(items: Iterable[Sample | Event]) -> Iterator[tuple[float, list[Sample], list[Event]]]:
+    """A time-ordered stream (a recording) cut into the intervals the daemon runs: the
+    samples of one timestamp are an interval, and the events since the previous
+    interval's samples (the kernel's, stamped inside the interval, and the lifecycle
+    events stamped at its end) belong to it. Yields ``(now, samples, events)``.
+
+    >>> from cgwatch.model import Container
+    >>> web = Container(id="4f1c", name="web-1", runtime="docker")
+    >>> [(now, len(s), len(e)) for now, s, e in intervals([Sample(1.0, web, "m", 1.0), Event(1.5, web, "exit"),
+    ...                                                      Sample(2.0, web, "m", 1.0), Sample(2.0, web, "n", 2.0)])]
+    [(1.0, 1, 0), (2.0, 2, 1)]
+    """
+    samples: list[Sample] = []
+    events: list[Event] = []
+    cur: float | None = None        # the timestamp of ``samples``
+    for item in items:
+        if cur is not None and item.ts > cur:   # past this interval's samples: it is complete
+            yield cur, samples, events
+            samples, events, cur = [], [], None
+        if isinstance(item, Sample):
+            samples.append(item)
+            cur = item.ts
+        else:
+            events.append(item)
+    if samples or events:
+        yield (cur if cur is not None else events[-1].ts), samples, events
 
 
 #: how an anomaly summary says why, by the channel that fired (``likelihood``)
@@ -535,11 +525,11 @@ def anomaly_context(r: Any, value: float | None, verdict: Verdict | None) -> dic
         return out
     out["score"] = verdict.score
     out["why"] = ", ".join(WHY.get(ch, ch) for ch in verdict.channels) or None
-    band = verdict.band
-    if band is not None and len(r.anomaly.metrics) == 1:
-        out["low"], out["high"] = band.low, band.high
-        out["normal"] = f"{_shown(out['metric'], band.low)}–{_shown(out['metric'], band.high)}"
-        out["over"] = human_duration(band.span_s) if band.span_s > 0 else "few samples"
+    low, high = verdict.low, verdict.high
+    if low is not None and high is not None and len(r.anomaly.metrics) == 1:
+        out["low"], out["high"] = low, high
+        out["normal"] = f"{_shown(out['metric'], low)}–{_shown(out['metric'], high)}"
+        out["over"] = human_duration(verdict.span_s) if verdict.span_s > 0 else "few samples"
     return out
 
 

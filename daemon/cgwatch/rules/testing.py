@@ -166,8 +166,10 @@ def _matches(want: dict[str, Any], got: dict[str, Any]) -> bool:
     return True
 
 
-def run_test(rules: Sequence[Any], test: dict[str, Any], where: str) -> Outcome:
-    """Run one test against ``rules``; the outcome lists what did not match."""
+def run_test(rules: Sequence[Any], test: dict[str, Any], where: str, anomaly: Any = None) -> Outcome:
+    """Run one test against ``rules``; the outcome lists what did not match. ``anomaly`` makes
+    the anomaly stage for the rules (the daemon's: ``AnomalyStage.for_rules``); without it
+    anomaly rules never fire."""
     out = Outcome(str(test.get("name", where)))
     items = _stream(test, where)
     checks = sorted(
@@ -175,6 +177,7 @@ def run_test(rules: Sequence[Any], test: dict[str, Any], where: str) -> Outcome:
         key=lambda c: c[0],
     )
     engine = Engine(rules)
+    stage = anomaly(rules) if anomaly is not None else None
     event_rules = {r.name for r in rules if r.event is not None}
     events_fired: list[Any] = []
     i = 0
@@ -186,7 +189,8 @@ def run_test(rules: Sequence[Any], test: dict[str, Any], where: str) -> Outcome:
                 (samples if isinstance(items[i], Sample) else events).append(items[i])
                 i += 1
             # one interval, as the daemon and replay run it (Engine.step)
-            events_fired += [a for a in engine.step(batch_ts, samples, events) if a.rule in event_rules]
+            verdicts = stage.step(batch_ts, samples) if stage is not None else ()
+            events_fired += [a for a in engine.step(batch_ts, samples, events, verdicts) if a.rule in event_rules]
         engine.flush(at)
         got = [{"rule": r, "container": c.name, "severity": sev, "summary": s, "value": v}
                for r, c, sev, s, v in engine.firing()]
@@ -208,7 +212,7 @@ def run_test(rules: Sequence[Any], test: dict[str, Any], where: str) -> Outcome:
     return out
 
 
-def run_file(path: str, out: IO[str] = sys.stdout) -> tuple[int, int]:
+def run_file(path: str, out: IO[str] = sys.stdout, anomaly: Any = None) -> tuple[int, int]:
     """Run one test file; returns (tests, failed). Raises TestFileError."""
     from .load import load_rules
 
@@ -235,7 +239,7 @@ def run_file(path: str, out: IO[str] = sys.stdout) -> tuple[int, int]:
         if not isinstance(test, dict):
             raise TestFileError(f"{path}: test {n} is not a mapping")
         where = f"{path}: test {test.get('name', n)!r}"
-        result = run_test(rules, test, where)
+        result = run_test(rules, test, where, anomaly)
         if result.failures:
             failed += 1
             print(f"FAIL {where}", file=out)
@@ -244,13 +248,14 @@ def run_file(path: str, out: IO[str] = sys.stdout) -> tuple[int, int]:
     return len(tests), failed
 
 
-def run_test_files(paths: Iterable[str], out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
-    """``cgwatch rules test``: 0 when every test passed, 1 otherwise."""
+def run_test_files(paths: Iterable[str], out: IO[str] = sys.stdout, err: IO[str] = sys.stderr,
+                   anomaly: Any = None) -> int:
+    """``cgwatch rules test``: 0 when every test passed, 1 otherwise; ``anomaly`` as for :func:`run_test`."""
     total = failed = 0
     broken = False
     for path in paths:
         try:
-            t, f = run_file(path, out)
+            t, f = run_file(path, out, anomaly)
         except TestFileError as e:
             print(str(e), file=err)
             broken = True

@@ -1,4 +1,5 @@
 /* cgwatch container page: an hour of every metric (uPlot), the anomaly score against its threshold,
+   each judged metric's normal band and anomalous points (series M~low, M~high, M~anomalous),
    event and alert markers, the rules that apply; refreshed while `tick` messages arrive. */
 "use strict";
 
@@ -6,6 +7,7 @@
   var HOUR = 3600, DEFAULT_FLOOR = 0.6;
   var FIRST = ["anomaly.score", "cpu.usage_cores", "mem.usage_bytes", "proc.execs", "cpu.runq_latency_p99_ms"];
   var LIMITS = { "cpu.usage_cores": "cpu.limit_cores", "mem.usage_bytes": "mem.limit_bytes" };
+  var BAND = ["~low", "~high", "~anomalous"];
   var MARK_COLORS = { oom_kill: "#dc2626", exit: "#f97316", exec_storm: "#a855f7", signal: "#be185d",
                       container_start: "#16a34a", container_stop: "#475569" };
   var id = decodeURIComponent(location.pathname.split("/")[2] || "");
@@ -59,19 +61,37 @@
     return box;
   }
 
-  /* boxes are all placed first (makeBox), so each chart takes its grid cell's width */
-  function makeChart(box, metric, points, limitPoints) {
+  function aligned(xs, points) {
+    var byTs = new Map(points.map(function (p) { return [p[0], p[1]]; }));
+    return xs.map(function (t) { return byTs.has(t) ? byTs.get(t) : null; });
+  }
+
+  /* boxes are all placed first (makeBox), so each chart takes its grid cell's width;
+     band: null, or [low points, high points, anomalous points] of the metric's anomaly model */
+  function makeChart(box, metric, points, limitPoints, band) {
     var title = box.firstChild;
     var fmt = fmtFor(metric);
     var xs = points.map(function (p) { return p[0]; }), ys = points.map(function (p) { return p[1]; });
     var data = [xs, ys];
     var series = [{}, { label: metric, stroke: metric === "anomaly.score" ? "#b91c1c" : "#2563eb", width: 1.5,
-                        fill: metric === "anomaly.score" ? null : "rgba(37, 99, 235, 0.08)", value: function (u, v) { return fmt(v); } }];
+                        fill: metric === "anomaly.score" || band ? null : "rgba(37, 99, 235, 0.08)", value: function (u, v) { return fmt(v); } }];
+    var at = {};
     if (limitPoints) {
-      var byTs = new Map(limitPoints.map(function (p) { return [p[0], p[1]]; }));
-      data.push(xs.map(function (t) { return byTs.has(t) ? byTs.get(t) : null; }));
+      at.limit = data.length;
+      data.push(aligned(xs, limitPoints));
       series.push({ label: "limit", stroke: "#94a3b8", width: 1, dash: [5, 4], spanGaps: true,
                     value: function (u, v) { return fmt(v); } });
+    }
+    var bands;
+    if (band) {
+      at.low = data.length; data.push(aligned(xs, band[0]));
+      at.high = data.length; data.push(aligned(xs, band[1]));
+      at.anomalous = data.length; data.push(aligned(xs, band[2]));
+      series.push({ label: "normal from", stroke: "rgba(22, 163, 74, 0.5)", width: 1, spanGaps: true, value: function (u, v) { return fmt(v); } });
+      series.push({ label: "to", stroke: "rgba(22, 163, 74, 0.5)", width: 1, spanGaps: true, value: function (u, v) { return fmt(v); } });
+      series.push({ label: "anomalous", stroke: "#dc2626", width: 0, paths: function () { return null; },
+                    points: { show: true, size: 7, fill: "#dc2626", stroke: "#dc2626" }, value: function (u, v) { return v == null ? "" : fmt(v); } });
+      bands = [{ series: [at.high, at.low], fill: "rgba(22, 163, 74, 0.12)" }];
     }
     var anomaly = metric === "anomaly.score";
     var opts = {
@@ -87,8 +107,10 @@
       cursor: { drag: { x: false, y: false } },
       hooks: { draw: anomaly ? [drawBand, drawMarks] : [drawMarks] },
     };
+    if (bands) opts.bands = bands;
     var u = new uPlot(opts, data, box);
-    charts[metric] = { u: u, data: data, limit: !!limitPoints, title: title, fmt: fmt };
+    charts[metric] = { u: u, data: data, at: at, title: title, fmt: fmt };
+    if (band) { box.setAttribute("data-band", "1"); box.setAttribute("data-anomalous", String(band[2].length)); }
     setTitle(metric);
     stats.charts += 1;
   }
@@ -143,6 +165,7 @@
 
   function order(metrics) {
     var skip = new Set(Object.keys(LIMITS).map(function (k) { return LIMITS[k]; }));
+    metrics = metrics.filter(function (m) { return m.indexOf("~") < 0; });   // bands go on their metric's chart
     var first = FIRST.filter(function (m) { return metrics.indexOf(m) >= 0; });
     return first.concat(metrics.filter(function (m) { return first.indexOf(m) < 0 && !skip.has(m); }).sort());
   }
@@ -161,10 +184,13 @@
       var metrics = order(detail.metrics);
       return Promise.all(metrics.map(function (m) {
         var lim = LIMITS[m] && detail.metrics.indexOf(LIMITS[m]) >= 0 ? series(LIMITS[m], since) : Promise.resolve(null);
-        return Promise.all([series(m, since), lim]);
+        var band = detail.metrics.indexOf(m + "~low") >= 0 ? Promise.all(BAND.map(function (b) {
+          return detail.metrics.indexOf(m + b) >= 0 ? series(m + b, since) : Promise.resolve([]);
+        })) : Promise.resolve(null);
+        return Promise.all([series(m, since), lim, band]);
       })).then(function (all) {
         var boxes = metrics.map(makeBox);
-        metrics.forEach(function (m, i) { makeChart(boxes[i], m, all[i][0], all[i][1]); });
+        metrics.forEach(function (m, i) { makeChart(boxes[i], m, all[i][0], all[i][1], all[i][2]); });
         // the charts just pushed the profiles down: keep a profile opened by #profile= in view
         if (prof.scroll && prof.flame) document.getElementById("profiles").scrollIntoView({ block: "start" });
         document.body.setAttribute("data-charts", String(metrics.length));
@@ -188,7 +214,11 @@
           var ch = charts[m], v = c.metrics[m];
           if (v === undefined) return;
           ch.data[0].push(ts); ch.data[1].push(v);
-          if (ch.limit) { var lv = c.metrics[LIMITS[m]]; ch.data[2].push(lv === undefined ? null : lv); }
+          if (ch.at.limit) { var lv = c.metrics[LIMITS[m]]; ch.data[ch.at.limit].push(lv === undefined ? null : lv); }
+          if (ch.at.low) {   // the band moves slowly: carried until the next load; no new anomalous mark
+            [ch.at.low, ch.at.high].forEach(function (k) { var a = ch.data[k]; a.push(a.length ? a[a.length - 1] : null); });
+            ch.data[ch.at.anomalous].push(null);
+          }
           while (ch.data[0].length && ch.data[0][0] < ts - HOUR) ch.data.forEach(function (a) { a.shift(); });
           ch.u.setData(ch.data);
           setTitle(m);
