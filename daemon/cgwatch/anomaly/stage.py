@@ -50,10 +50,10 @@ class Watch:
     spec: ModelSpec
     selects: Callable[[Container], bool] = _everyone
 
-    @property
-    def key(self) -> str:
-        """The model's metric key: the metric, or ``a+b`` for a joint model."""
-        return "+".join(self.metrics)
+    def key(self, workload: str) -> tuple[str, str, str]:
+        """The key of this rule's model for ``workload`` (rule, workload, metric or ``a+b``):
+        the one place it is written; the store saves models under it."""
+        return self.rule, workload, "+".join(self.metrics)
 
     @classmethod
     def of(cls, rule: Any) -> Watch:
@@ -133,7 +133,7 @@ class AnomalyStage:
         w = self.watches[i]
         if not self._selects(i, s.container):
             return
-        model = self.baselines.get((w.rule, s.container.workload, s.metric), w.spec, s.ts)
+        model = self.baselines.get(w.key(s.container.workload), w.spec, s.ts)
         score, _ = model.update(s.ts, s.value)
         if score is not None or model.active:
             out.append(_verdict(model, s.ts, s.container, w.rule, s.metric, s.value))
@@ -142,7 +142,7 @@ class AnomalyStage:
         w = self.watches[i]
         if not self._selects(i, c):
             return
-        key = (w.rule, c.workload, w.key)
+        key = w.key(c.workload)
         model = self.baselines.peek(key)
         fed = None if model is None else model.detector.last_ts
         latest = self._latest[c.workload]
@@ -157,11 +157,12 @@ class AnomalyStage:
         model = self.baselines.get(key, w.spec, now)
         score, _ = model.update(ts, values)  # type: ignore[arg-type]
         if score is not None or model.active:
-            out.append(_verdict(model, ts, c, w.rule, w.key, score))
+            out.append(_verdict(model, ts, c, w.rule, key[2], score))
 
-    def threshold(self, rule: str, workload: str, key: str) -> float | None:
+    def threshold(self, rule: str, workload: str) -> float | None:
         """The score the rule's model for this workload must pass to fire now (None: no model yet)."""
-        model = self.baselines.peek((rule, workload, key))
+        w = next((w for w in self.watches if w.rule == rule), None)
+        model = None if w is None else self.baselines.peek(w.key(workload))
         return None if model is None else model.threshold()
 
 

@@ -179,7 +179,7 @@ class DaemonView:
 
     def _threshold(self, r: Any, c: Container) -> float | None:
         """The score the rule's model must pass to fire now (its running quantile or floor)."""
-        return self.pipeline.anomaly.threshold(r.name, c.workload, "+".join(r.anomaly.metrics))
+        return self.pipeline.anomaly.threshold(r.name, c.workload)
 
     def recent_alerts(self, limit: int = 100) -> list[AlertRecord]:
         """The latest notices from the alert history (newest last)."""
