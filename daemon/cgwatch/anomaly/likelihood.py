@@ -236,7 +236,7 @@ class DailyChannel:
             self.cur, self.csum, self.ccnt = b, 0.0, 0
         self.csum += x
         self.ccnt += 1
-        w = int((ts % WEEK) // 3600.0)
+        w = int((ts % WEEK) // 3600.0) % WEEK_BINS     # a tiny negative ts % WEEK rounds to WEEK itself
         if w != self.wcur:
             if self.wcnt:
                 m, c = self.wsum / self.wcnt, self.wcur
