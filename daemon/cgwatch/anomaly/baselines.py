@@ -28,6 +28,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .models import JUDGING_KINDS, SCALAR_KINDS, build, resolve
 from .thresholds import Thresholder
@@ -79,7 +80,7 @@ class Baselines:
     def __init__(self, max_models: int = 20_000, idle_evict_s: float = 6 * 3600.0) -> None:
         self.max_models = max_models
         self.idle_evict_s = idle_evict_s
-        self._models: OrderedDict[Key, tuple[Thresholder, float]] = OrderedDict()
+        self._models: OrderedDict[Key, list[Any]] = OrderedDict()     # key -> [model, last used]
         self.evicted = 0
         self._warned_kinds: set[str] = set()
 
@@ -97,7 +98,7 @@ class Baselines:
         """The model for ``key``, made from ``spec`` if there is none."""
         hit = self._models.get(key)
         if hit is not None:
-            self._models[key] = (hit[0], now)
+            hit[1] = now
             self._models.move_to_end(key)
             return hit[0]
         if spec.dims == 1 and spec.river is None and spec.kind not in SCALAR_KINDS and spec.kind != "auto" \
@@ -106,7 +107,7 @@ class Baselines:
             log.warning("anomaly model %r is unknown (known: auto, %s); using auto", spec.kind,
                         ", ".join(SCALAR_KINDS))
         model = spec.build()
-        self._models[key] = (model, now)
+        self._models[key] = [model, now]
         while len(self._models) > self.max_models:
             self._models.popitem(last=False)
             self.evicted += 1
@@ -119,7 +120,7 @@ class Baselines:
 
     def put(self, key: Key, model: Thresholder, now: float) -> None:
         """Adopt a model (one loaded from disk)."""
-        self._models[key] = (model, now)
+        self._models[key] = [model, now]
         self._models.move_to_end(key)
 
     def evict_idle(self, now: float) -> int:

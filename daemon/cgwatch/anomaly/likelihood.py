@@ -60,8 +60,10 @@ from collections import deque
 from typing import Any
 
 from cgwatch.anomaly.base import Band, BaseDetector, _count, _finite, band_of, finite_list
-from cgwatch.anomaly.robust import _push, _Ring, squash
+from cgwatch.anomaly.robust import _push, _Ring
 
+_sqrt, _erfc, _log10 = math.sqrt, math.erfc, math.log10
+_LN2 = math.log(2.0)
 DAY = 86400.0
 WEEK = 7 * DAY
 #: the weekly profile's bins: the hours of a week
@@ -87,6 +89,7 @@ class Likelihood:
 
     __slots__ = ("k", "alpha", "learn", "buf", "sum", "n", "mu", "var")
 
+    #: Numenta's floors on the fitted mean and variance (written out in :meth:`update`)
     MIN_MEAN = 0.03
     MIN_VAR = 0.0003
 
@@ -106,14 +109,19 @@ class Likelihood:
         self.sum += s
         a = self.sum / len(buf)
         out = None
-        if self.n >= self.learn:
-            z = (a - max(self.mu, self.MIN_MEAN)) / math.sqrt(max(self.var, self.MIN_VAR))
-            out = -math.log10(max(0.5 * math.erfc(z * _RS2), 1e-300))
-        self.n += 1
-        w = max(self.alpha, 1.0 / self.n)
-        d = a - self.mu
-        self.mu += w * d
-        self.var = (1.0 - w) * (self.var + w * d * d)
+        n, mu, var = self.n, self.mu, self.var
+        if n >= self.learn:    # per sample: local names and compares, not max() (the hot path)
+            z = (a - (mu if mu > 0.03 else 0.03)) / _sqrt(var if var > 0.0003 else 0.0003)
+            p = 0.5 * _erfc(z * _RS2)
+            out = -_log10(p) if p > 1e-300 else 300.0
+        n += 1
+        self.n = n
+        w = 1.0 / n
+        if w < self.alpha:
+            w = self.alpha
+        d = a - mu
+        self.mu = mu + w * d
+        self.var = (1.0 - w) * (var + w * d * d)
         return out
 
     def state(self) -> dict[str, Any]:
@@ -142,7 +150,7 @@ class RangeChannel:
     1.0
     """
 
-    __slots__ = ("block", "blocks", "block_s", "mins", "maxs", "cmin", "cmax", "cn", "t0")
+    __slots__ = ("block", "blocks", "block_s", "mins", "maxs", "cmin", "cmax", "cn", "t0", "lo", "hi")
 
     def __init__(self, samples: int = 3000, block: int = 100, span_s: float = DAY) -> None:
         self.block = max(1, int(block))
@@ -152,27 +160,35 @@ class RangeChannel:
         self.maxs: deque[float] = deque(maxlen=self.blocks)
         self.cmin, self.cmax, self.cn = math.inf, -math.inf, 0
         self.t0: float | None = None
+        self.lo, self.hi = math.inf, -math.inf     # of the closed blocks, kept as they close
 
     def bounds(self) -> tuple[float, float]:
         """(min, max) of what the window holds; (inf, -inf) when empty."""
-        lo = min(self.cmin, min(self.mins)) if self.mins else self.cmin
-        hi = max(self.cmax, max(self.maxs)) if self.maxs else self.cmax
-        return lo, hi
+        return min(self.lo, self.cmin), max(self.hi, self.cmax)
 
     def update(self, ts: float, x: float) -> float | None:
         """The excess of ``x`` beyond the range before it (None when empty); then learn it."""
-        lo, hi = self.bounds()
+        cmin, cmax = self.cmin, self.cmax
+        lo = self.lo if self.lo < cmin else cmin
+        hi = self.hi if self.hi > cmax else cmax
         out = None
         if hi >= lo:
             r = hi - lo
-            out = max(0.0, (x - hi) / r, (lo - x) / r) if r > 0 else (0.0 if x == hi else 1.0)
-        self.cmin, self.cmax = min(self.cmin, x), max(self.cmax, x)
+            if r > 0:
+                out = (x - hi) / r if x > hi else (lo - x) / r if x < lo else 0.0
+            else:
+                out = 0.0 if x == hi else 1.0
+        if x < cmin:
+            self.cmin = x
+        if x > cmax:
+            self.cmax = x
         self.cn += 1
         if self.t0 is None:
             self.t0 = ts
         if self.cn >= self.block and ts - self.t0 >= self.block_s:
             self.mins.append(self.cmin)
             self.maxs.append(self.cmax)
+            self.lo, self.hi = min(self.mins), max(self.maxs)
             self.cmin, self.cmax, self.cn, self.t0 = math.inf, -math.inf, 0, None
         return out
 
@@ -185,6 +201,7 @@ class RangeChannel:
         if len(mins) != len(maxs):
             raise ValueError("range blocks do not match")
         self.mins, self.maxs = deque(mins, maxlen=self.blocks), deque(maxs, maxlen=self.blocks)
+        self.lo, self.hi = min(mins, default=math.inf), max(maxs, default=-math.inf)
         if d["open"] is not None:
             lo, hi, n, t0 = d["open"]
             self.cmin, self.cmax, self.cn, self.t0 = _finite(lo), _finite(hi), _count(n), _finite(t0)
@@ -430,6 +447,7 @@ class LikelihoodDetector(BaseDetector):
         self._mean: float | None = None
         self._moments = Moments()
         self._lik = {c: Likelihood(self.k) for c in self.THRESHOLDS}
+        self._judges = tuple((c, self._lik[c], self.HALF[c], self.thresholds[c]) for c in ("daily", "local", "global"))
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments.
@@ -451,25 +469,30 @@ class LikelihoodDetector(BaseDetector):
             score = min(1.0, e / self.TOL) if self._rate <= self.MUTE_RATE else 0.0
         self._rate += self.RATE_ALPHA * (hit - self._rate)
 
-        score = self._judge("daily", self._daily.update(ts, value), score, fired)
-        score = self._judge("local", self._local.update(self._local_scale(value)), score, fired)
+        daily, local, glob = self._judges
+        score = self._judge(daily, self._daily.update(ts, value), score, fired)
+        score = self._judge(local, self._local.update(self._local_scale(value)), score, fired)
         mo = self._moments
-        z = abs(value - mo.mean) / (math.sqrt(mo.var()) + 1e-10) if mo.n else None
-        score = self._judge("global", z, score, fired)
+        z = abs(value - mo.mean) / (_sqrt(mo.var()) + 1e-10) if mo.n else None
+        score = self._judge(glob, z, score, fired)
         mo.add(value)
-        self.fired = tuple(fired)
+        self.fired = tuple(fired) if fired else ()
         return score
 
-    def _judge(self, channel: str, z: float | None, score: float | None, fired: list[str]) -> float | None:
+    @staticmethod
+    def _judge(judge: tuple[str, Likelihood, float, float], z: float | None, score: float | None,
+               fired: list[str]) -> float | None:
         if z is None:
             return score
-        lik = self._lik[channel].update(squash(z, self.HALF[channel]))
-        if lik is None:
+        channel, lik, half, thr = judge
+        q = z / half
+        got = lik.update(1.0 - math.exp(-_LN2 * q * q))      # squash(z, half), inline: the hot path
+        if got is None:
             return score
-        thr = self.thresholds[channel]
-        if lik >= thr:
+        if got >= thr:
             fired.append(channel)
-        return max(score or 0.0, min(1.0, lik / thr))
+        got = got / thr if got < thr else 1.0
+        return got if score is None or got > score else score
 
     def _local_scale(self, x: float) -> float:
         """``x`` on the scale the local channel reads: log while the series was never negative."""

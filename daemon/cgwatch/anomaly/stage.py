@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import Container, Sample, Verdict
+from .base import Band
 from .baselines import Baselines, ModelSpec
 from .thresholds import Thresholder
 
@@ -66,9 +67,12 @@ class Watch:
 class AnomalyStage:
     """The models of the anomaly rules, and their verdicts each interval."""
 
-    def __init__(self, watches: Sequence[Watch], baselines: Baselines | None = None) -> None:
+    def __init__(self, watches: Sequence[Watch], baselines: Baselines | None = None, bands: bool = False) -> None:
         self.watches = list(watches)
         self.baselines = Baselines() if baselines is None else baselines
+        #: give every verdict its normal band (the dashboard draws it); otherwise only those an
+        #: alert's summary reads: while the model says anomalous and the one after
+        self.bands = bands
         single: dict[str, list[int]] = {}
         joint: dict[str, list[int]] = {}
         for i, w in enumerate(self.watches):
@@ -78,14 +82,14 @@ class AnomalyStage:
         self._joint = {m: tuple(v) for m, v in joint.items()}
         # workload -> metric -> (ts, value), for joint models: the latest of each metric they read
         self._latest: OrderedDict[str, dict[str, tuple[float, float]]] = OrderedDict()
-        # (watch index, workload) -> (the container it was decided for, whether the watch selects it)
-        self._selected: dict[tuple[int, str], tuple[Container, bool]] = {}
+        # (watch index, workload) -> (the container it was decided for, its model's key or None: not selected)
+        self._selected: dict[tuple[int, str], tuple[Container, tuple[str, str, str] | None]] = {}
 
     @classmethod
-    def for_rules(cls, rules: Iterable[Any], baselines: Baselines | None = None) -> AnomalyStage:
+    def for_rules(cls, rules: Iterable[Any], baselines: Baselines | None = None, bands: bool = False) -> AnomalyStage:
         """The stage for the enabled anomaly rules among ``rules``."""
         return cls([Watch.of(r) for r in rules if getattr(r, "enabled", True) and r.anomaly is not None],
-                   baselines)
+                   baselines, bands)
 
     def __bool__(self) -> bool:
         return bool(self.watches)
@@ -120,29 +124,34 @@ class AnomalyStage:
                         self._learn_joint(i, c, now, out)
         return out
 
-    def _selects(self, i: int, c: Container) -> bool:
-        key = (i, c.workload)
-        hit = self._selected.get(key)
+    def _model_key(self, i: int, c: Container) -> tuple[str, str, str] | None:
+        """The key of watch ``i``'s model for ``c``, or None when the watch does not select it."""
+        at = (i, c.workload)
+        hit = self._selected.get(at)
         if hit is None or hit[0] is not c:   # new, or renamed: decide again
             if len(self._selected) > 4 * MAX_JOINT_WORKLOADS:
                 self._selected.clear()
-            hit = self._selected[key] = (c, self.watches[i].selects(c))
+            w = self.watches[i]
+            hit = self._selected[at] = (c, w.key(c.workload) if w.selects(c) else None)
         return hit[1]
 
     def _learn(self, i: int, s: Sample, out: list[Verdict]) -> None:
-        w = self.watches[i]
-        if not self._selects(i, s.container):
+        key = self._model_key(i, s.container)
+        if key is None:
             return
-        model = self.baselines.get(w.key(s.container.workload), w.spec, s.ts)
+        w = self.watches[i]
+        model = self.baselines.get(key, w.spec, s.ts)
+        was = model.active
         score, _ = model.update(s.ts, s.value)
         if score is not None or model.active:
-            out.append(_verdict(model, s.ts, s.container, w.rule, s.metric, s.value))
+            band = model.detector.band() if self.bands or was or model.active else None
+            out.append(_verdict(model, s.ts, s.container, w.rule, s.metric, s.value, band))
 
     def _learn_joint(self, i: int, c: Container, now: float, out: list[Verdict]) -> None:
-        w = self.watches[i]
-        if not self._selects(i, c):
+        key = self._model_key(i, c)
+        if key is None:
             return
-        key = w.key(c.workload)
+        w = self.watches[i]
         model = self.baselines.peek(key)
         fed = None if model is None else model.detector.last_ts
         latest = self._latest[c.workload]
@@ -157,7 +166,7 @@ class AnomalyStage:
         model = self.baselines.get(key, w.spec, now)
         score, _ = model.update(ts, values)  # type: ignore[arg-type]
         if score is not None or model.active:
-            out.append(_verdict(model, ts, c, w.rule, key[2], score))
+            out.append(_verdict(model, ts, c, w.rule, key[2], score, None))
 
     def threshold(self, rule: str, workload: str) -> float | None:
         """The score the rule's model for this workload must pass to fire now (None: no model yet)."""
@@ -166,10 +175,10 @@ class AnomalyStage:
         return None if model is None else model.threshold()
 
 
-def _verdict(model: Thresholder, ts: float, c: Container, rule: str, metric: str, value: float | None) -> Verdict:
-    j = model.explain()
-    band = j.band if "+" not in metric else None
+def _verdict(model: Thresholder, ts: float, c: Container, rule: str, metric: str, value: float | None,
+             band: Band | None) -> Verdict:
+    fired = getattr(model.detector, "fired", ())
     if band is None:
-        return Verdict(ts, c, rule, metric, value, j.score, model.active, model.threshold(), channels=j.channels)
-    return Verdict(ts, c, rule, metric, value, j.score, model.active, model.threshold(), band.low, band.high,
-                   band.span_s, j.channels)
+        return Verdict(ts, c, rule, metric, value, model.last_score, model.active, model.threshold(), channels=fired)
+    return Verdict(ts, c, rule, metric, value, model.last_score, model.active, model.threshold(), band.low, band.high,
+                   band.span_s, fired)

@@ -29,9 +29,9 @@ False
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
-from cgwatch.anomaly.base import Band, Detector, _count, finite_list
+from cgwatch.anomaly.base import Detector, _count, finite_list
 
 #: histogram range and resolution in decades of 1 - score
 _DECADES = 16.0
@@ -112,15 +112,6 @@ class ScoreQuantile:
         q = cls(float(d["cap"]))
         q.counts, q.total = counts, math.fsum(counts)
         return q
-
-
-class Judgement(NamedTuple):
-    """A model's word on the latest value: ``score`` (None in warm-up), the normal
-    ``band`` (None where the model cannot say) and the ``channels`` that fired."""
-
-    score: float | None
-    band: Band | None
-    channels: tuple[str, ...]
 
 
 class Thresholder:
@@ -248,20 +239,6 @@ class Thresholder:
             if self._below >= self.clear_after:
                 self.active, self._below = False, 0
         return False
-
-    def explain(self) -> Judgement:
-        """What the model says of the latest value: its score, the normal band, the channels that fired.
-
-        >>> from cgwatch.anomaly.models import build
-        >>> th = Thresholder(build("mad", transform="none"))
-        >>> for t in range(50):
-        ...     _ = th.update(float(t), 3.0 + t % 2)
-        >>> th.explain()
-        Judgement(score=0.0, band=Band(low=3.0, high=4.0, span_s=50.0), channels=())
-        """
-        fired = getattr(self.detector, "fired", ())
-        band = getattr(self.detector, "band", None)
-        return Judgement(self.last_score, band() if band is not None else None, tuple(fired))
 
     def threshold(self) -> float:
         """The score that fires now: the higher of the floor and the running quantile

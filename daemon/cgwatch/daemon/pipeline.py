@@ -170,7 +170,7 @@ class Pipeline:
         engine = Engine(rules)
         resolved = engine.adopt(self.engine, now)
         self.engine = engine
-        self.anomaly = AnomalyStage.for_rules(engine.rules, self.anomaly.baselines)
+        self.anomaly = AnomalyStage.for_rules(engine.rules, self.anomaly.baselines, self.anomaly.bands)
         self.manager.rules = {r.name: r for r in rules}
         self.handle(resolved, now)
 

@@ -138,7 +138,7 @@ class Daemon:
         manager = AlertManager(self.store, build_sinks(cfg.notify), {r.name: r for r in rules}, host=cfg.host)
         drop_orphans(manager)
         engine = Engine(rules)
-        pipeline = self.pipeline = Pipeline(engine, manager, cfg.interval, AnomalyStage.for_rules(engine.rules, baselines))
+        pipeline = self.pipeline = Pipeline(engine, manager, cfg.interval, AnomalyStage.for_rules(engine.rules, baselines, bands=True))
         on_close(stack, "saving the baselines", 3.0,
                  lambda: saver.save_async(pipeline.anomaly.baselines, time.time()))
         self.view = DaemonView(pipeline)
