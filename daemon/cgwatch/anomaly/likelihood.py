@@ -60,10 +60,9 @@ from collections import deque
 from typing import Any
 
 from cgwatch.anomaly.base import Band, BaseDetector, _count, _finite, band_of, finite_list
-from cgwatch.anomaly.robust import _push, _Ring
+from cgwatch.anomaly.robust import _LN2, LogScale, _push, _Ring
 
 _sqrt, _erfc, _log10 = math.sqrt, math.erfc, math.log10
-_LN2 = math.log(2.0)
 DAY = 86400.0
 WEEK = 7 * DAY
 #: the weekly profile's bins: the hours of a week
@@ -235,11 +234,6 @@ class DailyChannel:
         # the same hour of the week, a week before (NaN: not seen): a quiet Saturday is like last Saturday
         self.week = array("d", [math.nan]) * WEEK_BINS
         self.wcur, self.wsum, self.wcnt = -1, 0.0, 0
-
-    def expected(self, ts: float) -> float | None:
-        """The profile's value for ``ts``'s time of day, if a past day has one."""
-        b = int((ts % DAY) // self.bin_s) % self.bins
-        return self.prof[b] if self.seen[b] else None
 
     def update(self, ts: float, x: float) -> float | None:
         b = int((ts % DAY) // self.bin_s) % self.bins
@@ -425,8 +419,6 @@ class LikelihoodDetector(BaseDetector):
     HALF = {"daily": 6.0, "local": 6.0, "global": 4.0}
     #: the range channel: excess over the range, and the rate of breaks that mutes it
     TOL, MUTE_RATE, RATE_ALPHA = 0.02, 0.01, 0.001
-    #: ``c`` of ``log(x + c)`` as a share of the long-run mean, and that mean's memory in samples
-    OFFSET, MEAN_SAMPLES = 0.01, 500.0
 
     def __init__(self, *, sensitivity: float = 0.5, range_samples: int = 3000, range_s: float = DAY,
                  window: int = 256, bin_s: float = 300.0, k: int = 20, **kw: Any) -> None:
@@ -443,8 +435,7 @@ class LikelihoodDetector(BaseDetector):
         self._rate = 0.0
         self._daily = DailyChannel(self.bin_s)
         self._local = LocalChannel(self.window)
-        self._log = True
-        self._mean: float | None = None
+        self._scale = LogScale()
         self._moments = Moments()
         self._lik = {c: Likelihood(self.k) for c in self.THRESHOLDS}
         self._judges = tuple((c, self._lik[c], self.HALF[c], self.thresholds[c]) for c in ("daily", "local", "global"))
@@ -496,34 +487,21 @@ class LikelihoodDetector(BaseDetector):
 
     def _local_scale(self, x: float) -> float:
         """``x`` on the scale the local channel reads: log while the series was never negative."""
-        if not self._log:
-            return x
-        if x < 0.0:   # not a non-negative series after all: the local channel starts over, raw
-            self._log = False
+        sc = self._scale
+        if sc.on and x < 0.0:   # not a non-negative series after all: the local channel starts over, raw
+            sc.on = False
             self._local = LocalChannel(self.window)
-            return x
-        m = self._mean
-        m = self._mean = x if m is None else m + (x - m) / min(self._samples + 1, self.MEAN_SAMPLES)
-        return math.log(x + self.OFFSET * m + 1e-12)
+        return sc(x, self._samples)
 
     def band(self) -> Band | None:
         """Where 98 % of the last 256 values lie (on the value's own scale), and their span."""
-        back = None
-        if self._log:
-            c = self.OFFSET * (self._mean or 0.0) + 1e-12
-            back = lambda y: max(0.0, math.exp(y) - c)  # noqa: E731
-        return band_of(self._local.x.sorted, self._span(self.window), back)
-
-    def range_bounds(self) -> tuple[float, float] | None:
-        """The (min, max) the series kept over the range window, if it has one."""
-        lo, hi = self._range.bounds()
-        return (lo, hi) if hi >= lo else None
+        return band_of(self._local.x.sorted, self._span(self.window), self._scale.back)
 
     def _data(self) -> dict[str, Any]:
         mo = self._moments
         return {
             "range": self._range.state(), "rate": self._rate, "daily": self._daily.state(),
-            "local": self._local.state(), "log": self._log, "mean": self._mean,
+            "local": self._local.state(), "log": self._scale.on, "mean": self._scale.mean,
             "global": [mo.n, mo.mean, mo.s2],
             "lik": {c: lik.state() for c, lik in self._lik.items()}, "fired": list(self.fired),
         }
@@ -535,8 +513,8 @@ class LikelihoodDetector(BaseDetector):
         self._local.load(data["local"])
         if not isinstance(data["log"], bool):
             raise ValueError("log flag must be a bool")
-        self._log = data["log"]
-        self._mean = None if data["mean"] is None else _finite(data["mean"])
+        self._scale.on = data["log"]
+        self._scale.mean = None if data["mean"] is None else _finite(data["mean"])
         n, m, s2 = data["global"]
         self._moments.n, self._moments.mean, self._moments.s2 = _count(n), _finite(m), _finite(s2)
         if s2 < 0:

@@ -10,11 +10,10 @@ Examples
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from cgwatch.anomaly.base import Band, BaseDetector, _finite, band_of
-from cgwatch.anomaly.robust import RollingMedian, squash
+from cgwatch.anomaly.robust import LogScale, RollingMedian, squash
 
 
 class MADDetector(BaseDetector):
@@ -49,9 +48,6 @@ class MADDetector(BaseDetector):
 
     kind = "mad"
     TRANSFORMS = ("log", "none")
-    #: ``c`` of ``log(x + c)`` as a share of the long-run mean, and that mean's memory in samples
-    OFFSET = 0.01
-    MEAN_SAMPLES = 500.0
 
     def __init__(self, *, window: int = 256, warmup: int = 10, half: float = 3.0, trim: float | None = 0.01,
                  transform: str = "log", **kw: Any) -> None:
@@ -64,8 +60,7 @@ class MADDetector(BaseDetector):
         self.trim = None if trim is None else float(trim)
         self.transform = transform
         self._stats = RollingMedian(self.window, self.trim)
-        self._mean: float | None = None
-        self._log = transform == "log"
+        self._scale = LogScale(transform == "log")
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments.
@@ -89,42 +84,34 @@ class MADDetector(BaseDetector):
         >>> [None if z is None else round(z, 2) for z in (d.learn_z(x) for x in (1.0, 3.0, 2.0))]
         [None, None, 0.34]
         """
-        if self._log:
-            if value < 0.0:   # not a non-negative series after all: start over on the raw scale
-                self._log = False
-                self._stats = RollingMedian(self.window, self.trim)
-            else:   # the long-run mean: a plain average at first, then exponential
-                m = self._mean
-                w = 1.0 / min(self._samples + 1, self.MEAN_SAMPLES)
-                m = self._mean = value if m is None else m + (value - m) * w
-                value = math.log(value + self.OFFSET * m + 1e-12)
+        sc = self._scale
+        if sc.on and value < 0.0:   # not a non-negative series after all: start over on the raw scale
+            sc.on = False
+            self._stats = RollingMedian(self.window, self.trim)
+        value = sc(value, self._samples)
         stats = self._stats
         z = abs(stats.z(value)) if len(stats) >= self.warmup else None
         stats.add(value)
         return z
 
     def _data(self) -> dict[str, Any]:
-        return {"stats": self._stats.state(), "mean": self._mean, "log": self._log}
+        return {"stats": self._stats.state(), "mean": self._scale.mean, "log": self._scale.on}
 
     def _load(self, data: dict[str, Any]) -> None:
         stats = RollingMedian.from_state(data["stats"])
         if stats.n != self.window or stats.trim != self.trim:
             raise ValueError("window does not match params")
         self._stats = stats
-        self._mean = None if data["mean"] is None else _finite(data["mean"])
+        self._scale.mean = None if data["mean"] is None else _finite(data["mean"])
         if not isinstance(data["log"], bool) or (data["log"] and self.transform != "log"):
             raise ValueError("log flag does not match params")
-        self._log = data["log"]
+        self._scale.on = data["log"]
 
     def band(self) -> Band | None:
         """Where 98 % of the window's values lie (on the value's own scale), and its span."""
-        back = None
-        if self._log:
-            c = self.OFFSET * (self._mean or 0.0) + 1e-12
-            back = lambda y: max(0.0, math.exp(y) - c)  # noqa: E731
-        return band_of(self._stats._sorted, self._span(self.window), back)
+        return band_of(self._stats._sorted, self._span(self.window), self._scale.back)
 
     @property
     def scale_name(self) -> str:
         """The scale it scores on now: ``log`` or ``raw``."""
-        return "log" if self._log else "raw"
+        return "log" if self._scale.on else "raw"

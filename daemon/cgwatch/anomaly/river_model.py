@@ -22,7 +22,7 @@ A parameter may itself be a River object, written the same way:
 ``{river: anomaly.QuantileFilter, params: {anomaly_detector: {river:
 anomaly.StandardAbsoluteDeviation}, q: 0.99}}``.
 
-:func:`check` is what the rule loader runs: the name must be a River
+:func:`make` is what the rule loader runs too: the name must be a River
 anomaly detector (a did-you-mean when it is not) and the parameters ones its
 constructor takes. River and its scipy/pandas load only when a rule names
 one (about 70 MB more resident memory).
@@ -150,17 +150,6 @@ def make(name: str, params: dict[str, Any] | None = None, path: tuple[str, ...] 
     except Exception as exc:  # River's own checks: a bad value for a parameter it takes
         raise RiverModelError(f"{name}({', '.join(f'{k}={v!r}' for k, v in params.items())}) failed: "
                               f"{type(exc).__name__}: {exc}", path) from None
-
-
-def check(name: str, params: dict[str, Any] | None) -> None:
-    """Build the model once, as the loader does; RiverModelError if it cannot be built.
-
-    >>> check("anomaly.StandardAbsoluteDeviation", {"sub_stat": {"river": "stats.Mean"}})
-    Traceback (most recent call last):
-    ...
-    cgwatch.anomaly.river_model.RiverModelError: river.stats.Mean is not an anomaly detector (it has no score_one)
-    """
-    make(name, params)
 
 
 class RiverDetector(BaseDetector):

@@ -56,6 +56,45 @@ def robust_eps(reference: float) -> float:
     return 1e-9 + 1e-6 * abs(reference)
 
 
+class LogScale:
+    """``log(x + c)``, ``c`` 1 % of the series' long-run mean, while the series has never been negative.
+
+    Container metrics are rates, bytes and latencies: non-negative and multiplicative, so on
+    this scale a doubling means the same at any level. The long-run mean is a plain average
+    for the first 500 values, then exponential. A negative value means the series is not of
+    that kind: the caller sets ``on`` to False (and starts its windows over) before passing it.
+
+    >>> sc = LogScale()
+    >>> round(sc(100.0, 0), 3), round(sc.back(sc(100.0, 1)), 3)
+    (4.615, 100.0)
+    >>> sc.on = False; sc(-5.0, 2)
+    -5.0
+    """
+
+    __slots__ = ("on", "mean")
+
+    OFFSET = 0.01
+    MEAN_SAMPLES = 500.0
+
+    def __init__(self, on: bool = True) -> None:
+        self.on = on
+        self.mean: float | None = None
+
+    def __call__(self, x: float, seen: int) -> float:
+        """``x`` on this scale; ``seen`` is how many values came before it."""
+        if not self.on:
+            return x
+        m = self.mean
+        m = self.mean = x if m is None else m + (x - m) * (1.0 / min(seen + 1, self.MEAN_SAMPLES))
+        return math.log(x + self.OFFSET * m + 1e-12)
+
+    def back(self, y: float) -> float:
+        """A value on this scale back on the series' own (never below 0 while ``on``)."""
+        if not self.on:
+            return y
+        return max(0.0, math.exp(y) - self.OFFSET * (self.mean or 0.0) - 1e-12)
+
+
 class RollingMedian:
     """Exact median and MAD over the last ``n`` values.
 

@@ -29,7 +29,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ..anomaly.joint import MAX_DIMS
 from ..anomaly.models import SCALAR_KINDS
 from ..anomaly.river_model import RiverModelError
-from ..anomaly.river_model import check as check_river
+from ..anomaly.river_model import make as make_river
 from ..units import parse_duration
 from .document import RuleError, Source, compose
 from .expr import FUNCTIONS
@@ -382,7 +382,7 @@ class FileReader:
         if name is None:
             return None
         try:
-            check_river(name, params)
+            make_river(name, params)          # built once, so River itself checks names and values
         except RiverModelError as exc:
             self.error(_at(f, exc.path), str(exc))
             return None
