@@ -19,6 +19,7 @@ system, and an alerts database that is locked or corrupt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
@@ -27,7 +28,9 @@ import sqlite3
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -93,6 +96,27 @@ class Box:
     def remove(self) -> None:
         self.extra = None
         self.cg.stop()
+
+
+class Scene(NamedTuple):
+    cfg: Path
+    db: Path
+    box: Box
+    rx: Receiver
+
+
+@contextlib.contextmanager
+def scene(tmp_path: Path, cgroups) -> Iterator[Scene]:  # type: ignore[no-untyped-def]
+    """A daemon's config (fi-busy on ``box``, a webhook to ``rx``), where its alerts.db goes,
+    the container's cgroup and the receiver; the cgroup is removed after, whatever happened."""
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    box = Box(cgroups)
+    try:
+        with Receiver(port) as rx:
+            yield Scene(cfg, tmp_path / "state" / "alerts.db", box, rx)
+    finally:
+        box.remove()
 
 
 def ledger_by_alert(alerts: list[dict]) -> dict[str, list[dict]]:
@@ -197,27 +221,20 @@ def test_sigkill_at_random_moments_loses_nothing_and_leaves_nothing_stuck(tmp_pa
 
 
 def test_sigterm_while_a_send_hangs_then_a_restart_delivers_it(tmp_path, cgroups):
-    port = free_port()
-    cfg = write_config(tmp_path, port)
-    db = tmp_path / "state" / "alerts.db"
-    box = Box(cgroups)
-    try:
-        with Receiver(port) as rx:
-            rx.mode = "hang"
-            d = Daemon(tmp_path, cfg)
-            d.ready()
-            box.set_busy(True)
-            end = time.monotonic() + 30
-            while time.monotonic() < end and rx.requests == 0:
-                time.sleep(0.1)
-            assert rx.requests >= 1, d.log_text()        # a send is in flight and hangs
-            assert d.stop(signal.SIGTERM) == 0
-            rx.mode = "up"
-            d = Daemon(tmp_path, cfg)
-            d.ready()
-            fires_then_resolves(rx, box, db, d)
-    finally:
-        box.remove()
+    with scene(tmp_path, cgroups) as (cfg, db, box, rx):
+        rx.mode = "hang"
+        d = Daemon(tmp_path, cfg)
+        d.ready()
+        box.set_busy(True)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and rx.requests == 0:
+            time.sleep(0.1)
+        assert rx.requests >= 1, d.log_text()        # a send is in flight and hangs
+        assert d.stop(signal.SIGTERM) == 0
+        rx.mode = "up"
+        d = Daemon(tmp_path, cfg)
+        d.ready()
+        fires_then_resolves(rx, box, db, d)
     notified_once(rx, box, db)
 
 
@@ -253,12 +270,8 @@ def test_a_full_state_dir_delays_alerts_and_loses_none(tmp_path, cgroups):
     state = tmp_path / "state"
     state.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "cgwatch-test", str(state)], check=True)
-    port = free_port()
-    cfg = write_config(tmp_path, port)
-    db = state / "alerts.db"
-    box = Box(cgroups)
     try:
-        with Receiver(port) as rx:
+        with scene(tmp_path, cgroups) as (cfg, db, box, rx):
             d = Daemon(tmp_path, cfg)
             d.ready()
             filler = fill(state)
@@ -277,7 +290,6 @@ def test_a_full_state_dir_delays_alerts_and_loses_none(tmp_path, cgroups):
             assert d.stop(signal.SIGTERM) == 0
             check_ledger(rx.alerts, db)
     finally:
-        box.remove()
         subprocess.run(["umount", "-l", str(state)], check=False)
     assert [a["state"] for a in ledger_by_alert(rx.alerts)[f"fi-busy/{box.id}"]] == ["firing", "resolved"]
 
@@ -285,55 +297,41 @@ def test_a_full_state_dir_delays_alerts_and_loses_none(tmp_path, cgroups):
 def test_a_locked_alerts_db_delays_alerts_and_loses_none(tmp_path, cgroups):
     """Another process holds alerts.db's write lock (an operator's sqlite3 shell left in a
     transaction): the daemon says so, keeps running, and records the alert once it is free."""
-    port = free_port()
-    cfg = write_config(tmp_path, port)
-    db = tmp_path / "state" / "alerts.db"
-    box = Box(cgroups)
-    try:
-        with Receiver(port) as rx:
-            d = Daemon(tmp_path, cfg)
-            d.ready()
-            other = sqlite3.connect(db, isolation_level=None)
-            other.execute("BEGIN IMMEDIATE")
-            box.set_busy(True)
-            assert wait_log(d, "database is locked"), d.log_text()
-            assert rx.alerts == []
-            other.execute("ROLLBACK")
-            other.close()
-            fires_then_resolves(rx, box, db, d)
-    finally:
-        box.remove()
+    with scene(tmp_path, cgroups) as (cfg, db, box, rx):
+        d = Daemon(tmp_path, cfg)
+        d.ready()
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        box.set_busy(True)
+        assert wait_log(d, "database is locked"), d.log_text()
+        assert rx.alerts == []
+        other.execute("ROLLBACK")
+        other.close()
+        fires_then_resolves(rx, box, db, d)
     notified_once(rx, box, db)
 
 
 def test_a_corrupt_alerts_db_is_moved_aside_and_a_holding_alert_fires_again(tmp_path, cgroups):
     """alerts.db overwritten while the daemon was down: it starts with a new one, keeps the
     broken file for inspection and says where; an alert that still holds is notified again."""
-    port = free_port()
-    cfg = write_config(tmp_path, port)
-    db = tmp_path / "state" / "alerts.db"
-    box = Box(cgroups)
-    try:
-        with Receiver(port) as rx:
-            d = Daemon(tmp_path, cfg)
-            d.ready()
-            box.set_busy(True)
-            assert rx.wait_for(lambda al: len(al) == 1, 30), d.log_text()
-            d.stop(signal.SIGKILL)
-            for suffix in ("-wal", "-shm"):
-                db.with_name(db.name + suffix).unlink(missing_ok=True)
-            db.write_bytes(b"not a database, " * 4096)
-            d = Daemon(tmp_path, cfg)
-            d.ready()
-            assert wait_log(d, "moved it to"), d.log_text()
-            [aside] = db.parent.glob("alerts.db.corrupt-*")
-            assert aside.read_bytes().startswith(b"not a database")
-            assert rx.wait_for(lambda al: len(al) == 2, 30), d.log_text()
-            box.set_busy(False)
-            settle(rx, [box], db, d)
-            assert d.stop(signal.SIGTERM) == 0
-    finally:
-        box.remove()
+    with scene(tmp_path, cgroups) as (cfg, db, box, rx):
+        d = Daemon(tmp_path, cfg)
+        d.ready()
+        box.set_busy(True)
+        assert rx.wait_for(lambda al: len(al) == 1, 30), d.log_text()
+        d.stop(signal.SIGKILL)
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+        db.write_bytes(b"not a database, " * 4096)
+        d = Daemon(tmp_path, cfg)
+        d.ready()
+        assert wait_log(d, "moved it to"), d.log_text()
+        [aside] = db.parent.glob("alerts.db.corrupt-*")
+        assert aside.read_bytes().startswith(b"not a database")
+        assert rx.wait_for(lambda al: len(al) == 2, 30), d.log_text()
+        box.set_busy(False)
+        settle(rx, [box], db, d)
+        assert d.stop(signal.SIGTERM) == 0
     states = [(a["state"], a["starts_at"]) for a in rx.alerts]
     assert [s for s, _ in states] == ["firing", "firing", "resolved"], states
     assert states[1][1] == states[2][1] != states[0][1]     # the new alert resolves; the old one was in the file
