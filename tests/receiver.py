@@ -20,6 +20,17 @@ from aiohttp import web
 MODES = ("up", "error", "hang", "down")
 
 
+def hook_sink(port: int, timeout: str = "1s") -> str:
+    """A config's ``hook`` webhook sink posting to a :class:`Receiver` on ``port``, indented
+    as it stands under ``notify:``."""
+    return f"""  hook:
+    type: webhook
+    url: http://127.0.0.1:{port}/hook
+    group_wait: 0.1s
+    timeout: {timeout}
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.receiver import Receiver, free_port
+from tests.receiver import Receiver, free_port, hook_sink
 
 CGWATCH = str(Path(sys.executable).with_name("cgwatch"))
 
@@ -45,12 +45,7 @@ def config(tmp: Path, port: int, extra: str = "") -> Path:
     p.write_text(f"""state_dir: {tmp / 'state'}
 host: test-node
 notify:
-  hook:
-    type: webhook
-    url: http://127.0.0.1:{port}/hook
-    group_wait: 0.1s
-    timeout: 1s
-{extra}""")
+{hook_sink(port)}{extra}""")
     return p
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import burner
 from tests.daemon.running import Daemon, healthy
-from tests.receiver import Receiver, free_port
+from tests.receiver import Receiver, free_port, hook_sink
 
 pytestmark = pytest.mark.bpf
 
@@ -28,12 +28,7 @@ state_dir: {tmp / 'state'}
 listen: 127.0.0.1:{listen}
 rules: [{tmp / 'rules.yaml'}]
 notify:
-  hook:
-    type: webhook
-    url: http://127.0.0.1:{port}/hook
-    group_wait: 0.1s
-    timeout: 2s
-""")
+{hook_sink(port, timeout="2s")}""")
     return cfg
 
 

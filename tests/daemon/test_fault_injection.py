@@ -35,7 +35,7 @@ from typing import NamedTuple
 import pytest
 
 from tests.daemon.running import Daemon
-from tests.receiver import Receiver, free_port
+from tests.receiver import Receiver, free_port, hook_sink
 
 pytestmark = pytest.mark.bpf   # root: cgroups, and the daemon's collection
 
@@ -44,16 +44,21 @@ KILLS = int(os.environ.get("CGWATCH_FAULT_KILLS", "6"))
 PREFIX = secrets.token_hex(3)     # docker ids are 64 hex digits
 
 
-def write_config(tmp: Path, port: int, state: Path | None = None) -> Path:
-    (tmp / "rules.yaml").write_text(f"""
+def busy_rules(name: str) -> str:
+    """A rule file with one rule, ``name``: a :class:`Box` of ours runs two tasks or more."""
+    return f"""
 rules:
-  - name: fi-busy
+  - name: {name}
     select: {{name: "{PREFIX}*"}}
     expr: proc.count >= 2
     for: 1s
     severity: warning
     summary: "{{{{ container }}}} runs {{{{ value }}}} tasks"
-""")
+"""
+
+
+def write_config(tmp: Path, port: int, state: Path | None = None) -> Path:
+    (tmp / "rules.yaml").write_text(busy_rules("fi-busy"))
     cfg = tmp / "config.yaml"
     cfg.write_text(f"""interval: 1s
 state_dir: {state or tmp / 'state'}
@@ -61,12 +66,7 @@ listen: 127.0.0.1:{free_port()}
 rules: [{tmp / 'rules.yaml'}]
 collectors: {{cpu: false, proc: false, mem: false, net: false, exit_codes: false}}
 notify:
-  hook:
-    type: webhook
-    url: http://127.0.0.1:{port}/hook
-    group_wait: 0.1s
-    timeout: 1s
-""")
+{hook_sink(port)}""")
     return cfg
 
 

@@ -20,37 +20,23 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.running import Daemon
-from tests.daemon.test_fault_injection import PREFIX, Box
-from tests.receiver import Receiver, free_port
+from tests.daemon.test_fault_injection import Box, busy_rules
+from tests.receiver import Receiver, free_port, hook_sink
 
 pytestmark = pytest.mark.bpf   # root: cgroups, and the daemon's collection
 
 FLOOD = 2000
-RULES = f"""
-rules:
-  - name: hl-busy
-    select: {{name: "{PREFIX}*"}}
-    expr: proc.count >= 2
-    for: 1s
-    severity: warning
-    summary: "{{{{ container }}}} runs {{{{ value }}}} tasks"
-"""
+RULES = busy_rules("hl-busy")
 
 
 def config(tmp: Path, port: int, listen: int, notify: str | None = None, rules: str | None = None) -> str:
-    hook = f"""  hook:
-    type: webhook
-    url: http://127.0.0.1:{port}/hook
-    group_wait: 0.1s
-    timeout: 1s
-"""
     return f"""interval: 1s
 state_dir: {tmp / 'state'}
 listen: 127.0.0.1:{listen}
 rules: [{rules or tmp / 'rules.yaml'}]
 collectors: {{cpu: false, proc: false, mem: false, net: false, exit_codes: false}}
 notify:
-{notify or hook}"""
+{notify or hook_sink(port)}"""
 
 
 def bad_files(tmp: Path, port: int, listen: int) -> dict[str, tuple[str, str]]:
