@@ -277,6 +277,10 @@ def _output(path: str) -> Iterator[IO[str]]:
 def cmd_run(args: argparse.Namespace) -> int:
     import os
 
+    if os.geteuid() == 0:     # BCC imports in its own process while we start (cgwatch.sources.loader)
+        from .sources import loader
+
+        loader.prestart()
     from .config import DEFAULT_PATH
     from .daemon import logs, run
 

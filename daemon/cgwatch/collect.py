@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .identity import Resolver
 from .identity.cgroups import CgroupTree, find_cgroup2_root
@@ -18,7 +20,7 @@ from .identity.kubelet import PodIndex
 from .identity.metadata import Metadata
 from .identity.workloads import Workloads
 from .model import Event, Sample
-from .sources import SOURCES
+from .sources import SOURCES, loader
 from .sources.base import Source
 from .sources.bpf import SetupError, check_host
 from .sources.cgroups import CgroupFeed
@@ -117,38 +119,49 @@ def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/"
     A BPF source that fails to load is skipped with a warning (its metrics
     are absent); a host that cannot load BPF at all raises SetupError.
     """
-    from pathlib import Path
-
     root = find_cgroup2_root()
     if root is None:
         raise SetupError("no cgroup2 mount found: cgwatch needs cgroup v2 (unified or hybrid)")
     bpf_wanted = [n for n in names if n != "cgroupfs"]
-    feed = None
     if bpf_wanted:
         check_host()
-        try:
-            feed = CgroupFeed()
-        except (RuntimeError, SetupError) as e:
-            log.warning("%s", e)
-    tree = CgroupTree(root, walk_every=FULL_WALK_EVERY if feed else None)
-    col = Collector(Resolver(tree, Metadata(Path(metadata_root), pods=pods)), feed=feed)
-    if feed is not None:
+    with loader.session(), ThreadPoolExecutor(max_workers=len(names) + 1) as pool:
+        # the programs compile side by side in the loader; each source waits for its own
+        feed_job = pool.submit(_open_feed) if bpf_wanted else None
+        tree = CgroupTree(root)
+        col = Collector(Resolver(tree, Metadata(Path(metadata_root), pods=pods)))
+        jobs = [pool.submit(_open_source, name, col, exit_codes) for name in names]
+        col.feed = feed_job.result() if feed_job is not None else None
+        col.sources = [src for src in (j.result() for j in jobs) if src is not None]
+    if col.feed is not None:
+        tree.walk_every = FULL_WALK_EVERY
         tree.pull = col.pull_cgroup_events
-    for name in names:
-        cls = _source_class(name)
-        try:
-            if name == "cgroupfs":
-                col.sources.append(cls())
-            elif name == "proc":
-                col.sources.append(cls(col.resolver, exit_codes=exit_codes))
-            else:
-                col.sources.append(cls(col.resolver))
-        except SetupError as e:
-            log.warning("%s", e)
     if bpf_wanted and not any(s.name in bpf_wanted for s in col.sources):
         col.close()
         raise SetupError("no BPF program could be loaded; see the warnings above")
     return col
+
+
+def _open_feed() -> CgroupFeed | None:
+    try:
+        return CgroupFeed()
+    except (RuntimeError, SetupError) as e:
+        log.warning("%s", e)
+        return None
+
+
+def _open_source(name: str, col: Collector, exit_codes: bool) -> Source | None:
+    """One source, loaded; None (with a warning) when its program does not load."""
+    cls = _source_class(name)
+    try:
+        if name == "cgroupfs":
+            return cls()  # type: ignore[no-any-return]
+        if name == "proc":
+            return cls(col.resolver, exit_codes=exit_codes)  # type: ignore[no-any-return]
+        return cls(col.resolver)  # type: ignore[no-any-return]
+    except SetupError as e:
+        log.warning("%s", e)
+        return None
 
 
 def parse_sources(text: str) -> list[str]:

@@ -26,44 +26,39 @@ from ..profile.profiler import Profiler
 log = logging.getLogger("cgwatch")
 
 #: the compiler's libraries: needed to compile the BPF programs at start, not after
-_COMPILER_LIBS = ("libLLVM", "libclang")
-_MADV_PAGEOUT = 21
 
 
 def open_collector(cfg: Config, profiler: Profiler | None = None, pods: PodIndex | None = None) -> Any:
     """Compile and attach the configured sources (seconds: call it in a thread), and load
-    the profiler now when a rule will ask for profiles."""
-    from ..collect import open_collector as open_sources
+    the profiler now when a rule will ask for profiles. Everything compiles in one BCC
+    loader process (:mod:`cgwatch.sources.loader`), side by side, which exits after."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    col = open_sources(cfg.sources(), cfg.host_root, exit_codes=cfg.exit_codes, pods=pods)
-    if profiler is not None and profiler.preload:
-        profiler.load()
-    trim_heap(pageout=True)   # compiling left ~45 MB of freed LLVM heap and ~75 MB of its libraries
+    from ..collect import open_collector as open_sources
+    from ..sources import loader
+
+    try:
+        with loader.session(), ThreadPoolExecutor(1) as pool:
+            preload = pool.submit(profiler.load) if profiler is not None and profiler.preload else None
+            col = open_sources(cfg.sources(), cfg.host_root, exit_codes=cfg.exit_codes, pods=pods)
+            if preload is not None:
+                preload.result()
+    finally:
+        loader.release()     # a loader started early that nothing used (no BPF source)
+    trim_heap()
     return col
 
 
-def trim_heap(pageout: bool = False) -> None:
-    """Give the C heap's free pages back to the kernel (glibc's malloc_trim); with
-    ``pageout``, once the programs are compiled, also ask it to page out the
-    compiler's libraries (madvise MADV_PAGEOUT, Linux 5.4+; file pages, read back
-    if ever needed). Best effort: a failure changes nothing but the resident size."""
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim). Best
+    effort: a failure changes nothing but the resident size."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.malloc_trim(0)
-        if not pageout:
-            return
-        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        with open("/proc/self/maps") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 6 or not any(lib in parts[5] for lib in _COMPILER_LIBS):
-                    continue
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                libc.madvise(lo, hi - lo, _MADV_PAGEOUT)
-    except (OSError, AttributeError, ValueError):
+    except (OSError, AttributeError):
         pass
 
 

@@ -32,6 +32,8 @@ log = logging.getLogger("cgwatch.profile")
 DEFAULT_HZ = 49
 DEFAULT_STACKS = 8192
 EFAULT = -errno.EFAULT
+#: BCC's program type for perf-event programs (BPF_PROG_TYPE_PERF_EVENT)
+PERF_EVENT_PROG = 7
 
 
 class Names(Protocol):
@@ -65,7 +67,8 @@ class Sampler:
             raise ValueError(f"profile frequency must be 1..1000 Hz, not {hz}")
         self.hz = hz
         self.stack_entries = stack_entries
-        self.bpf = load("profile", [f"-DCGW_STACKS={stack_entries}", f"-DCGW_COUNTS={stack_entries * 4}"])
+        self.bpf = load("profile", [f"-DCGW_STACKS={stack_entries}", f"-DCGW_COUNTS={stack_entries * 4}"],
+                        funcs={"on_sample": PERF_EVENT_PROG})
         self._wanted: dict[int, int] = {}     # cgroup id -> how many sessions want it
         self._attached = False
         self._lock = threading.Lock()
@@ -80,10 +83,7 @@ class Sampler:
                     table[ct.c_uint64(cgid)] = ct.c_uint8(1)
                 self._wanted[cgid] = self._wanted.get(cgid, 0) + 1
             if self._wanted and not self._attached:
-                from bcc import PerfSWConfig, PerfType
-
-                self.bpf.attach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
-                                           fn_name=b"on_sample", sample_freq=self.hz, cpu=-1)
+                self.bpf.attach_perf_event("on_sample", self.hz)
                 self._attached = True
 
     def unwant(self, cgids: set[int]) -> None:
@@ -101,9 +101,7 @@ class Sampler:
                 except KeyError:
                     pass
             if not self._wanted and self._attached:
-                from bcc import PerfSWConfig, PerfType
-
-                self.bpf.detach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK)
+                self.bpf.detach_perf_event()
                 self._attached = False
                 self.bpf["stacks"].clear()
                 self.bpf["counts"].clear()
@@ -143,11 +141,9 @@ class Sampler:
     def close(self) -> None:
         with self._lock:
             if self._attached:
-                from bcc import PerfSWConfig, PerfType
-
-                self.bpf.detach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK)
+                self.bpf.detach_perf_event()
                 self._attached = False
-            self.bpf.cleanup()
+            self.bpf.close()
 
 
 class Session:

@@ -1,4 +1,4 @@
-"""Compile and load cgwatch's BPF programs with BCC, and check the host first.
+"""Compile and load cgwatch's BPF programs (with BCC, in a loader process), and check the host first.
 
 Everything a user can get wrong (not root, no BCC, no kernel headers, no
 tracefs) becomes a :class:`SetupError` whose message is one line saying what
@@ -102,10 +102,10 @@ def kernel_version(release: str | None = None) -> tuple[int, int]:
 
 
 def raw_tracepoints() -> bool:
-    """True when this kernel attaches raw tracepoints (BCC's probe)."""
-    from bcc import BPF
+    """True when this kernel attaches raw tracepoints (asked of the kernel, not of BCC)."""
+    from .bpfsys import raw_tracepoints_supported
 
-    return bool(BPF.support_raw_tracepoint())
+    return raw_tracepoints_supported()
 
 
 def check_host() -> None:
@@ -115,9 +115,7 @@ def check_host() -> None:
     """
     if os.geteuid() != 0:
         raise SetupError("loading BPF programs needs root: run it with sudo")
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
+    if not _bcc_installed():
         raise SetupError(
             "BCC's Python module is missing: install python3-bpfcc and run cgwatch from "
             "Debian's python3 or a venv made with --system-site-packages (`sudo make run` does both)"
@@ -138,6 +136,17 @@ def check_host() -> None:
                 f"tracefs is not mounted and mounting it failed ({e.strerror}): "
                 "mount -t tracefs tracefs /sys/kernel/tracing"
             ) from None
+
+
+def _bcc_installed() -> bool:
+    """True when BCC's Python module can be imported, found without importing it (that
+    maps LLVM into this process; only the loader process imports BCC)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("bcc") is not None
+    except (ImportError, ValueError):    # ValueError: sys.modules["bcc"] is None
+        return False
 
 
 def _mount_tracefs() -> None:
@@ -179,22 +188,24 @@ def probe_flags(probes: Iterable[Probe], owner: str) -> tuple[list[str], set[str
     return flags, lost
 
 
-def load(name: str, cflags: Iterable[str] = ()) -> Any:
-    """Compile ``bpf/<name>.bpf.c`` with BCC and attach its probes.
+def load(name: str, cflags: Iterable[str] = (), funcs: dict[str, int] | None = None) -> Any:
+    """Compile ``bpf/<name>.bpf.c`` and attach its probes, in the loader process
+    (:mod:`cgwatch.sources.loader`); returns a :class:`~cgwatch.sources.bpfsys.Program`.
 
-    Raises SetupError (one line) when compilation or loading fails.
+    ``funcs`` names programs to load that no probe attaches by itself (name -> BCC
+    program type). Raises SetupError (one line) when compilation or loading fails.
     """
     check_host()
-    from bcc import BPF
+    from .loader import LoadError, session
 
     src = bpf_dir() / f"{name}.bpf.c"
     flags = [f"-I{bpf_dir()}", *cflags]
     log.debug("compiling %s with %s", src, " ".join(flags))
     try:
-        return BPF(src_file=str(src).encode(), cflags=flags)
-    except Exception as e:  # BCC raises bare Exception with its own text
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SetupError(f"{name}.bpf.c did not load: {first}") from None
+        with session() as loader:
+            return loader.load(str(src), flags, funcs)
+    except LoadError as e:
+        raise SetupError(f"{name}.bpf.c did not load: {e}") from None
 
 
 class PerCpuTable:
@@ -211,7 +222,7 @@ class PerCpuTable:
         self._np = np
         self.table = table
         self.fd = table.map_fd
-        self.ncpu = len(_possible_cpus())
+        self.ncpu = table.ncpu
         leaf = ct.sizeof(table.sLeaf)
         if leaf % 8:
             raise ValueError("per-CPU leaves must be made of u64 fields")
@@ -238,19 +249,17 @@ class PerCpuTable:
         return self._read_walk()
 
     def _read_batch(self) -> dict[int, Any]:
-        from bcc.libbcc import lib
-
         np = self._np
         out: dict[int, Any] = {}
         in_b, out_b = ct.c_uint32(0), ct.c_uint32(0)
         first = True
         while True:
             count = ct.c_uint32(self._chunk)
-            res = lib.bpf_lookup_batch(
-                self.fd, None if first else ct.byref(in_b), ct.byref(out_b),
-                ct.byref(self._keys), ct.byref(self._vals), ct.byref(count),
-            )
-            err = ct.get_errno() if res != 0 else 0
+            try:
+                self.table.lookup_batch(None if first else in_b, out_b, self._keys, self._vals, count)
+                res = err = 0
+            except OSError as e:
+                res, err = -1, e.errno
             n = count.value
             if n:
                 vals = np.frombuffer(self._vals, dtype=np.uint64, count=n * self.ncpu * self.nfields)
@@ -271,11 +280,10 @@ class PerCpuTable:
         np = self._np
         out: dict[int, Any] = {}
         for k in list(self.table.keys()):
-            try:
-                v = self.table.getvalue(k)
-            except KeyError:
+            raw = self.table.lookup(k)
+            if raw is None:          # deleted since the walk saw it
                 continue
-            arr = np.frombuffer(bytes(v), dtype=np.uint64).reshape(self.ncpu, self.nfields)
+            arr = np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, self.nfields)
             out[k.value] = arr.sum(axis=0)
         return out
 
@@ -286,12 +294,6 @@ class PerCpuTable:
                 del self.table[self.table.Key(cgid)]
             except KeyError:
                 pass
-
-
-def _possible_cpus() -> list[int]:
-    from bcc.utils import get_possible_cpus
-
-    return list(get_possible_cpus())
 
 
 def lost_count(table: Any) -> int:

@@ -34,9 +34,9 @@ class CgroupFeed:
         self._changes: list[Change] = []
         self._complete = True
         self._lost = 0
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.bpf.open_ring_buffer("events", self._on_event)
 
-    def _on_event(self, ctx: Any, data: Any, size: int) -> None:
+    def _on_event(self, data: memoryview) -> None:
         e = self.bpf["events"].event(data)
         if e.truncated:
             self._complete = False

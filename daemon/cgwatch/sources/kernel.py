@@ -121,13 +121,12 @@ class KernelSource:
 
     # -- events ------------------------------------------------------------------
     def _open_ring(self) -> bool:
-        try:
-            self.bpf["events"].open_ring_buffer(self._on_event)
-        except KeyError:
+        if "events" not in self.bpf:
             return False
+        self.bpf.open_ring_buffer("events", self._on_event)
         return True
 
-    def _on_event(self, ctx: Any, data: Any, size: int) -> None:
+    def _on_event(self, data: memoryview) -> None:
         rec = self.bpf["events"].event(data)
         ts = rec.ts_ns / 1e9 + self._mono_offset
         container = self.resolver.container(rec.cgroup_id, ts)

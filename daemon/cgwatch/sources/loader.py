@@ -1,0 +1,298 @@
+"""Compile and load BPF programs in a short-lived process; the daemon keeps only file descriptors.
+
+BCC compiles C with LLVM and Clang inside the process that calls it. Importing
+it maps and relocates some 60 MB of libraries, and each compile leaves tens of MB
+more; none of that is given back while the process lives. So the daemon never
+imports BCC. It starts a loader process (``python -P .../loader.py``)
+as early as it can, asks it for programs, and receives over a Unix socket
+(``SCM_RIGHTS``) the file descriptors of every map, program and attachment. The
+loader then exits and its memory goes with it; the probes stay attached
+because the daemon holds their descriptors (:class:`~cgwatch.sources.bpfsys.Program`).
+
+The loader forks one worker per program once BCC is imported (at most one per
+CPU at a time), so the programs compile side by side, and each answers on its
+own socket, so the daemon's threads can each wait for theirs.
+
+Protocol, on a ``SOCK_SEQPACKET`` pair: the daemon sends a JSON request
+``{"src": path, "cflags": [...], "funcs": {name: BCC program type}}`` with one
+descriptor, the socket the answer goes to. The worker answers
+``{"maps": [...], "funcs": [...], "links": n}`` with the descriptors in that order,
+or ``{"error": "one line"}``. The daemon closing its end tells the loader it is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger("cgwatch.bpf")
+
+#: the most descriptors one answer may carry (the kernel's SCM_MAX_FD is 253)
+MAX_FDS = 250
+_MSG = 1 << 20
+
+
+class LoadError(Exception):
+    """A program did not load; the message is BCC's first line."""
+
+
+class Loader:
+    """The daemon's side: one loader process, many requests (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # run as a script (-P: its directory is not put on sys.path): the loader
+            # needs only the standard library and BCC, not cgwatch
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", os.path.abspath(__file__), str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def load(self, src: str, cflags: list[str], funcs: dict[str, int] | None = None) -> Any:
+        """Compile, load and attach ``src``; returns a :class:`~.bpfsys.Program`."""
+        from .bpfsys import Func, Map, Program
+
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with mine:
+            req = json.dumps({"src": src, "cflags": cflags, "funcs": funcs or {}}).encode()
+            try:
+                with self._lock:
+                    if self._closed:
+                        raise LoadError("the BPF loader was already closed")
+                    socket.send_fds(self._ctl, [req], [theirs.fileno()])
+            except OSError as e:
+                raise LoadError(f"the BPF loader is gone ({e.strerror})") from None
+            finally:
+                theirs.close()
+            try:
+                msg, fds, _, _ = socket.recv_fds(mine, _MSG, MAX_FDS)
+            except OSError as e:
+                raise LoadError(f"no answer from the BPF loader ({e.strerror})") from None
+        if not msg:
+            raise LoadError("the BPF loader died while compiling (see the messages above)")
+        ans = json.loads(msg)
+        if "error" in ans:
+            for fd in fds:
+                os.close(fd)
+            raise LoadError(ans["error"])
+        it = iter(fds)
+        maps = {m["name"]: Map(m["name"], next(it), m["type"], m["key_size"], m["leaf_size"],
+                               m["max_entries"], m["key_desc"], m["leaf_desc"]) for m in ans["maps"]}
+        progs = {f: Func(f, next(it)) for f in ans["funcs"]}
+        links = list(it)
+        return Program(os.path.basename(src), maps, progs, links)
+
+    def close(self) -> None:
+        """Tell the loader we are done and reap it (its workers have answered by now)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._ctl.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+_shared: Loader | None = None
+_depth = 0
+_shared_lock = threading.Lock()
+
+
+def prestart() -> None:
+    """Start the loader now, so BCC imports while the daemon does its own start-up.
+    The next :func:`session` uses it and closes it at its end."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Loader()
+
+
+@contextmanager
+def session() -> Iterator[Loader]:
+    """The loader for a batch of loads: the prestarted one, or one started now.
+    The outermost session closes it, and with it the compiler's memory."""
+    global _shared, _depth
+    with _shared_lock:
+        if _shared is None:
+            _shared = Loader()
+        _depth += 1
+        loader = _shared
+    try:
+        yield loader
+    finally:
+        with _shared_lock:
+            _depth -= 1
+            last = _depth == 0 and _shared is loader
+            if last:
+                _shared = None
+        if last:
+            loader.close()
+
+
+def release() -> None:
+    """Close a loader that :func:`prestart` started and no session used."""
+    global _shared
+    with _shared_lock:
+        loader = _shared if _depth == 0 else None
+        if loader is not None:
+            _shared = None
+    if loader is not None:
+        loader.close()
+
+
+# --------------------------------------------------------------------------------------
+# the loader process
+
+def _describe(b: Any, lib: Any, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    """Load the requested extra programs; list every map, program and attachment."""
+    for name, kind in req["funcs"].items():
+        b.load_func(name.encode(), kind)
+    maps, fds = [], []
+    for i in range(lib.bpf_num_tables(b.module)):
+        name = lib.bpf_table_name(b.module, i)
+        fd = lib.bpf_table_fd_id(b.module, i)
+        if fd < 0:
+            continue
+        key = lib.bpf_table_key_desc_id(b.module, i)
+        leaf = lib.bpf_table_leaf_desc_id(b.module, i)
+        kind = lib.bpf_table_type_id(b.module, i)
+        if kind == RINGBUF:        # its records' type is what the program writes into it
+            leaf = json.dumps(_event_desc(lib, b.module, name))
+        maps.append({
+            "name": name.decode(), "type": kind,
+            "key_size": lib.bpf_table_key_size_id(b.module, i),
+            "leaf_size": lib.bpf_table_leaf_size_id(b.module, i),
+            "max_entries": lib.bpf_table_max_entries_id(b.module, i),
+            "key_desc": json.loads(key) if key else None,
+            "leaf_desc": json.loads(leaf) if leaf else None,
+        })
+        fds.append(fd)
+    funcs = []
+    for name, fn in b.funcs.items():
+        funcs.append(name.decode() if isinstance(name, bytes) else name)
+        fds.append(fn.fd)
+    links = [*b.tracepoint_fds.values(), *b.raw_tracepoint_fds.values()]
+    fds += links
+    if len(fds) > MAX_FDS:
+        raise LoadError(f"{len(fds)} descriptors are more than one answer can carry")
+    return {"maps": maps, "funcs": funcs, "links": len(links)}, fds
+
+
+RINGBUF = 27
+#: BCC's event field types -> the C type names of its table descriptions
+_EVENT_TYPES = {
+    "char": "char", "s8": "char", "unsigned char": "unsigned char", "u8": "unsigned char",
+    "short": "short", "s16": "short", "unsigned short": "unsigned short", "u16": "unsigned short",
+    "int": "int", "s32": "int", "enum": "int", "unsigned int": "unsigned int", "u32": "unsigned int",
+    "long": "long", "unsigned long": "unsigned long", "long long": "long long", "s64": "long long",
+    "unsigned long long": "unsigned long long", "u64": "unsigned long long",
+    "u8 *": "unsigned long", "char *": "unsigned long", "void *": "unsigned long",
+}
+
+
+def _event_desc(lib: Any, module: Any, name: bytes) -> list[Any]:
+    """The struct a program writes into a ring buffer, as a table description (BCC
+    records it from the program's ``ringbuf_output``/``ringbuf_reserve`` calls)."""
+    import re
+
+    fields: list[list[Any]] = []
+    for i in range(lib.bpf_perf_event_fields(module, name)):
+        fname, _, ftype = lib.bpf_perf_event_field(module, name, i).decode().partition("#")
+        if ftype.startswith("enum "):
+            ftype = "enum"
+        m = re.match(r"(.+?) ?\[([0-9]+)\]$", ftype)
+        if m:
+            fields.append([fname, _EVENT_TYPES[m.group(1)], [int(m.group(2))]])
+        else:
+            fields.append([fname, _EVENT_TYPES[ftype]])
+    return ["event", fields, "struct"]
+
+
+def _serve(req: dict[str, Any], reply: socket.socket) -> None:
+    """One worker: compile, attach, answer, and leave without BCC's clean-up (which
+    would disable the perf events the daemon now shares)."""
+    import ctypes as ct
+
+    from bcc import BPF
+    from bcc.libbcc import lib
+
+    for f, res, args in (("bpf_num_tables", ct.c_size_t, [ct.c_void_p]),
+                         ("bpf_table_name", ct.c_char_p, [ct.c_void_p, ct.c_size_t]),
+                         ("bpf_table_fd_id", ct.c_int, [ct.c_void_p, ct.c_size_t]),
+                         ("bpf_table_key_desc_id", ct.c_char_p, [ct.c_void_p, ct.c_size_t]),
+                         ("bpf_table_leaf_desc_id", ct.c_char_p, [ct.c_void_p, ct.c_size_t]),
+                         ("bpf_table_key_size_id", ct.c_size_t, [ct.c_void_p, ct.c_size_t]),
+                         ("bpf_table_leaf_size_id", ct.c_size_t, [ct.c_void_p, ct.c_size_t]),
+                         ("bpf_table_type_id", ct.c_int, [ct.c_void_p, ct.c_ulonglong]),
+                         ("bpf_table_max_entries_id", ct.c_ulonglong, [ct.c_void_p, ct.c_ulonglong]),
+                         ("bpf_perf_event_fields", ct.c_size_t, [ct.c_void_p, ct.c_char_p]),
+                         ("bpf_perf_event_field", ct.c_char_p, [ct.c_void_p, ct.c_char_p, ct.c_size_t])):
+        getattr(lib, f).restype = res
+        getattr(lib, f).argtypes = args
+    try:
+        b = BPF(src_file=req["src"].encode(), cflags=req["cflags"])
+        ans, fds = _describe(b, lib, req)
+    except Exception as e:  # BCC raises bare Exception with its own text
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reply.send(json.dumps({"error": text}).encode())
+        return
+    socket.send_fds(reply, [json.dumps(ans).encode()], fds)
+
+
+def main(fd: int) -> None:
+    ctl = socket.socket(fileno=fd)
+    try:
+        import bcc  # noqa: F401  (the one import the workers share)
+        err = ""
+    except Exception as e:
+        err = f"BCC did not import: {e}"
+    workers: set[int] = set()
+    limit = max(1, len(os.sched_getaffinity(0)))
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, _MSG, 1)
+        except OSError:
+            break
+        if not msg:
+            break
+        reply = socket.socket(fileno=fds[0])
+        if err:
+            reply.send(json.dumps({"error": err}).encode())
+            reply.close()
+            continue
+        while len(workers) >= limit:     # as many compiles at once as CPUs: more only costs memory
+            workers.discard(os.wait()[0])
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ctl.close()
+                _serve(json.loads(msg), reply)
+            except BaseException as e:     # the daemon sees the socket close and says so
+                print(f"cgwatch BPF loader: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            finally:
+                os._exit(0)
+        reply.close()
+        workers.add(pid)
+    for pid in workers:
+        os.waitpid(pid, 0)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    main(int(sys.argv[1]))
