@@ -158,17 +158,18 @@ class StartPeak(threading.Thread):
         self.root = root
         self.peak_kb = 0
         self.most_procs = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(0.05):
+        while not self._done.wait(0.05):
             pids = list(tree(self.root))
             self.peak_kb = max(self.peak_kb, sum(_pss_kb(p) for p in pids))
             self.most_procs = max(self.most_procs, len(pids))
 
     def stop(self) -> float:
-        self._stop.set()
-        self.join()
+        self._done.set()
+        if self.is_alive():
+            self.join()
         return self.peak_kb / 1024
 
 

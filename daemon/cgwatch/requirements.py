@@ -40,7 +40,7 @@ WHY: dict[str, str] = {
     "CAP_PERFMON": "perf_event_open(2): attach tracepoints and raw tracepoints (kernel >= 5.8)",
     "CAP_SYS_RESOURCE": "raise RLIMIT_MEMLOCK for BPF maps on kernels < 5.11",
     "CAP_DAC_READ_SEARCH": "read runtime state and /proc/<pid> files owned by other users",
-    "CAP_SYSLOG": "real addresses in /proc/kallsyms (BCC's raw tracepoint check: cpu.runq_latency_*)",
+    "CAP_SYSLOG": "real addresses in /proc/kallsyms (CFS refill functions for cpu.runq_latency_*, kernel profile frames)",
     "CAP_SYS_PTRACE": "read /proc/<pid>/maps and /proc/<pid>/root of containers to name profile frames",
 }
 
