@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from cgwatch.identity import find_cgroup2_root
 from cgwatch.sources import bpf, loader
 from cgwatch.sources.bpfsys import MAP_RINGBUF, Program
 from cgwatch.sources.cgroups import CgroupFeed
+from tests.conftest import hexid
 from tests.receiver import free_port
 
 pytestmark = pytest.mark.bpf
@@ -107,3 +109,33 @@ def test_the_compiler_never_runs_in_the_daemon(tmp_path):
         _, err = proc.communicate(timeout=60)
         s.close()
     assert proc.returncode == 0, err
+
+
+def test_the_key_by_key_walk_reads_what_the_batch_read_does(cgroups):
+    """Kernels before 5.6 have no batch lookups; the walk that stands in must agree."""
+    from cgwatch.sources.bpf import PerCpuTable
+
+    with loader.session() as ld:
+        prog = ld.load(str(bpf.bpf_dir() / "cpu.bpf.c"), [f"-I{bpf.bpf_dir()}", "-DCGW_HAVE_SWITCH"])
+    try:
+        ids = []
+        for _ in range(6):
+            c = cgroups(f"docker/{hexid()}")
+            c.run(["/bin/sh", "-c", "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done"])
+            ids.append(c.cgid)
+        table = PerCpuTable(prog["cpu_stats"], chunk=4)     # a small chunk: several batches
+        batch: dict = {}
+        for _ in range(6000):                               # until each has been switched out
+            batch = table.read()
+            if set(ids) <= set(batch):
+                break
+            time.sleep(0.01)
+        assert set(ids) <= set(batch), "the busy cgroups never showed in the map"
+        table._batch = False
+        walk = table.read()
+        assert set(batch) <= set(walk)                        # cgroups are only added meanwhile
+        for cgid in ids:
+            assert (walk[cgid] >= batch[cgid]).all()          # counters only grow
+            assert batch[cgid][0] > 0 and batch[cgid][1] > 0  # on-CPU time and switches
+    finally:
+        prog.close()
