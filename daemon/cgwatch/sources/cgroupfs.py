@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..model import Container, Event, Sample
+from ..model import Container, Event, Sample, new_sample
 from .cgroupfs_layout import V1_CONTROLLERS, FileCache, Layout, fd_budget, read_file, read_text, resolve_v1
 
 __all__ = ["CgroupfsSource", "Layout", "V1_CONTROLLERS", "read_cgroup", "resolve_v1"]
@@ -412,7 +412,7 @@ class CgroupfsSource:
         onto ``out``. A counter's first reading, or one that went backwards, gives no rate."""
         for m, k in _GAUGES:
             if k in raw:
-                out.append(Sample(now, c, m, raw[k]))
+                out.append(new_sample(now, c, m, raw[k]))
         prev = self._prev.get(c.id)
         if prev is None:
             prev = self._prev[c.id] = {}
@@ -423,10 +423,10 @@ class CgroupfsSource:
             dp = None if p0 is None or periods < p0[1] else float(periods - p0[1])
             dt = None if t0 is None or throttled < t0[1] else float(throttled - t0[1])
             if dp and dt is not None and "cpu_limit_cores" in raw:
-                out.append(Sample(now, c, "cpu.throttled_ratio", min(1.0, dt / dp)))
+                out.append(new_sample(now, c, "cpu.throttled_ratio", min(1.0, dt / dp)))
         if raw.get("mem_limit_bytes", 0) > 0 and "mem_usage_bytes" in raw:
             ratio = raw["mem_usage_bytes"] / raw["mem_limit_bytes"]
-            out.append(Sample(now, c, "mem.usage_ratio", ratio))
+            out.append(new_sample(now, c, "mem.usage_ratio", ratio))
         for m, k, scale in _RATES:
             v = raw.get(k)
             if v is None:
@@ -437,7 +437,7 @@ class CgroupfsSource:
                 continue
             dt, dv = read_at - before[0], v - before[1]
             if dt > 0 and dv >= 0:
-                out.append(Sample(now, c, m, dv / dt * scale))
+                out.append(new_sample(now, c, m, dv / dt * scale))
 
     def events(self) -> list[Event]:
         """cgroupfs has no discrete events (OOM kills come as a rate).

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..model import Container, Event
+from ..model import Container, Event, new_sample
 from .bpf import PerCpuTable, Probe, load, lost_count, probe_flags
 
 log = logging.getLogger("cgwatch.sources")
@@ -243,12 +243,10 @@ def row_samples(now: float, cs: list[Container], names: list[str],
                 rows: list[list[float | None]]) -> list[Any]:
     """Samples of ``names[j]`` = ``rows[i][j]`` for each container ``cs[i]``, None skipped;
     in the order :func:`rate_samples` gives them (container by container)."""
-    from ..model import Sample
-
     out = []
     append = out.append
     for c, row in zip(cs, rows):
         for metric, v in zip(names, row):
             if v is not None:
-                append(Sample(now, c, metric, v))
+                append(new_sample(now, c, metric, v))
     return out
