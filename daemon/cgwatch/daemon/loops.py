@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -52,7 +53,13 @@ PROFILE_POLL_S = 1.0
 
 async def collect(collector: Any, counters: Counters, queue: asyncio.Queue[Batch], stop: asyncio.Event,
                   interval: float) -> None:
-    """Tick the collector every interval, in a thread; hand batches to the pipeline until ``stop``."""
+    """Tick the collector every interval, in a thread; hand batches to the pipeline until ``stop``.
+
+    Everything open by now (modules, BCC, the compiled programs' tables, the rules) lives as
+    long as the daemon: it is moved out of the garbage collector's reach (``gc.freeze``), so
+    the full collections a long run makes now and then do not walk ~80,000 objects that can
+    never be garbage (46 ms each at 100 containers, ~1 ms an interval on average)."""
+    gc.freeze()
     c = counters
     next_at = time.monotonic() + interval
     n = 0
