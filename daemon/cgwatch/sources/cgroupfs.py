@@ -138,8 +138,15 @@ _NO_DIR = _Dir(None)
 def _pick(**names: str) -> Parse:
     """Some ``key value`` lines (cpu.stat, memory.events, ...), renamed."""
     def parse(text: str) -> dict[str, float]:
-        pairs = (line.split() for line in text.splitlines() if line.strip())
-        return {names[k]: float(int(v)) for k, v in pairs if k in names}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            f = line.split()
+            if f:
+                k, v = f          # not two words: malformed (ValueError), whichever the key
+                key = names.get(k)
+                if key is not None:
+                    out[key] = float(int(v))
+        return out
     return parse
 
 
