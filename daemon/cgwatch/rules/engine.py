@@ -292,9 +292,19 @@ class Engine:
         anomaly stage's verdicts on them, evaluation at ``now``, then its events in time
         order; returns the alert changes."""
         pushed = False
-        for s in samples:
-            self.push_sample(s)
+        by_metric, dirty = self._by_metric, self._dirty
+        last: Container | None = None
+        ser: Series | None = None
+        for s in samples:         # push_sample(s), its series looked up once per row of a container's samples
             pushed = True
+            if s.metric not in by_metric:
+                continue
+            c = s.container
+            if c is not last:
+                last = c
+                ser = self._series_of(c)
+                dirty[c.workload] = ser
+            ser.push(s.metric, s.ts, s.value)  # type: ignore[union-attr]
         for v in verdicts:
             self.push_verdict(v)
             pushed = True
