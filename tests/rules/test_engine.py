@@ -430,3 +430,15 @@ def test_series_window_is_the_values_since_the_last_one_before_the_window(pushes
     for t in pushes:
         ser.push("m", t, t)
     assert [t for t, _ in ser.window("m", seconds, now)] == want
+
+
+def test_firing_count_is_how_many_alerts_fire(tmp_path):
+    """What systemd's STATUS= says every interval, counted without writing summaries."""
+    e = Engine(rules_from(tmp_path, HOT.replace("for: 10s", "for: 2s")))
+    counts = []
+    for t in range(8):
+        e.step(float(t), [Sample(float(t), WEB, "cpu.usage_cores", 0.95),
+                          Sample(float(t), DB, "cpu.usage_cores", 0.95 if t >= 3 else 0.1)], [])
+        assert e.firing_count() == sum(1 for a in e.alerts() if a[2] == "firing")
+        counts.append(e.firing_count())
+    assert counts == [0, 0, 1, 1, 1, 2, 2, 2]

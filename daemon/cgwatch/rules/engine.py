@@ -408,6 +408,11 @@ class Engine:
         return Alert(ts, r.name, c, state, r.severity, value,
                      summarize(r, c, value, event, verdict), dict(r.labels))
 
+    def firing_count(self) -> int:
+        """How many of :meth:`alerts` are firing, without writing their summaries."""
+        series = self._series
+        return sum(1 for (_, cid), st in self._active.items() if st[0] == FIRING and cid in series)
+
     def firing(self) -> list[tuple[str, Container, str, str, float | None]]:
         """What is firing now: (rule, container, severity, summary, value)."""
         out = []
