@@ -116,10 +116,10 @@ class KernelSource:
             self._prev[table] = cur
             return [], np.zeros((0, reader.nfields), dtype=np.uint64), dt
         keys = list(cur)
-        vals = np.stack(list(cur.values()))
+        vals = np.array(list(cur.values()))          # (np.stack checks what we know: 2.5x slower)
         zero = np.zeros(vals.shape[1], dtype=vals.dtype)
         get = prev.get
-        d = vals - np.stack([get(k, zero) for k in keys])
+        d = vals - np.array([get(k, zero) for k in keys])
         wrapped = (d > vals).any(axis=1)               # wrapped or recreated: from zero
         if wrapped.any():
             d[wrapped] = vals[wrapped]
