@@ -17,7 +17,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 #: The runtimes identity can name. ``systemd`` is a plain unit, ``host`` is
@@ -123,6 +123,45 @@ class Sample:
         }
         out.update(self.container.identity_json())
         return out
+
+
+class _SampleBuilder:
+    """A plain object with the very slots of :class:`Sample`, filled by an ordinary
+    ``__init__`` and then made a Sample (see :func:`new_sample`)."""
+
+    __slots__ = ("ts", "container", "metric", "value")
+
+    def __init__(self, ts: float, container: Container, metric: str, value: float) -> None:
+        self.ts = ts
+        self.container = container
+        self.metric = metric
+        self.value = value
+
+
+# a Sample field added or moved must be added or moved here too: the layouts must be the same
+assert _SampleBuilder.__slots__ == Sample.__slots__ == tuple(f.name for f in fields(Sample))
+
+
+def new_sample(ts: float, container: Container, metric: str, value: float) -> Sample:
+    """``Sample(ts, container, metric, value)``, made in under half the time.
+
+    A frozen dataclass sets each field through ``object.__setattr__``; the sources
+    make thousands of samples an interval. This fills a plain object of the same
+    layout and makes it a Sample: the very same type, fields, equality, hash and
+    immutability.
+
+    >>> web = Container(id="4f1c", name="web-1", runtime="docker")
+    >>> s = new_sample(1.0, web, "cpu.usage_cores", 0.5)
+    >>> type(s) is Sample, s == Sample(1.0, web, "cpu.usage_cores", 0.5), s.value
+    (True, True, 0.5)
+    >>> s.value = 1.0
+    Traceback (most recent call last):
+    ...
+    dataclasses.FrozenInstanceError: cannot assign to field 'value'
+    """
+    s = _SampleBuilder(ts, container, metric, value)
+    s.__class__ = Sample
+    return s  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True, frozen=True)

@@ -12,7 +12,7 @@ import pytest
 
 from cgwatch.anomaly.stage import AnomalyStage
 from cgwatch.model import Container, Event, Sample
-from cgwatch.rules.engine import Engine
+from cgwatch.rules.engine import Engine, Series
 from cgwatch.rules.load import load_rules
 
 WEB = Container(id="w" * 64, name="web-1", runtime="docker", image="nginx:1.27", labels={"env": "prod"})
@@ -414,3 +414,31 @@ def test_replay_orders_a_tick_as_live_does(tmp_path) -> None:
         stream = [x for _, s, e in ticks for x in ((*e, *s) if events_first else (*s, *e))]
         stream.sort(key=lambda x: x.ts)
         assert [a.to_json() for a in Judged(rules).feed(stream)] == live
+
+
+@pytest.mark.parametrize("pushes, seconds, now, want", [
+    ([10.0, 11.0, 12.0], 10.0, 12.0, [10.0, 11.0, 12.0]),    # in order, all inside: the whole history
+    ([10.0, 11.0, 12.0], 1.5, 12.0, [11.0, 12.0]),           # in order, partly inside
+    ([10.0, 11.0, 12.0], 10.0, 11.0, [10.0, 11.0]),          # one after now
+    ([10.0, 1.0, 11.0], 10.0, 15.0, [11.0]),                 # the clock stepped back: the scan stops at 1
+    ([10.0, 20.0, 11.0], 10.0, 15.0, [10.0, 11.0]),          # a value from after now in the middle
+])
+def test_series_window_is_the_values_since_the_last_one_before_the_window(pushes, seconds, now, want):
+    """The newest values back to the first one at or before ``now - seconds``, none after ``now``:
+    the same whether or not the history was pushed in time order."""
+    ser = Series(Container(id="c", name="c", runtime="docker"), {"m": 300.0}, 300.0)
+    for t in pushes:
+        ser.push("m", t, t)
+    assert [t for t, _ in ser.window("m", seconds, now)] == want
+
+
+def test_firing_count_is_how_many_alerts_fire(tmp_path):
+    """What systemd's STATUS= says every interval, counted without writing summaries."""
+    e = Engine(rules_from(tmp_path, HOT.replace("for: 10s", "for: 2s")))
+    counts = []
+    for t in range(8):
+        e.step(float(t), [Sample(float(t), WEB, "cpu.usage_cores", 0.95),
+                          Sample(float(t), DB, "cpu.usage_cores", 0.95 if t >= 3 else 0.1)], [])
+        assert e.firing_count() == sum(1 for a in e.alerts() if a[2] == "firing")
+        counts.append(e.firing_count())
+    assert counts == [0, 0, 1, 1, 1, 2, 2, 2]

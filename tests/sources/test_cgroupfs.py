@@ -275,9 +275,9 @@ def test_host_is_skipped_and_gone_containers_forgotten(unified):
     assert src.collect(100.0, [HOST]) == []
     src.collect(100.0, [container()])
     src.collect(110.0, [container()])
-    assert len(src._rates) and src._paths
+    assert src._prev and src._paths
     assert src.collect(120.0, []) == []
-    assert len(src._rates) == 0 and not src._paths
+    assert not src._prev and not src._paths
 
 
 def test_counter_going_backwards_gives_no_rate(unified):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -48,11 +49,25 @@ PRUNE_EVERY_S = 3600.0
 WATCH_EVERY_S = 5.0
 #: running profiles fold what the kernel counted this often
 PROFILE_POLL_S = 1.0
+#: objects the youngest GC generation may hold before it is collected (CPython's default: 700)
+GC_YOUNG = 20_000
 
 
 async def collect(collector: Any, counters: Counters, queue: asyncio.Queue[Batch], stop: asyncio.Event,
                   interval: float) -> None:
-    """Tick the collector every interval, in a thread; hand batches to the pipeline until ``stop``."""
+    """Tick the collector every interval, in a thread; hand batches to the pipeline until ``stop``.
+
+    Everything open by now (modules, BCC, the compiled programs' tables, the rules) lives as
+    long as the daemon: it is moved out of the garbage collector's reach (``gc.freeze``), so
+    the full collections a long run makes now and then do not walk ~80,000 objects that can
+    never be garbage (46 ms each at 100 containers, ~1 ms an interval on average).
+
+    An interval's batch (a few thousand samples, alive together until the view has them)
+    also set off ~3 young collections an interval, each walking the batch to find no cycle:
+    the young generation may grow to :data:`GC_YOUNG` objects first (the daemon's garbage is
+    freed by reference counts; cycles wait a little longer)."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
     c = counters
     next_at = time.monotonic() + interval
     n = 0

@@ -188,7 +188,7 @@ class Pipeline:
     def status_line(self, watching: int) -> str:
         """systemd's STATUS=: what an operator wants from ``systemctl status``; ``watching``
         is how many containers the daemon lists now (:meth:`DaemonView.watching`)."""
-        firing = sum(1 for a in self.engine.alerts() if a[2] == "firing")
+        firing = self.engine.firing_count()       # every interval: no summaries written to count them
         line = f"watching {watching} containers, {firing} alerts firing, {len(self.engine.rules)} rules"
         if not self.counters.reload_ok:
             line += f"; last reload FAILED, old config kept: {self.counters.reload_error}"

@@ -92,15 +92,21 @@ class DaemonView:
         judged metric's normal band and its anomalous points (see :func:`verdict_samples`)."""
         scores, bands = verdict_samples(verdicts) if verdicts else ((), ())
         seen = self._seen
+        last: Container | None = None
+        entry: _Seen | None = None
+        metrics: dict[str, float] = {}
         for s in (*samples, *scores) if scores else samples:
-            cid = s.container.id
-            entry = seen.get(cid)
-            if entry is None or entry.container is not s.container:
-                old = entry
-                entry = seen[cid] = _Seen(s.container, old.first_seen if old else s.ts, s.ts,
-                                          old.metrics if old else {})
-            entry.last_seen = s.ts
-            entry.metrics[s.metric] = s.value
+            c = s.container
+            if c is not last:            # a container's samples come in a row: look it up once a row
+                last = c
+                entry = seen.get(c.id)
+                if entry is None or entry.container is not c:
+                    old = entry
+                    entry = seen[c.id] = _Seen(c, old.first_seen if old else s.ts, s.ts,
+                                               old.metrics if old else {})
+                metrics = entry.metrics
+            entry.last_seen = s.ts       # type: ignore[union-attr]
+            metrics[s.metric] = s.value
         for e in events:
             if e.kind == "container_stop":
                 seen.pop(e.container.id, None)

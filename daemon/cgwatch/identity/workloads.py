@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..model import HOST, Container, Event, Sample
+from ..model import HOST, Container, Event, Sample, new_sample
 
 #: a workload stopped for longer than this starts afresh (its restarts are forgotten)
 REMEMBER_S = 3600.0
@@ -91,7 +91,7 @@ class Workloads:
         if last is None or now <= last:
             return []
         span = now - last
-        return [Sample(now, c, METRIC, new.get(c.workload, 0) / span) for c in containers if c is not HOST]
+        return [new_sample(now, c, METRIC, new.get(c.workload, 0) / span) for c in containers if c is not HOST]
 
     def restarts(self, c: Container) -> int:
         """How many times ``c``'s workload restarted while cgwatch watched it."""

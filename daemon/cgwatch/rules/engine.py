@@ -64,7 +64,8 @@ class Series:
     """One container's recent values of the metrics rules read; the evaluation
     context of threshold expressions."""
 
-    __slots__ = ("container", "now", "stale_after", "_last", "_hist", "_keep", "dirty", "selected", "stopped")
+    __slots__ = ("container", "now", "stale_after", "_last", "_hist", "_keep", "_unsorted", "dirty", "selected",
+                 "stopped")
 
     def __init__(self, container: Container, keep: Mapping[str, float], stale_after: float) -> None:
         self.container = container
@@ -73,6 +74,8 @@ class Series:
         self._last: dict[str, tuple[float, float]] = {}
         self._hist: dict[str, deque[tuple[float, float]]] = {}
         self._keep = keep
+        #: metrics whose history got a value older than the one before (a clock stepped back)
+        self._unsorted: set[str] = set()
         self.dirty: set[str] = set()
         self.selected: dict[int, bool] = {}
         #: when the container stopped (None while it runs): its metrics have no current value
@@ -85,6 +88,8 @@ class Series:
             h = self._hist.get(metric)
             if h is None:
                 h = self._hist[metric] = deque(maxlen=MAX_WINDOW_SAMPLES)
+            elif h and ts < h[-1][0]:
+                self._unsorted.add(metric)
             h.append((ts, value))
             horizon = ts - keep
             while h[0][0] <= horizon:
@@ -103,6 +108,8 @@ class Series:
         if not h:
             return ()
         start = now - seconds
+        if h[0][0] > start and h[-1][0] <= now and metric not in self._unsorted:
+            return list(h)          # in time order and all inside: the whole history, copied in C
         out = []
         for item in reversed(h):
             if item[0] <= start:
@@ -285,9 +292,19 @@ class Engine:
         anomaly stage's verdicts on them, evaluation at ``now``, then its events in time
         order; returns the alert changes."""
         pushed = False
-        for s in samples:
-            self.push_sample(s)
+        by_metric, dirty = self._by_metric, self._dirty
+        last: Container | None = None
+        ser: Series | None = None
+        for s in samples:         # push_sample(s), its series looked up once per row of a container's samples
             pushed = True
+            if s.metric not in by_metric:
+                continue
+            c = s.container
+            if c is not last:
+                last = c
+                ser = self._series_of(c)
+                dirty[c.workload] = ser
+            ser.push(s.metric, s.ts, s.value)  # type: ignore[union-attr]
         for v in verdicts:
             self.push_verdict(v)
             pushed = True
@@ -390,6 +407,11 @@ class Engine:
                event: Mapping[str, Any] | None = None, verdict: Verdict | None = None) -> Alert:
         return Alert(ts, r.name, c, state, r.severity, value,
                      summarize(r, c, value, event, verdict), dict(r.labels))
+
+    def firing_count(self) -> int:
+        """How many of :meth:`alerts` are firing, without writing their summaries."""
+        series = self._series
+        return sum(1 for (_, cid), st in self._active.items() if st[0] == FIRING and cid in series)
 
     def firing(self) -> list[tuple[str, Container, str, str, float | None]]:
         """What is firing now: (rule, container, severity, summary, value)."""

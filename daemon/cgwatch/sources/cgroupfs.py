@@ -26,8 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..model import Container, Event, Sample
-from .base import Rates
+from ..model import Container, Event, Sample, new_sample
 from .cgroupfs_layout import V1_CONTROLLERS, FileCache, Layout, fd_budget, read_file, read_text, resolve_v1
 
 __all__ = ["CgroupfsSource", "Layout", "V1_CONTROLLERS", "read_cgroup", "resolve_v1"]
@@ -75,26 +74,41 @@ def _known_absent(path: str, now: float) -> bool:
 
 
 class _Dir:
-    """One cgroup directory being read; remembers whether a file was missing."""
+    """One cgroup directory being read; remembers whether a file was missing, and
+    whether a read failed now (not a file known to be absent from before).
 
-    __slots__ = ("path", "missing")
+    A container's dirs are made once and reused every interval (:meth:`reset`): the
+    paths are joined once, not per file per interval.
+    """
+
+    __slots__ = ("path", "prefix", "missing", "failed", "ok", "now")
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = None if path is None else str(path)
-        self.missing = False
+        self.prefix = "" if self.path is None else self.path.rstrip("/") + "/"
+        self.missing = self.failed = self.ok = False
+        self.now = 0.0
+
+    def reset(self, now: float) -> _Dir:
+        self.missing = self.failed = self.ok = False
+        self.now = now
+        return self
 
     def get(self, name: str, parse: Parse) -> dict[str, float] | None:
         """The figures in one file: None when it is not there, {} when malformed."""
         if self.path is None:
             return None
-        path = os.path.join(self.path, name)
-        now = time.monotonic()
-        if _known_absent(path, now):
-            self.missing = True
-            return None
+        path = self.prefix + name
+        seen = _absent.get(path)
+        if seen is not None:        # _known_absent, inlined: most files of a hybrid host
+            if self.now - seen < ABSENT_RETRY_S:
+                self.missing = True
+                return None
+            del _absent[path]
         try:
             text = read_file(path) if _files is None else _files.read(path)
         except OSError as e:
+            self.failed = True
             if e.errno in (errno.ENOENT, errno.ENODEV):  # ENODEV: removed while open
                 self.missing = True
             else:  # EOPNOTSUPP: PSI switched off at boot; anything else is odd
@@ -103,8 +117,9 @@ class _Dir:
             if e.errno in (errno.ENOENT, errno.EOPNOTSUPP):
                 if len(_absent) >= _ABSENT_MAX:
                     _absent.clear()
-                _absent[path] = now
+                _absent[path] = self.now
             return None
+        self.ok = True
         try:
             return parse(text)
         except (ValueError, IndexError, ZeroDivisionError):
@@ -112,14 +127,26 @@ class _Dir:
             return {}
 
     def gone(self) -> bool:
-        return self.missing and not os.path.isdir(self.path or "")
+        """Whether the directory went away: looked at when a file was missing, unless every
+        read this interval succeeded (then files known absent from before say nothing of it)."""
+        return self.missing and (self.failed or not self.ok) and not os.path.isdir(self.path or "")
+
+
+_NO_DIR = _Dir(None)
 
 
 def _pick(**names: str) -> Parse:
     """Some ``key value`` lines (cpu.stat, memory.events, ...), renamed."""
     def parse(text: str) -> dict[str, float]:
-        pairs = (line.split() for line in text.splitlines() if line.strip())
-        return {names[k]: float(int(v)) for k, v in pairs if k in names}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            f = line.split()
+            if f:
+                k, v = f          # not two words: malformed (ValueError), whichever the key
+                key = names.get(k)
+                if key is not None:
+                    out[key] = float(int(v))
+        return out
     return parse
 
 
@@ -175,9 +202,24 @@ def _read_text_kept(path: str) -> str | None:
         return None
 
 
+# the parsers, made once (not per container per interval)
+_PERIODS = {"nr_periods": "nr_periods", "nr_throttled": "nr_throttled"}
+_V2_CPU_STAT = _pick(usage_usec="cpu_usage_usec", **_PERIODS)
+_V1_CPU_STAT = _pick(**_PERIODS)
+_V1_USAGE = _num("cpu_usage_usec", 1e-3)
+_LIMIT = _num("cpu_limit_cores")
+_QUOTA, _PERIOD = _num("q"), _num("p")
+_MEM_USAGE, _MEM_LIMIT = _num("mem_usage_bytes"), _num("mem_limit_bytes")
+_OOM = _pick(oom_kill="oom_kills")
+_V2_FAULTS, _V1_FAULTS = _pick(pgmajfault="major_faults"), _pick(total_pgmajfault="major_faults")
+_TASKS = _num("tasks")
+_DESCENDANTS = _pick(nr_descendants="n")
+_PSI = tuple((f"{res}.pressure", _psi_some(f"psi_{res}_some_usec")) for res in ("cpu", "memory", "io"))
+
+
 def _threads(v2: _Dir) -> dict[str, float]:
     """Lines of cgroup.threads over the subtree (walked only when it has children)."""
-    nested = (v2.get("cgroup.stat", _pick(nr_descendants="n")) or {}).get("n", 1) > 0
+    nested = (v2.get("cgroup.stat", _DESCENDANTS) or {}).get("n", 1) > 0
     top, total, found = v2.path or "", 0, False
     for d, _, _ in os.walk(top) if nested else [(top, [], [])]:
         text = _read_text_kept(os.path.join(d, "cgroup.threads"))
@@ -186,52 +228,73 @@ def _threads(v2: _Dir) -> dict[str, float]:
     return {"tasks": float(total)} if found else {}
 
 
-def _read_raw(layout: Layout, rel: str,
-              v1_dirs: dict[str, Path]) -> tuple[dict[str, float] | None, bool]:
-    """The readings (None: the cgroup vanished) and whether a v1 dir vanished."""
-    v2 = _Dir(None if layout.unified is None else layout.unified / rel)
-    v1 = {c: _Dir(p) for c, p in v1_dirs.items()}
-    cpu, cpuacct, mem, blk, pids = (v1.get(c, _Dir(None)) for c in V1_CONTROLLERS)
-    out: dict[str, float] = {}
+def _dirs(layout: Layout, rel: str, v1_dirs: dict[str, Path]) -> tuple[_Dir, dict[str, _Dir]]:
+    """The v2 dir and the v1 dirs of one cgroup, for :func:`_read_raw`."""
+    return (_Dir(None if layout.unified is None else layout.unified / rel),
+            {c: _Dir(p) for c, p in v1_dirs.items()})
 
-    def first(*tries: tuple[_Dir, str, Parse], need: bool = False) -> dict[str, float]:
-        """The first file that is there (with ``need``: that has figures)."""
-        for d, name, parse in tries:
-            got = d.get(name, parse)
-            if got is not None and (got or not need):
-                out.update(got)
-                return got
-        return {}
 
-    periods = {"nr_periods": "nr_periods", "nr_throttled": "nr_throttled"}
-    got = v2.get("cpu.stat", _pick(usage_usec="cpu_usage_usec", **periods))
+def _first(out: dict[str, float], *tries: tuple[_Dir, str, Parse]) -> None:
+    """The figures of the first file that is there."""
+    for d, name, parse in tries:
+        got = d.get(name, parse)
+        if got is not None:
+            out.update(got)
+            return
+
+
+def _read_raw(layout: Layout, rel: str, v1_dirs: dict[str, Path],
+              dirs: tuple[_Dir, dict[str, _Dir]] | None = None,
+              now: float | None = None) -> tuple[dict[str, float] | None, bool]:
+    """The readings (None: the cgroup vanished) and whether a v1 dir vanished.
+
+    ``dirs`` (from :func:`_dirs`) are the container's dirs kept from one interval
+    to the next; ``now`` is the monotonic time files found absent are judged at.
+    """
+    v2, v1 = _dirs(layout, rel, v1_dirs) if dirs is None else dirs
+    t = time.monotonic() if now is None else now
+    v2.reset(t)
+    for d in v1.values():
+        d.reset(t)
+    get = v1.get
+    cpu, cpuacct, mem, blk, pids = (get(c, _NO_DIR) for c in V1_CONTROLLERS)
+    got = v2.get("cpu.stat", _V2_CPU_STAT)
     if got is None and v2.gone():
         return None, False
-    out.update(got or {})
+    out: dict[str, float] = dict(got) if got else {}
     if "cpu_usage_usec" not in out:
-        first((cpuacct, "cpuacct.usage", _num("cpu_usage_usec", 1e-3)))
+        _first(out, (cpuacct, "cpuacct.usage", _V1_USAGE))
     if "nr_periods" not in out:
-        first((cpu, "cpu.stat", _pick(**periods)))
-    if (lim := v2.get("cpu.max", _num("cpu_limit_cores"))) is not None:
+        _first(out, (cpu, "cpu.stat", _V1_CPU_STAT))
+    if (lim := v2.get("cpu.max", _LIMIT)) is not None:
         out.update(lim)
     else:  # v1: quota -1 = none
-        q = cpu.get("cpu.cfs_quota_us", _num("q")) or {}
-        p = cpu.get("cpu.cfs_period_us", _num("p")) or {}
+        q = cpu.get("cpu.cfs_quota_us", _QUOTA) or {}
+        p = cpu.get("cpu.cfs_period_us", _PERIOD) or {}
         if q.get("q", 0) > 0 and p.get("p", 0) > 0:
             out["cpu_limit_cores"] = q["q"] / p["p"]
-    first((v2, "memory.current", _num("mem_usage_bytes")),
-          (mem, "memory.usage_in_bytes", _num("mem_usage_bytes")))
-    first((v2, "memory.max", _num("mem_limit_bytes")),
-          (mem, "memory.limit_in_bytes", _num("mem_limit_bytes")))
-    oom = _pick(oom_kill="oom_kills")
-    first((v2, "memory.events", oom), (mem, "memory.oom_control", oom))
-    first((v2, "memory.stat", _pick(pgmajfault="major_faults")),  # v1: hierarchical total_*
-          (mem, "memory.stat", _pick(total_pgmajfault="major_faults")))
-    if not first((v2, "pids.current", _num("tasks")), (pids, "pids.current", _num("tasks"))):
-        out.update(_threads(v2) if v2.path else {})
-    first((v2, "io.stat", _io_stat), *((blk, name, _blkio) for name in _BLKIO), need=True)
-    for res in ("cpu", "memory", "io"):
-        first((v2, f"{res}.pressure", _psi_some(f"psi_{res}_some_usec")))
+    _first(out, (v2, "memory.current", _MEM_USAGE), (mem, "memory.usage_in_bytes", _MEM_USAGE))
+    _first(out, (v2, "memory.max", _MEM_LIMIT), (mem, "memory.limit_in_bytes", _MEM_LIMIT))
+    _first(out, (v2, "memory.events", _OOM), (mem, "memory.oom_control", _OOM))
+    _first(out, (v2, "memory.stat", _V2_FAULTS), (mem, "memory.stat", _V1_FAULTS))  # v1: hierarchical total_*
+    tasks = v2.get("pids.current", _TASKS)
+    if tasks is None:
+        tasks = pids.get("pids.current", _TASKS)
+    if tasks:
+        out.update(tasks)
+    elif v2.path:
+        out.update(_threads(v2))
+    io = v2.get("io.stat", _io_stat)      # the first file with figures
+    if not io:
+        for name in _BLKIO:
+            io = blk.get(name, _blkio)
+            if io:
+                break
+    if io:
+        out.update(io)
+    for name, parse in _PSI:
+        if (psi := v2.get(name, parse)) is not None:
+            out.update(psi)
     if v2.gone() or v2.path is None and all(d.path is None or d.gone() for d in v1.values()):
         return None, False
     return out, any(d.gone() for d in v1.values())
@@ -306,10 +369,10 @@ class CgroupfsSource:
         self.layout = Layout.detect() if layout is None else layout
         self.proc_root = Path(proc_root)
         self.clock = clock
-        #: (container id, metric) -> (time of the container's read, counter)
-        self._rates = Rates()
-        #: container id -> (cgroup rel path, v1 dirs, vouched for by a member)
-        self._paths: dict[str, tuple[str, dict[str, Path], bool]] = {}
+        #: container id -> {metric or reading: (time of the container's read, counter)}
+        self._prev: dict[str, dict[str, tuple[float, float]]] = {}
+        #: container id -> (cgroup rel path, v1 dirs, vouched for by a member, its dirs)
+        self._paths: dict[str, tuple[str, dict[str, Path], bool, tuple[_Dir, dict[str, _Dir]]]] = {}
         global _files
         if layout is None and _files is None:
             # on the host's own cgroupfs (not a layout given for a test), the files read every
@@ -326,42 +389,62 @@ class CgroupfsSource:
         """
         out: list[Sample] = []
         alive: set[str] = set()
-        clock = self.clock
+        clock, paths, layout = self.clock, self._paths, self.layout
+        mono = time.monotonic()
         for c in containers:
             if c.runtime == "host":  # the root's figures include every container
                 continue
-            alive.add(c.id)
+            cid = c.id
+            alive.add(cid)
             rel = c.cgroup.strip("/")
-            p = self._paths.get(c.id)
+            p = paths.get(cid)
             if p is None or p[0] != rel or not p[2]:
-                p = self._paths[c.id] = (rel, *resolve_v1(self.layout, rel, self.proc_root))
+                v1, vouched = resolve_v1(layout, rel, self.proc_root)
+                p = paths[cid] = (rel, v1, vouched, _dirs(layout, rel, v1))
             t0 = clock()
-            raw, stale = _read_raw(self.layout, rel, p[1])
+            raw, stale = _read_raw(layout, rel, p[1], p[3], mono)
             if raw is None or stale:  # resolve again next time
-                del self._paths[c.id]
-            if raw is not None:
-                out += self._samples(now, c, raw, (t0 + clock()) / 2)
-        self._rates.forget_except(alive)
-        for cid in [k for k in self._paths if k not in alive]:
-            del self._paths[cid]
+                del paths[cid]
+            if raw:
+                self._samples(out, now, c, raw, (t0 + clock()) / 2)
+        for cid in self._prev.keys() - alive:     # containers gone: forget them
+            del self._prev[cid]
+        for cid in paths.keys() - alive:
+            del paths[cid]
         return out
 
-    def _samples(self, now: float, c: Container, raw: dict[str, float], read_at: float) -> list[Sample]:
-        """Gauges, and rates over the time since this container's previous read (``read_at``)."""
-        out = [Sample(now, c, m, raw[k]) for m, k in _GAUGES if k in raw]
+    def _samples(self, out: list[Sample], now: float, c: Container, raw: dict[str, float],
+                 read_at: float) -> None:
+        """Gauges, and rates over the time since this container's previous read (``read_at``),
+        onto ``out``. A counter's first reading, or one that went backwards, gives no rate."""
+        for m, k in _GAUGES:
+            if k in raw:
+                out.append(new_sample(now, c, m, raw[k]))
+        prev = self._prev.get(c.id)
+        if prev is None:
+            prev = self._prev[c.id] = {}
         if "nr_periods" in raw and "nr_throttled" in raw:
-            dp = self._rates.delta((c.id, "nr_periods"), raw["nr_periods"])
-            dt = self._rates.delta((c.id, "nr_throttled"), raw["nr_throttled"])
+            periods, throttled = raw["nr_periods"], raw["nr_throttled"]
+            p0, t0 = prev.get("nr_periods"), prev.get("nr_throttled")
+            prev["nr_periods"], prev["nr_throttled"] = (0.0, periods), (0.0, throttled)
+            dp = None if p0 is None or periods < p0[1] else float(periods - p0[1])
+            dt = None if t0 is None or throttled < t0[1] else float(throttled - t0[1])
             if dp and dt is not None and "cpu_limit_cores" in raw:
-                out.append(Sample(now, c, "cpu.throttled_ratio", min(1.0, dt / dp)))
+                out.append(new_sample(now, c, "cpu.throttled_ratio", min(1.0, dt / dp)))
         if raw.get("mem_limit_bytes", 0) > 0 and "mem_usage_bytes" in raw:
             ratio = raw["mem_usage_bytes"] / raw["mem_limit_bytes"]
-            out.append(Sample(now, c, "mem.usage_ratio", ratio))
+            out.append(new_sample(now, c, "mem.usage_ratio", ratio))
         for m, k, scale in _RATES:
-            r = self._rates.rate((c.id, m), read_at, raw[k]) if k in raw else None
-            if r is not None:
-                out.append(Sample(now, c, m, r * scale))
-        return out
+            v = raw.get(k)
+            if v is None:
+                continue
+            before = prev.get(m)
+            prev[m] = (read_at, v)
+            if before is None:
+                continue
+            dt, dv = read_at - before[0], v - before[1]
+            if dt > 0 and dv >= 0:
+                out.append(new_sample(now, c, m, dv / dt * scale))
 
     def events(self) -> list[Event]:
         """cgroupfs has no discrete events (OOM kills come as a rate).

@@ -91,7 +91,10 @@ class FileCache:
 
 
 def _pread_all(fd: int) -> str:
-    chunks = [os.pread(fd, _BUF, 0)]
+    data = os.pread(fd, _BUF, 0)
+    if len(data) < _BUF:         # nearly always: one read holds the whole file
+        return data.decode("ascii", "replace")
+    chunks = [data]
     while len(chunks[-1]) == _BUF:
         chunks.append(os.pread(fd, _BUF, _BUF * len(chunks)))
     return b"".join(chunks).decode("ascii", "replace")

@@ -43,7 +43,7 @@ from ..model import Container, Sample
 from .base import Rates
 from .bpf import Probe, kernel_version, raw_tracepoints, tracepoint_exists
 from .cgroupfs_layout import FileCache, Layout
-from .kernel import KernelSource, rate_samples
+from .kernel import KernelSource, row_samples, with_idle
 
 log = logging.getLogger("cgwatch.sources")
 
@@ -138,21 +138,28 @@ class CpuSource(KernelSource):
     def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
         containers = list(containers)
         flush_cpus()
-        d, dt = self.deltas("cpu_stats", now)
+        cs, d, dt = self.delta_rows("cpu_stats", now)
         if dt <= 0:
             return []
-        fields = {
-            "cpu.usage_cores": lambda v: float(v[0]) / 1e9 / dt,
-            "cpu.ctx_switches": lambda v: float(v[1]) / dt,
-            "cpu.involuntary_ctx_switches": lambda v: float(v[2]) / dt,
-        }
-        if self.runq_enabled:
-            fields["cpu.runq_latency_avg_ms"] = _runq_avg_ms
-            fields["cpu.runq_latency_p99_ms"] = _runq_p99_ms
-        out = rate_samples(now, d, containers, self.readers["cpu_stats"].nfields, fields, self.absent)
+        cs, d = with_idle(cs, d, containers)
         usage = self.cgroup_usage(containers)
-        return [Sample(s.ts, s.container, s.metric, usage[s.container.id])
-                if s.metric == "cpu.usage_cores" and s.container.id in usage else s for s in out]
+        f = d[:, :3].astype(np.float64)
+        cols: dict[str, list[float | None]] = {
+            "cpu.usage_cores": (f[:, 0] / 1e9 / dt).tolist(),
+            "cpu.ctx_switches": (f[:, 1] / dt).tolist(),
+            "cpu.involuntary_ctx_switches": (f[:, 2] / dt).tolist(),
+        }
+        if usage:     # the cgroup's own counter where it could be read (see the module)
+            cores = cols["cpu.usage_cores"]
+            for i, c in enumerate(cs):
+                u = usage.get(c.id)
+                if u is not None:
+                    cores[i] = u
+        if self.runq_enabled:
+            cols["cpu.runq_latency_avg_ms"] = _runq_avg_ms(d)
+            cols["cpu.runq_latency_p99_ms"] = _runq_p99_ms(d)
+        names = [m for m in cols if m not in self.absent]
+        return row_samples(now, cs, names, list(zip(*(cols[m] for m in names))))
 
     def cgroup_usage(self, containers: Iterable[Container]) -> dict[str, float]:
         """Cores each container used since its previous read, from its cgroup2 ``cpu.stat``.
@@ -265,10 +272,42 @@ def flush_cpus() -> None:
 
 
 # struct cgw_cpu with -DCGW_RUNQ: oncpu_ns, switches, involuntary, runq_count, runq_sum_ns, slots...
-def _runq_avg_ms(d: np.ndarray) -> float | None:
-    return float(d[4]) / float(d[3]) / 1e6 if d[3] else None
+def _runq_avg_ms(d: np.ndarray) -> list[float | None]:
+    """Each row's mean wait, in ms (None without wake-ups)."""
+    count = d[:, 3]
+    avg = d[:, 4].astype(np.float64) / np.where(count == 0, 1, count).astype(np.float64) / 1e6
+    return [a if n else None for a, n in zip(avg.tolist(), count.tolist())]
 
 
-def _runq_p99_ms(d: np.ndarray) -> float | None:
-    us = hist_quantile(d[5:].tolist(), 0.99)
-    return None if us is None else us / 1000.0
+def _runq_p99_ms(d: np.ndarray) -> list[float | None]:
+    """Each row's p99 wait from its histogram slots, in ms (None when they are empty):
+    :func:`hist_quantile` over every row at once, with the same arithmetic."""
+    return [None if us is None else us / 1000.0 for us in hist_quantiles(d[:, 5:], 0.99)]
+
+
+def hist_quantiles(slots: np.ndarray, q: float) -> list[float | None]:
+    """:func:`hist_quantile` of each row of ``slots`` (counts), in one pass of numpy.
+
+    >>> hist_quantiles(np.array([[0, 0, 0, 100], [50, 0, 0, 50], [0, 0, 0, 0]], dtype=np.uint64), 0.99)
+    [15.92, 15.84, None]
+    """
+    out: list[float | None] = [None] * len(slots)
+    total = slots.sum(axis=1)
+    rows = np.flatnonzero(total)
+    if not len(rows):
+        return out
+    s = slots[rows]
+    want = q * total[rows].astype(np.float64)
+    cum = np.cumsum(s, axis=1).astype(np.float64)          # exact: counts stay far below 2**53
+    reached = cum >= want[:, None]
+    at = np.arange(len(rows))
+    i = reached.argmax(axis=1)                              # the first slot that reaches it (never an empty one)
+    n = s[at, i].astype(np.float64)
+    seen = cum[at, i] - n
+    lo = np.where(i == 0, 0.0, np.exp2(i.astype(np.float64)))
+    hi = np.exp2((i + 1).astype(np.float64))
+    us = np.where(reached[at, i], lo + (hi - lo) * (want - seen) / np.where(n > 0, n, 1.0),
+                  float(2 ** slots.shape[1]))
+    for r, v in zip(rows.tolist(), us.tolist()):
+        out[r] = v
+    return out

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..model import Container, Event
+from ..model import Container, Event, new_sample
 from .bpf import PerCpuTable, Probe, load, lost_count, probe_flags
 
 log = logging.getLogger("cgwatch.sources")
@@ -78,46 +78,75 @@ class KernelSource:
     def collect(self, now: float, containers: Iterable[Container]) -> list[Any]:
         """Per-second rates of ``rate_fields`` for every container."""
         table = self.tables[0]
-        d, dt = self.deltas(table, now)
+        cs, d, dt = self.delta_rows(table, now)
         if dt <= 0:
             return []
-        fields = {m: (lambda v, i=i: float(v[i]) / dt) for m, i in self.rate_fields.items()}
-        return rate_samples(now, d, containers, self.readers[table].nfields, fields, self.absent)
+        cs, d = with_idle(cs, d, containers)
+        names = [m for m in self.rate_fields if m not in self.absent]
+        cols = [self.rate_fields[m] for m in names]
+        rates = (d[:, cols].astype(np.float64) / dt).tolist()      # float(v[i]) / dt, all at once
+        return row_samples(now, cs, names, rates)
 
     # -- counters ----------------------------------------------------------------
     def deltas(self, table: str, now: float) -> tuple[Deltas, float]:
         """Per-container sums of what each cgroup's counters grew since the last read
-        of ``table``, and the seconds between that read and this one.
+        of ``table``, and the seconds between that read and this one (see :meth:`delta_rows`).
+        """
+        cs, d, dt = self.delta_rows(table, now)
+        return {c.id: (c, d[i]) for i, c in enumerate(cs)}, dt
+
+    def delta_rows(self, table: str, now: float) -> tuple[list[Container], np.ndarray, float]:
+        """What each container's cgroups' counters grew since the last read of ``table``:
+        the containers (in the order the map listed their first cgroup), one row of
+        counters each (summed over its cgroups), and the seconds between that read and
+        this one. A cgroup seen first counts from zero; one whose counters went backwards
+        (wrapped, or made anew) counts from zero again.
 
         Each read is timed at its middle (the batch read of one map takes well under
-        a millisecond); ``now``, the tick's time, only names containers.
+        a millisecond); ``now``, the tick's time, only names containers. The arithmetic
+        is one numpy operation over the whole map, not one per cgroup.
         """
+        reader = self.readers[table]
         t0 = self.clock()
-        cur = self.readers[table].read()
+        cur = reader.read()
         t = (t0 + self.clock()) / 2
         dt, self._read_at[table] = t - self._read_at.get(table, t), t
         prev = self._prev[table]
-        out: Deltas = {}
+        if not cur:
+            self._prev[table] = cur
+            return [], np.zeros((0, reader.nfields), dtype=np.uint64), dt
+        keys = list(cur)
+        vals = np.array(list(cur.values()))          # (np.stack checks what we know: 2.5x slower)
+        zero = np.zeros(vals.shape[1], dtype=vals.dtype)
+        get = prev.get
+        d = vals - np.array([get(k, zero) for k in keys])
+        wrapped = (d > vals).any(axis=1)               # wrapped or recreated: from zero
+        if wrapped.any():
+            d[wrapped] = vals[wrapped]
+        container, alive = self.resolver.container, self.resolver.alive
+        rows: dict[str, int] = {}
+        cs: list[Container] = []
+        where: list[int] = []
         dead = []
-        for cgid, vals in cur.items():
-            before = prev.get(cgid)
-            d = vals if before is None else vals - before
-            if before is not None and (d > vals).any():   # wrapped or recreated
-                d = vals
-            c = self.resolver.container(cgid, now)
-            hit = out.get(c.id)
-            if hit is None:
-                out[c.id] = (c, d.copy())
-            else:
-                hit[1][:] += d
-            if not self.resolver.alive(cgid):
-                dead.append(cgid)
+        for k in keys:
+            c = container(k, now)
+            j = rows.get(c.id)
+            if j is None:
+                j = rows[c.id] = len(cs)
+                cs.append(c)
+            where.append(j)
+            if not alive(k):
+                dead.append(k)
+        if len(cs) < len(keys):                        # a container of several cgroups: add up
+            summed = np.zeros((len(cs), d.shape[1]), dtype=d.dtype)
+            np.add.at(summed, np.array(where), d)
+            d = summed
         if dead:
-            self.readers[table].delete(dead)
+            reader.delete(dead)
             for cgid in dead:
                 cur.pop(cgid, None)
         self._prev[table] = cur
-        return out, dt
+        return cs, d, dt
 
     # -- events ------------------------------------------------------------------
     def _open_ring(self) -> bool:
@@ -191,4 +220,32 @@ def rate_samples(
             v = fn(d)
             if v is not None:
                 out.append(Sample(now, c, metric, v))
+    return out
+
+
+def with_idle(cs: list[Container], d: np.ndarray,
+              containers: Iterable[Container]) -> tuple[list[Container], np.ndarray]:
+    """The containers and delta rows of :meth:`KernelSource.delta_rows`, followed by
+    every alive container the map had nothing for (a row of zeros: alive and idle)."""
+    have = {c.id for c in cs}
+    extra: dict[str, Container] = {}
+    for c in containers:
+        if c.id not in have:
+            extra.setdefault(c.id, c)     # one row per id, the first Container given for it
+    if not extra:
+        return cs, d
+    zeros = np.zeros((len(extra), d.shape[1]), dtype=d.dtype)
+    return cs + list(extra.values()), np.concatenate([d, zeros])
+
+
+def row_samples(now: float, cs: list[Container], names: list[str],
+                rows: list[list[float | None]]) -> list[Any]:
+    """Samples of ``names[j]`` = ``rows[i][j]`` for each container ``cs[i]``, None skipped;
+    in the order :func:`rate_samples` gives them (container by container)."""
+    out = []
+    append = out.append
+    for c, row in zip(cs, rows):
+        for metric, v in zip(names, row):
+            if v is not None:
+                append(new_sample(now, c, metric, v))
     return out

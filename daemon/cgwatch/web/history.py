@@ -169,14 +169,26 @@ class History:
         """
         add, rings = self.add, self._rings
         last: Container | None = None
+        run_ts = _NAN                # the (container, time) of the run being stored, and its ring
+        r: _Ring | None = None
         for s in samples:
-            c = s.container
-            add(s.ts, c.id, s.metric, s.value)
+            c, ts = s.container, s.ts
+            if c is last and ts == run_ts:       # the common case: one container's metrics in a row
+                if r is not None:
+                    vals = r.values.get(s.metric)
+                    if vals is None:
+                        vals = r.values[s.metric] = _nan_array(self.fine_n)
+                    vals[r.pos] = s.value
+                continue
+            add(ts, c.id, s.metric, s.value)
+            r = rings.get(c.id)
             if c is not last:
                 last = c
-                r = rings.get(c.id)
                 if r is not None:
                     r.container = c
+            run_ts = ts
+            if r is not None and r.last_ts != ts:   # late: add() kept nothing, nor will it for the run
+                r = None
 
     def event(self, e: Event) -> dict[str, Any] | None:
         """Keep ``e`` if the dashboard marks it (not every exec or clean exit); returns the entry kept.
