@@ -13,7 +13,7 @@ import pytest
 from cgwatch.model import HOST, Container
 from cgwatch.sources.base import Rates
 from cgwatch.sources.cpu import CpuSource, hist_quantile, hist_quantiles
-from cgwatch.sources.kernel import KernelSource, rate_samples
+from cgwatch.sources.kernel import KernelSource
 from cgwatch.sources.mem import MemSource
 
 WEB = Container(id="a" * 64, name="web-1", runtime="docker", cgroup="docker/" + "a" * 64)
@@ -169,9 +169,11 @@ def test_no_wakeups_means_no_latency_sample_not_zero():
 
 
 def test_absent_metrics_are_never_reported():
-    d = {WEB.id: (WEB, u64(5))}
-    out = rate_samples(1.0, d, [WEB], 1, {"mem.page_faults": lambda v: float(v[0])}, {"mem.page_faults"})
-    assert out == []
+    s = source(MemSource, FakeResolver({10: WEB}), ("mem_stats",), t0=0.0)
+    s.absent = {"mem.page_faults"}              # its tracepoint is missing on this kernel
+    s.readers["mem_stats"].nfields = 1
+    s.readers["mem_stats"].map = {10: u64(5)}
+    assert [x for x in at(s, 1.0, [WEB]) if x.metric == "mem.page_faults"] == []
 
 
 @pytest.mark.parametrize("slots,q,lo,hi", [

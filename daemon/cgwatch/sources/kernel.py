@@ -7,7 +7,7 @@ container may span several cgroups), and entries of cgroups that are gone are
 deleted from the maps after their last counts were taken.
 
 A rate is a delta over the time between *the two reads that produced it*, each
-read timed as it happens (:meth:`KernelSource.deltas`), never over two ticks'
+read timed as it happens (:meth:`KernelSource.delta_rows`), never over two ticks'
 ``now``: a tick's reads come some time after ``now`` (identity, ring buffers,
 the collecting thread waiting for the GIL or a CPU), and that lag changes from
 tick to tick. The cgroupfs source and the cpu source's ``cpu.stat`` do the same
@@ -35,9 +35,6 @@ class Resolver(Protocol):
     def container(self, cgid: int, now: float) -> Container: ...
 
     def alive(self, cgid: int) -> bool: ...
-
-
-Deltas = dict[str, tuple[Container, np.ndarray]]
 
 
 class KernelSource:
@@ -88,13 +85,6 @@ class KernelSource:
         return row_samples(now, cs, names, rates)
 
     # -- counters ----------------------------------------------------------------
-    def deltas(self, table: str, now: float) -> tuple[Deltas, float]:
-        """Per-container sums of what each cgroup's counters grew since the last read
-        of ``table``, and the seconds between that read and this one (see :meth:`delta_rows`).
-        """
-        cs, d, dt = self.delta_rows(table, now)
-        return {c.id: (c, d[i]) for i, c in enumerate(cs)}, dt
-
     def delta_rows(self, table: str, now: float) -> tuple[list[Container], np.ndarray, float]:
         """What each container's cgroups' counters grew since the last read of ``table``:
         the containers (in the order the map listed their first cgroup), one row of
@@ -196,33 +186,6 @@ def cstr(buf: Any) -> str:
     return bytes(buf).split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def rate_samples(
-    now: float, deltas: Deltas, containers: Iterable[Container], width: int,
-    fields: dict[str, Callable[[np.ndarray], float | None]], absent: set[str],
-) -> list[Any]:
-    """Samples of per-field rates for every container alive or seen active.
-
-    ``fields`` maps a metric name to how it is computed from a container's
-    delta vector of ``width`` counters. Alive containers with no activity
-    count zero; metrics in ``absent`` are skipped.
-    """
-    from ..model import Sample
-
-    out = []
-    zero = np.zeros(width, dtype=np.uint64)
-    for c in containers:
-        if c.id not in deltas:
-            deltas[c.id] = (c, zero)
-    for c, d in deltas.values():
-        for metric, fn in fields.items():
-            if metric in absent:
-                continue
-            v = fn(d)
-            if v is not None:
-                out.append(Sample(now, c, metric, v))
-    return out
-
-
 def with_idle(cs: list[Container], d: np.ndarray,
               containers: Iterable[Container]) -> tuple[list[Container], np.ndarray]:
     """The containers and delta rows of :meth:`KernelSource.delta_rows`, followed by
@@ -241,7 +204,7 @@ def with_idle(cs: list[Container], d: np.ndarray,
 def row_samples(now: float, cs: list[Container], names: list[str],
                 rows: list[list[float | None]]) -> list[Any]:
     """Samples of ``names[j]`` = ``rows[i][j]`` for each container ``cs[i]``, None skipped;
-    in the order :func:`rate_samples` gives them (container by container)."""
+    container by container."""
     out = []
     append = out.append
     for c, row in zip(cs, rows):
