@@ -414,7 +414,11 @@ class Bench:
             def count() -> int:
                 charts = json.loads(http_get(NETDATA_URL + "/api/v1/charts"))["charts"]
                 return self._ours(" ".join(charts), r"cgroup_([0-9a-f]{12})\.cpu\b")
-            seen = self._wait_seen("netdata", count, 300)
+            try:
+                seen = self._wait_seen("netdata", count, 300)
+            except RuntimeError as e:
+                tail = (self.tmp / f"netdata-{len(self.work)}.log").read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"{e}; netdata's log ends: {tail}") from None
             log(f"bench:   netdata charts all {len(self.work)} cgroups after {seen:.1f} s")
             res = self._settle(pid)
             res.update(seen_s=seen)
@@ -447,7 +451,11 @@ class Bench:
             row: dict[str, Any] = {"size": n, "baseline": self.window(None)}
             for tool in tools:
                 log(f"bench:   {tool}")
-                row[tool] = self.run_cgwatch() if tool == "cgwatch" else self.run_netdata()
+                try:
+                    row[tool] = self.run_cgwatch() if tool == "cgwatch" else self.run_netdata()
+                except RuntimeError as e:      # one monitor's failure loses no other figure
+                    log(f"bench:   {tool} FAILED: {e}")
+                    row[tool] = {"error": str(e)}
                 time.sleep(2)
             self.results.append(row)
             self.stop_work()
@@ -478,13 +486,18 @@ class Bench:
 # --------------------------------------------------------------------------- report
 def report(results: list[dict[str, Any]], tools: list[str]) -> bool:
     ok = True
+    for r in results:                  # a monitor that failed at a size: said, then left out
+        for t in tools:
+            if "error" in r.get(t, {}):
+                print(f"{r['size']:>5} {t}: FAILED: {r.pop(t)['error'][:300]}")
+                ok = False
     print(f"\n{'N':>5} {'monitor':<9} {'CPU %core':>9} {'RSS MB':>7} {'HWM MB':>7} {'peak MB':>7} {'procs':>5} "
           f"{'ready s':>7} {'seen s':>6} {'work %':>7} {'host %':>6}")
     for r in results:
         b = r["baseline"]
         print(f"{r['size']:>5} {'(none)':<9} {'':>9} {'':>7} {'':>7} {'':>7} {'':>5} {'':>7} {'':>6} "
               f"{b['workload_cpu_pct']:>7.1f} {b['host_busy_pct']:>6.1f}")
-        for t in tools:
+        for t in (t for t in tools if t in r):
             m = r[t]
             ready = f"{m['ready_s']:.2f}" if "ready_s" in m else "-"
             peak = f"{m['start_peak_mb']:.0f}" if "start_peak_mb" in m else "-"
@@ -500,9 +513,10 @@ def report(results: list[dict[str, Any]], tools: list[str]) -> bool:
     by = {r["size"]: r for r in results}
     if "cgwatch" in tools and "netdata" in tools:
         print("\ncgwatch CPU / netdata CPU: " + ", ".join(
-            f"N={n}: {r['cgwatch']['cpu_pct'] / max(r['netdata']['cpu_pct'], 1e-9):.2f}" for n, r in by.items()))
-    sizes = sorted(by)
+            f"N={n}: {r['cgwatch']['cpu_pct'] / max(r['netdata']['cpu_pct'], 1e-9):.2f}" for n, r in by.items()
+            if "cgwatch" in r and "netdata" in r))
     for t in tools:
+        sizes = sorted(n for n, r in by.items() if t in r)
         steps = []
         for a, b in zip(sizes, sizes[1:]):
             g = by[b][t]["cpu_pct"] / max(by[a][t]["cpu_pct"], 1e-9)
@@ -515,22 +529,23 @@ def report(results: list[dict[str, Any]], tools: list[str]) -> bool:
     if "cgwatch" in tools:
         print("\ntargets (cgwatch):")
         checks = []
-        if 100 in by:
+        mine = [r for r in results if "cgwatch" in r]
+        if 100 in by and "cgwatch" in by[100]:
             c = by[100]["cgwatch"]["cpu_pct"]
             checks.append((f"CPU at 100 containers {c:.2f} % <= {TARGET_CPU_PCT} % of one core", c <= TARGET_CPU_PCT))
             rss = by[100]["cgwatch"]["rss_mb"]
             checks.append((f"RSS at 100 containers {rss:.1f} MB <= {TARGET_RSS_MB:.0f} MB", rss <= TARGET_RSS_MB))
         if "netdata" in tools:
             for n in (100, 500):
-                if n in by:
+                if n in by and "cgwatch" in by[n] and "netdata" in by[n]:
                     c, nd = by[n]["cgwatch"]["cpu_pct"], by[n]["netdata"]["cpu_pct"]
                     checks.append((f"CPU at {n}: {c:.2f} % <= {TARGET_CPU_VS_NETDATA} x netdata's {nd:.2f} % "
                                    f"({c / max(nd, 1e-9):.2f} x)", c <= TARGET_CPU_VS_NETDATA * nd))
-        peak = max(r["cgwatch"]["start_peak_mb"] for r in results)
-        hwm = max(r["cgwatch"]["main_hwm_mb"] for r in results)
+        peak = max((r["cgwatch"]["start_peak_mb"] for r in mine), default=0.0)
+        hwm = max((r["cgwatch"]["main_hwm_mb"] for r in mine), default=0.0)
         checks.append((f"start-up peak (largest, whole tree, PSS) {peak:.0f} MB <= {TARGET_PEAK_MB:.0f} MB "
                        f"(the daemon's own VmHWM: {hwm:.0f} MB)", peak <= TARGET_PEAK_MB))
-        ready = max(r["cgwatch"]["ready_s"] for r in results)
+        ready = max((r["cgwatch"]["ready_s"] for r in mine), default=0.0)
         checks.append((f"ready (slowest) {ready:.2f} s <= {TARGET_READY_S:.0f} s", ready <= TARGET_READY_S))
         for text, good in checks:
             print(f"  {'PASS' if good else 'FAIL'}  {text}")
