@@ -57,7 +57,7 @@ async def collect(collector: Any, counters: Counters, queue: asyncio.Queue[Batch
                   interval: float) -> None:
     """Tick the collector every interval, in a thread; hand batches to the pipeline until ``stop``.
 
-    Everything open by now (modules, BCC, the compiled programs' tables, the rules) lives as
+    Everything open by now (modules, the programs' maps and types, the rules) lives as
     long as the daemon: it is moved out of the garbage collector's reach (``gc.freeze``), so
     the full collections a long run makes now and then do not walk ~80,000 objects that can
     never be garbage (46 ms each at 100 containers, ~1 ms an interval on average).

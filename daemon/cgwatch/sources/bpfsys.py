@@ -107,12 +107,12 @@ def _cpus(which: str) -> list[int]:
     try:
         with open(f"/sys/devices/system/cpu/{which}") as f:
             text = f.read().strip()
-    except OSError:
+        out: list[int] = []
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except (OSError, ValueError):
         return []
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1))
     return out
 
 

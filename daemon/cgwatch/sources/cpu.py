@@ -42,6 +42,7 @@ import numpy as np
 from ..model import Container, Sample
 from .base import Rates
 from .bpf import Probe, kernel_version, raw_tracepoints, tracepoint_exists
+from .bpfsys import possible_cpus
 from .cgroupfs_layout import FileCache, Layout
 from .kernel import KernelSource, row_samples, with_idle
 
@@ -243,12 +244,8 @@ def refill_flags(kallsyms: str = "/proc/kallsyms") -> list[str]:
 
 
 def _ncpus() -> int:
-    """One more than the highest CPU id this machine may ever have."""
-    try:
-        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-        return max(int(r.split("-")[-1]) for r in text.split(",")) + 1
-    except (OSError, ValueError):
-        return 1024
+    """One more than the highest CPU id this machine may ever have (1024 if unknown)."""
+    return max(possible_cpus(), default=1023) + 1
 
 
 def flush_cpus() -> None:
