@@ -17,6 +17,7 @@ import pytest
 from cgwatch.model import HOST, Container
 from cgwatch.sources import cgroupfs
 from cgwatch.sources.cgroupfs import CgroupfsSource, Layout, read_cgroup, resolve_v1
+from cgwatch.sources.cpu import CpuSource
 
 TD = Path(__file__).parent / "testdata" / "cgroupfs"
 CID = "4f1c9a7e" * 8
@@ -487,3 +488,128 @@ def test_rates_are_over_each_containers_own_reads(unified, monkeypatch):
             assert got[(c.id, "mem.oom_kills")] == pytest.approx(20.0)
             assert got[(c.id, "psi.cpu_some")] == pytest.approx(10.0)
             assert got[(c.id, "cpu.throttled_ratio")] == pytest.approx(0.4)
+
+
+# -- read plans: after a full read, only the files that were there ----------------
+
+
+def _bump_all(d: Path) -> None:
+    bump(d / "cpu.stat", r"^usage_usec (\d+)", 7_500_000)
+    bump(d / "cpu.pressure", r"^some .*total=(\d+)", 1_000_000)
+
+
+@pytest.mark.parametrize("shape", ["unified", "hybrid", "threads", "threads-top", "no-psi"])
+def test_a_planned_read_gives_what_a_full_read_does(shape, tmp_path, request):
+    """The second read of a container reads only the files the first found; its
+    figures must be those a full read (every alternative tried) gives."""
+    proc = None
+    if shape == "hybrid":
+        root, layout = request.getfixturevalue("hybrid")
+        proc, v2 = root / "proc", root / "unified" / REL
+    else:
+        layout = Layout(unified=request.getfixturevalue("unified"))
+        v2 = layout.unified / REL
+    if shape == "threads":
+        (v2 / "pids.current").unlink()
+        (v2 / "cgroup.threads").write_text("2417\n2418\n")
+        (v2 / "cgroup.stat").write_text("nr_descendants 1\nnr_dying_descendants 0\n")
+        (v2 / "init.scope").mkdir()
+        (v2 / "init.scope/cgroup.threads").write_text("2481\n")
+    if shape == "threads-top":
+        (v2 / "pids.current").unlink()
+        (v2 / "cgroup.threads").write_text("2417\n")
+        (v2 / "cgroup.stat").write_text("nr_descendants 0\nnr_dying_descendants 0\n")
+    if shape == "no-psi":
+        for res in ("cpu", "memory", "io"):
+            (v2 / f"{res}.pressure").unlink()
+    src = AtNow(layout, **({"proc_root": proc} if proc else {}))
+    assert src.collect(100.0, [container()])
+    plan = src._paths[CID]
+    assert plan.steps                                    # the first read made a plan
+    _bump_all(v2) if shape != "no-psi" else bump(v2 / "cpu.stat", r"^usage_usec (\d+)", 1)
+    if shape == "threads":
+        (v2 / "init.scope/cgroup.threads").write_text("2481\n2482\n2483\n")
+    if shape == "threads-top":
+        (v2 / "cgroup.threads").write_text("2417\n2418\n")
+    planned, stale = plan.read(layout, cgroupfs.time.monotonic())
+    full = read_cgroup(layout, REL, **({"proc_root": proc} if proc else {}))
+    assert not stale and planned == full
+    if shape == "threads":
+        assert planned["tasks"] == 5.0
+    if shape == "threads-top":
+        assert planned["tasks"] == 2.0
+    if shape == "hybrid":
+        assert planned["cpu_limit_cores"] == 0.2           # v1 quota over period
+
+
+class SteppedTime:
+    """Stands in for the time module of cgroupfs: monotonic() moves when told."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+def test_a_file_that_appears_is_read_once_the_plan_ends(unified, monkeypatch):
+    """A plan lasts as long as a file found absent stays absent (ABSENT_RETRY_S): a
+    limit set later is found at the first full read after that, not never."""
+    clock = SteppedTime()
+    monkeypatch.setattr(cgroupfs, "time", clock)
+    d = unified / REL
+    (d / "memory.max").unlink()
+    src = AtNow(Layout(unified=unified))
+    assert "mem.limit_bytes" not in by_metric(src.collect(100.0, [container()]))
+    (d / "memory.max").write_text("1073741824\n")
+    clock.t += 1
+    assert "mem.limit_bytes" not in by_metric(src.collect(101.0, [container()]))
+    clock.t += cgroupfs.ABSENT_RETRY_S
+    assert by_metric(src.collect(102.0, [container()]))["mem.limit_bytes"] == 1073741824.0
+
+
+def test_a_planned_file_that_vanishes_falls_back_to_a_full_read(unified, monkeypatch):
+    """A controller switched off (its files gone, the cgroup still there): the planned
+    read fails, the full read that follows gives what is left, in the same interval."""
+    monkeypatch.setattr(cgroupfs, "time", SteppedTime())
+    d = unified / REL
+    src = AtNow(Layout(unified=unified))
+    assert "mem.usage_bytes" in by_metric(src.collect(100.0, [container()]))
+    for name in ("memory.current", "memory.max", "memory.events", "memory.stat"):
+        (d / name).unlink()
+    got = by_metric(src.collect(101.0, [container()]))
+    assert "mem.usage_bytes" not in got and "proc.count" in got and "cpu.limit_cores" in got
+
+
+def test_the_cpu_and_cgroupfs_sources_share_one_cpu_stat_reading_per_tick(unified, monkeypatch):
+    """On the host both sources want each container's cpu.stat every interval: it is read
+    once per tick, and both rates are over that reading's own time, so they agree."""
+    from cgwatch.sources.cgroupfs_layout import FileCache
+    from tests.sources.test_kernel_arithmetic import FakeResolver, source
+
+    reads: list[str] = []
+    real = cgroupfs.read_file
+
+    def counted(path: str) -> str:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(cgroupfs, "read_file", counted)
+    files = FileCache(16)
+    monkeypatch.setattr(files, "read", counted)
+    fs = AtNow(Layout(unified=unified))
+    fs._shared = True
+    cpu = source(CpuSource, FakeResolver({}), ("cpu_stats",), t0=0.0)
+    cpu.cgroup2, cpu._files, cpu._shared = unified, files, True
+    c = container()
+    stat = unified / REL / "cpu.stat"
+    for tick in (100.0, 101.0, 102.0, 103.0):
+        fs.t = cpu.clock.t = tick + 0.25                 # both read a little after the tick
+        reads.clear()
+        usage = cpu.cgroup_usage([c], tick)
+        got = by_metric(fs.collect(tick, [c]))
+        if tick >= 102.0:                                # the first tick made the plan by a full read
+            assert reads.count(str(stat)) == 1
+            assert got["cpu.cgroup_usage_cores"] == pytest.approx(usage[CID]) == pytest.approx(0.5)
+        bump(stat, r"^usage_usec (\d+)", 500_000)
+    files.close()

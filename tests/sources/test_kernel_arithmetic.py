@@ -24,8 +24,15 @@ class FakeResolver:
     def __init__(self, table: dict[int, Container]) -> None:
         self.table = table
         self.dead: set[int] = set()
+        self.lookups = 0
+
+    @property
+    def generation(self) -> tuple:
+        """What the tests change: the table (by what each id names) and the dead."""
+        return tuple((k, c.id, c.name) for k, c in sorted(self.table.items())), frozenset(self.dead)
 
     def container(self, cgid: int, now: float) -> Container:
+        self.lookups += 1
         return self.table.get(cgid, HOST)
 
     def alive(self, cgid: int) -> bool:
@@ -42,6 +49,12 @@ class FakeReader:
 
     def read(self) -> dict[int, np.ndarray]:
         return {k: v.copy() for k, v in self.map.items()}
+
+    def read_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        m = self.read()
+        if not m:
+            return np.zeros(0, dtype=np.uint64), np.zeros((0, self.nfields), dtype=np.uint64)
+        return np.array(list(m), dtype=np.uint64), np.array(list(m.values()))
 
     def delete(self, cgids: list[int]) -> None:
         for c in cgids:
@@ -66,7 +79,7 @@ def source(cls: type, resolver: FakeResolver, tables: tuple[str, ...], t0: float
     s.absent = set()
     s.cflags = []
     s.readers = {t: FakeReader() for t in tables}
-    s._prev = {t: {} for t in tables}
+    s._prev, s._rows = {}, {}
     s.clock = Clock(t0)
     s._read_at = dict.fromkeys(tables, t0)
     if isinstance(s, CpuSource):
@@ -297,3 +310,44 @@ def test_cpu_stat_going_backwards_gives_bpfs_figure_then_counts_from_the_new_val
     files.cores[WEB.id] = 0.1                      # recreated: the counter is smaller
     assert [x.value for x in at(s, 2.0, [WEB]) if x.metric == "cpu.usage_cores"] == [pytest.approx(0.25)]
     assert [x.value for x in at(s, 3.0, [WEB]) if x.metric == "cpu.usage_cores"] == [pytest.approx(0.1)]
+
+
+# -- the map's ids are resolved again only when something changed -------------------
+
+def test_containers_are_looked_up_again_only_when_the_ids_or_the_resolver_change():
+    """Every interval reads every map; naming its cgroup ids again each time is the
+    per-entry Python loop the batch read avoids. It is redone when the ids change or
+    the resolver says something changed (a container learnt, renamed, gone)."""
+    res = FakeResolver({10: WEB, 20: DB})
+    s = source(CpuSource, res, ("cpu_stats",), t0=0.0)
+    r = s.readers["cpu_stats"]
+    r.map = {10: u64(0, 0, 0), 20: u64(0, 0, 0)}
+    at(s, 1.0, [WEB, DB])
+    first = res.lookups
+    for i in range(2, 5):
+        r.map = {10: u64(i * 10**9, 0, 0), 20: u64(0, 0, 0)}
+        at(s, float(i), [WEB, DB])
+    assert res.lookups == first                           # same ids, same generation
+    res.table[10] = Container(id=WEB.id, name="web-renamed", runtime="docker", cgroup=WEB.cgroup)
+    r.map = {10: u64(5 * 10**9, 0, 0), 20: u64(0, 0, 0)}
+    names = {x.container.name for x in at(s, 5.0, [WEB, DB]) if x.metric == "cpu.usage_cores"}
+    assert "web-renamed" in names and res.lookups > first
+    seen = res.lookups
+    r.map = {10: u64(6 * 10**9, 0, 0), 20: u64(0, 0, 0), 30: u64(7 * 10**9, 0, 0)}   # a new cgroup
+    out = {x.container.id: x.value for x in at(s, 6.0, [WEB, DB]) if x.metric == "cpu.usage_cores"}
+    assert res.lookups > seen
+    assert out[WEB.id] == pytest.approx(1.0)              # still against its own previous read
+    assert out[HOST.id] == pytest.approx(7.0)             # id 30 is nobody's: the host, from zero
+
+
+def test_a_map_that_lists_its_ids_in_another_order_still_subtracts_per_id():
+    """The fast path compares the ids as read; a reordered map (a rehash) must pair
+    each id with its own previous counters."""
+    res = FakeResolver({10: WEB, 20: DB})
+    s = source(CpuSource, res, ("cpu_stats",), t0=0.0)
+    r = s.readers["cpu_stats"]
+    r.map = {10: u64(1 * 10**9, 0, 0), 20: u64(3 * 10**9, 0, 0)}
+    at(s, 1.0, [WEB, DB])
+    r.map = {20: u64(4 * 10**9, 0, 0), 10: u64(3 * 10**9, 0, 0)}
+    out = {x.container.id: x.value for x in at(s, 2.0, [WEB, DB]) if x.metric == "cpu.usage_cores"}
+    assert out == {WEB.id: pytest.approx(2.0), DB.id: pytest.approx(1.0)}

@@ -87,8 +87,29 @@ class Resolver:
         # their last counts may still come, and must not make them orphans again)
         self._ended: dict[int, int] = {}
         self._refreshes = 0
+        self._version = 0
         #: containers that came and went between the last two refreshes (see above)
         self.flashed: list[Container] = []
+
+    @property
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever :meth:`container` or :meth:`alive` may answer differently
+        for some id: while it stays, a caller may keep what they answered.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from pathlib import Path
+        >>> top = tempfile.mkdtemp()
+        >>> r = Resolver(CgroupTree(Path(top)), Metadata())
+        >>> _ = r.refresh(now=0.0); g = r.generation
+        >>> _ = r.refresh(now=1.0); r.generation == g          # nothing changed
+        True
+        >>> os.mkdir(os.path.join(top, "docker"))
+        >>> _ = r.refresh(now=2.0); r.generation == g
+        False
+        """
+        return self._version, self.tree.version
 
     def container(self, cgid: int, now: float) -> Container:
         """The Container that cgroup ``cgid`` belongs to (HOST when unknown).
@@ -119,7 +140,7 @@ class Resolver:
             if cid != HOST.id and cgid not in self._counted and cgid not in self._ended:
                 self._orphans[cgid] = cid
         if not self.metadata.settled(c):
-            c = self._byid[c.id] = self.metadata.enrich(c, now)
+            c = self._enrich(c, now)
         return c
 
     def alive(self, cgid: int) -> bool:
@@ -152,6 +173,8 @@ class Resolver:
         """
         added, removed = self.tree.refresh(now)
         self._refreshes += 1
+        if added or removed or self._gone or self._orphans:
+            self._version += 1
         self._gone = {}
         stopped = [c for c in (self._forget(cgid) for cgid in removed) if c is not None]
         started = [c for c in (self._count(cgid, path, now) for cgid, path in added.items()) if c is not None]
@@ -178,7 +201,16 @@ class Resolver:
         if base.id not in self._byid:
             self._byid[base.id] = self.metadata.enrich(base, now)
         self._ids[cgid] = base.id
+        self._version += 1
         return base.id
+
+    def _enrich(self, c: Container, now: float) -> Container:
+        """``c`` as metadata has it now, kept for its id (the generation moves if it changed)."""
+        new = self.metadata.enrich(c, now)
+        if new is not c and new != c:
+            self._version += 1
+        self._byid[c.id] = new
+        return new
 
     def _flashes(self) -> list[Container]:
         """The orphans that are not alive now: they came and went (see the class)."""
@@ -228,13 +260,15 @@ class Resolver:
         """Drop lookups of cgroups that came and went between two refreshes."""
         for cgid in [k for k in self._ids if k not in self.tree]:
             del self._ids[cgid]
+            self._version += 1
         used = {*self._ids.values(), *self._alive, HOST.id}
         for cid in [k for k in self._byid if k not in used]:
             del self._byid[cid]
+            self._version += 1
 
     def _enrich_alive(self, now: float) -> None:
         """Give metadata another chance on alive containers still unnamed."""
         for cid in self._alive:
             c = self._byid[cid]
             if not self.metadata.settled(c):
-                self._byid[cid] = self.metadata.enrich(c, now)
+                self._enrich(c, now)

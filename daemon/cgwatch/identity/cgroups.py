@@ -140,6 +140,8 @@ class CgroupTree:
         # its cgroup is gone, and still belong to it
         self._gone: dict[int, str] = {}
         self._gone_before: dict[int, str] = {}
+        #: grows whenever what :meth:`path` or ``in`` answer may have changed
+        self.version = 0
 
     def refresh(self, now: float | None = None) -> tuple[dict[int, str], dict[int, str]]:
         """Return ``(added, removed)`` since the previous call, id → path.
@@ -162,6 +164,8 @@ class CgroupTree:
             self._stale = False
             self._full_walk_at = now
         added, removed = self._added, self._removed
+        if added or removed or self._gone or self._gone_before:
+            self.version += 1
         self._added, self._removed = {}, {}
         self._gone_before, self._gone = self._gone, {}
         return added, removed
@@ -185,6 +189,7 @@ class CgroupTree:
         """
         for cgid, path, removed in changes:
             path = path.strip("/")
+            self.version += 1
             if removed:
                 old = self._paths.pop(cgid, None)
                 self._gone[cgid] = path
@@ -261,6 +266,8 @@ class CgroupTree:
         for cgid, path in new.items():
             if old.get(cgid) != path:
                 self._added[cgid] = path
+        if new != old:
+            self.version += 1
         self._paths = new
 
     def _note_removed(self, cgid: int, path: str) -> None:

@@ -238,6 +238,12 @@ class PerCpuTable:
 
     def read(self) -> dict[int, Any]:
         """cgroup id -> numpy array of the fields, summed over CPUs."""
+        keys, sums = self.read_rows()
+        return dict(zip(keys.tolist(), sums))
+
+    def read_rows(self) -> tuple[Any, Any]:
+        """The cgroup ids (uint64, in the map's order) and their fields summed over
+        CPUs (one row each): two arrays, no Python object per entry."""
         if self._batch:
             try:
                 return self._read_batch()
@@ -248,9 +254,9 @@ class PerCpuTable:
                 self._batch = False
         return self._read_walk()
 
-    def _read_batch(self) -> dict[int, Any]:
+    def _read_batch(self) -> tuple[Any, Any]:
         np = self._np
-        out: dict[int, Any] = {}
+        keys, sums = [], []
         in_b, out_b = ct.c_uint32(0), ct.c_uint32(0)
         first = True
         while True:
@@ -263,12 +269,11 @@ class PerCpuTable:
             n = count.value
             if n:
                 vals = np.frombuffer(self._vals, dtype=np.uint64, count=n * self.ncpu * self.nfields)
-                sums = vals.reshape(n, self.ncpu, self.nfields).sum(axis=1)
-                for i in range(n):
-                    out[self._keys[i]] = sums[i]
+                sums.append(vals.reshape(n, self.ncpu, self.nfields).sum(axis=1))
+                keys.append(np.frombuffer(self._keys, dtype=np.uint64, count=n).copy())
             if res != 0:
                 if err == errno.ENOENT:
-                    return out
+                    return self._rows(keys, sums)
                 if err == errno.ENOSPC and n == 0:   # one bucket holds more than a chunk
                     self._alloc(self._chunk * 2)
                     continue
@@ -276,16 +281,24 @@ class PerCpuTable:
             in_b.value = out_b.value
             first = False
 
-    def _read_walk(self) -> dict[int, Any]:
+    def _rows(self, keys: list[Any], sums: list[Any]) -> tuple[Any, Any]:
         np = self._np
-        out: dict[int, Any] = {}
+        if len(keys) == 1:
+            return keys[0], sums[0]
+        if not keys:
+            return np.zeros(0, dtype=np.uint64), np.zeros((0, self.nfields), dtype=np.uint64)
+        return np.concatenate(keys), np.concatenate(sums)
+
+    def _read_walk(self) -> tuple[Any, Any]:
+        np = self._np
+        keys, sums = [], []
         for k in list(self.table.keys()):
             raw = self.table.lookup(k)
             if raw is None:          # deleted since the walk saw it
                 continue
-            arr = np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, self.nfields)
-            out[k.value] = arr.sum(axis=0)
-        return out
+            keys.append(np.array([k.value], dtype=np.uint64))
+            sums.append(np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, self.nfields).sum(axis=0)[None, :])
+        return self._rows(keys, sums)
 
     def delete(self, cgids: Iterable[int]) -> None:
         """Remove the entries of cgroups that no longer exist."""

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..model import Container, Event, Sample, new_sample
-from .cgroupfs_layout import V1_CONTROLLERS, FileCache, Layout, fd_budget, read_file, read_text, resolve_v1
+from .cgroupfs_layout import CPU_STAT, V1_CONTROLLERS, FileCache, Layout, fd_budget, read_file, read_text, resolve_v1
 
 __all__ = ["CgroupfsSource", "Layout", "V1_CONTROLLERS", "read_cgroup", "resolve_v1"]
 
@@ -81,17 +81,20 @@ class _Dir:
     paths are joined once, not per file per interval.
     """
 
-    __slots__ = ("path", "prefix", "missing", "failed", "ok", "now")
+    __slots__ = ("path", "prefix", "missing", "failed", "ok", "now", "trace")
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = None if path is None else str(path)
         self.prefix = "" if self.path is None else self.path.rstrip("/") + "/"
         self.missing = self.failed = self.ok = False
         self.now = 0.0
+        #: where the files found are listed, in the order read (see :class:`_Plan`)
+        self.trace: list[tuple[str, Parse, _Dir]] | None = None
 
-    def reset(self, now: float) -> _Dir:
+    def reset(self, now: float, trace: list[tuple[str, Parse, _Dir]] | None = None) -> _Dir:
         self.missing = self.failed = self.ok = False
         self.now = now
+        self.trace = trace
         return self
 
     def get(self, name: str, parse: Parse) -> dict[str, float] | None:
@@ -120,6 +123,8 @@ class _Dir:
                 _absent[path] = self.now
             return None
         self.ok = True
+        if self.trace is not None:
+            self.trace.append((path, parse, self))
         try:
             return parse(text)
         except (ValueError, IndexError, ZeroDivisionError):
@@ -217,15 +222,26 @@ _DESCENDANTS = _pick(nr_descendants="n")
 _PSI = tuple((f"{res}.pressure", _psi_some(f"psi_{res}_some_usec")) for res in ("cpu", "memory", "io"))
 
 
-def _threads(v2: _Dir) -> dict[str, float]:
+def _nested(v2: _Dir) -> bool:
+    """Whether the cgroup has children (``cgroup.stat``; unknown counts as yes)."""
+    return (v2.get("cgroup.stat", _DESCENDANTS) or {}).get("n", 1) > 0
+
+
+def _threads(v2: _Dir, nested: bool) -> dict[str, float]:
     """Lines of cgroup.threads over the subtree (walked only when it has children)."""
-    nested = (v2.get("cgroup.stat", _DESCENDANTS) or {}).get("n", 1) > 0
     top, total, found = v2.path or "", 0, False
     for d, _, _ in os.walk(top) if nested else [(top, [], [])]:
         text = _read_text_kept(os.path.join(d, "cgroup.threads"))
         if text is not None:
             found, total = True, total + len(text.split())
     return {"tasks": float(total)} if found else {}
+
+
+def _v1_limit(out: dict[str, float]) -> None:
+    """v1's quota and period (read as ``q`` and ``p``) as ``cpu_limit_cores``; quota -1 = none."""
+    q, p = out.pop("q", 0.0), out.pop("p", 0.0)
+    if q > 0 and p > 0:
+        out["cpu_limit_cores"] = q / p
 
 
 def _dirs(layout: Layout, rel: str, v1_dirs: dict[str, Path]) -> tuple[_Dir, dict[str, _Dir]]:
@@ -245,17 +261,19 @@ def _first(out: dict[str, float], *tries: tuple[_Dir, str, Parse]) -> None:
 
 def _read_raw(layout: Layout, rel: str, v1_dirs: dict[str, Path],
               dirs: tuple[_Dir, dict[str, _Dir]] | None = None,
-              now: float | None = None) -> tuple[dict[str, float] | None, bool]:
+              now: float | None = None,
+              trace: list[tuple[str, Parse, _Dir]] | None = None) -> tuple[dict[str, float] | None, bool]:
     """The readings (None: the cgroup vanished) and whether a v1 dir vanished.
 
     ``dirs`` (from :func:`_dirs`) are the container's dirs kept from one interval
-    to the next; ``now`` is the monotonic time files found absent are judged at.
+    to the next; ``now`` is the monotonic time files found absent are judged at;
+    ``trace`` gets the files that were there, in order (a :class:`_Plan`'s steps).
     """
     v2, v1 = _dirs(layout, rel, v1_dirs) if dirs is None else dirs
     t = time.monotonic() if now is None else now
-    v2.reset(t)
+    v2.reset(t, trace)
     for d in v1.values():
-        d.reset(t)
+        d.reset(t, trace)
     get = v1.get
     cpu, cpuacct, mem, blk, pids = (get(c, _NO_DIR) for c in V1_CONTROLLERS)
     got = v2.get("cpu.stat", _V2_CPU_STAT)
@@ -268,11 +286,9 @@ def _read_raw(layout: Layout, rel: str, v1_dirs: dict[str, Path],
         _first(out, (cpu, "cpu.stat", _V1_CPU_STAT))
     if (lim := v2.get("cpu.max", _LIMIT)) is not None:
         out.update(lim)
-    else:  # v1: quota -1 = none
-        q = cpu.get("cpu.cfs_quota_us", _QUOTA) or {}
-        p = cpu.get("cpu.cfs_period_us", _PERIOD) or {}
-        if q.get("q", 0) > 0 and p.get("p", 0) > 0:
-            out["cpu_limit_cores"] = q["q"] / p["p"]
+    else:  # v1: quota -1 = none (see _v1_limit)
+        out.update(cpu.get("cpu.cfs_quota_us", _QUOTA) or {})
+        out.update(cpu.get("cpu.cfs_period_us", _PERIOD) or {})
     _first(out, (v2, "memory.current", _MEM_USAGE), (mem, "memory.usage_in_bytes", _MEM_USAGE))
     _first(out, (v2, "memory.max", _MEM_LIMIT), (mem, "memory.limit_in_bytes", _MEM_LIMIT))
     _first(out, (v2, "memory.events", _OOM), (mem, "memory.oom_control", _OOM))
@@ -283,7 +299,12 @@ def _read_raw(layout: Layout, rel: str, v1_dirs: dict[str, Path],
     if tasks:
         out.update(tasks)
     elif v2.path:
-        out.update(_threads(v2))
+        n = len(trace) if trace is not None else 0
+        nested = _nested(v2)
+        out.update(_threads(v2, nested))
+        if trace is not None:      # one step: the walk, or the one file (children are looked for again with the plan)
+            del trace[n:]
+            trace.append((v2.prefix, _THREADS if nested else _THREADS_TOP, v2))
     io = v2.get("io.stat", _io_stat)      # the first file with figures
     if not io:
         for name in _BLKIO:
@@ -297,7 +318,95 @@ def _read_raw(layout: Layout, rel: str, v1_dirs: dict[str, Path],
             out.update(psi)
     if v2.gone() or v2.path is None and all(d.path is None or d.gone() for d in v1.values()):
         return None, False
+    _v1_limit(out)
     return out, any(d.gone() for d in v1.values())
+
+
+def _parsed(path: str, parse: Parse, text: str) -> dict[str, float]:
+    """``parse(text)``; {} and a warning when the file is malformed (as :meth:`_Dir.get`)."""
+    try:
+        return parse(text)
+    except (ValueError, IndexError, ZeroDivisionError):
+        _warn_once(path.rpartition("/")[2], f"cgroupfs: {path}: malformed: {text[:80]!r}")
+        return {}
+
+
+def _THREADS(text: str) -> dict[str, float]:
+    """Marks the task count from cgroup.threads over a subtree (:func:`_threads`) in a plan;
+    never called."""
+    raise AssertionError("not a file parser")
+
+
+def _THREADS_TOP(text: str) -> dict[str, float]:
+    """As :func:`_THREADS`, of a cgroup that had no children when the plan was made."""
+    raise AssertionError("not a file parser")
+
+
+class _Plan:
+    """One container's files: where they are, and which of them a full read found.
+
+    The first read of a container tries every file in order of preference
+    (:func:`_read_raw`: v2, then v1, then the fall-backs) and lists the files that
+    were there. Later reads read only those, in the same order: no lookups of the
+    alternatives that are absent (about 24 per container on a hybrid host, for some
+    6 files read). A plan lasts :data:`ABSENT_RETRY_S`, as a file found absent
+    did, and so does what it knows of children (the task count from cgroup.threads
+    walks the subtree only if it had children then); any read that fails makes this
+    read a full one, which tells a vanished cgroup from a vanished file as before.
+    """
+
+    __slots__ = ("rel", "v1", "vouched", "dirs", "steps", "until")
+
+    def __init__(self, layout: Layout, rel: str, v1: dict[str, Path], vouched: bool) -> None:
+        self.rel, self.v1, self.vouched = rel, v1, vouched
+        self.dirs = _dirs(layout, rel, v1)
+        self.steps: list[tuple[str, Parse, _Dir]] | None = None
+        self.until = 0.0
+
+    def read(self, layout: Layout, now: float,
+             shared: tuple[float, Callable[[], float]] | None = None) -> tuple[dict[str, float] | None, bool]:
+        """As :func:`_read_raw`, from the plan while it lasts. With ``shared`` (the tick
+        and the clock), the cgroup2 ``cpu.stat`` is the tick's :data:`CPU_STAT` reading,
+        whose time is ``cpu_read_at``."""
+        if self.steps is not None and now < self.until:
+            out = self._planned(now, shared)
+            if out is not None:
+                return out, False
+        trace: list[tuple[str, Parse, _Dir]] = []
+        raw, stale = _read_raw(layout, self.rel, self.v1, self.dirs, now, trace)
+        if raw is None or stale:
+            self.steps = None
+        else:
+            self.steps, self.until = trace, now + ABSENT_RETRY_S
+        return raw, stale
+
+    def _planned(self, now: float, shared: tuple[float, Callable[[], float]] | None) -> dict[str, float] | None:
+        """The readings from the planned files; None when one could not be read."""
+        out: dict[str, float] = {}
+        read = read_file if _files is None else _files.read
+        for path, parse, d in self.steps or ():
+            if parse is _V2_CPU_STAT and shared is not None:
+                try:
+                    text, at = CPU_STAT.read(path, shared[0], read, shared[1])
+                except OSError:
+                    return None
+                got = _parsed(path, parse, text)
+                got["cpu_read_at"] = at
+            elif parse is _THREADS or parse is _THREADS_TOP:
+                got = _threads(d.reset(now), parse is _THREADS)
+                if not got:
+                    return None
+            elif parse is _blkio and "io_read_bytes" in out:
+                continue                      # the first blkio file with figures, as in a full read
+            else:
+                try:
+                    text = read(path)
+                except OSError:
+                    return None
+                got = _parsed(path, parse, text)
+            out.update(got)
+        _v1_limit(out)
+        return out
 
 
 def read_cgroup(layout: Layout, cgroup_rel_path: str, v1_dirs: dict[str, Path] | None = None,
@@ -369,10 +478,12 @@ class CgroupfsSource:
         self.layout = Layout.detect() if layout is None else layout
         self.proc_root = Path(proc_root)
         self.clock = clock
+        #: on the host's own cgroupfs, cpu.stat readings are shared with the cpu source
+        self._shared = layout is None
         #: container id -> {metric or reading: (time of the container's read, counter)}
         self._prev: dict[str, dict[str, tuple[float, float]]] = {}
-        #: container id -> (cgroup rel path, v1 dirs, vouched for by a member, its dirs)
-        self._paths: dict[str, tuple[str, dict[str, Path], bool, tuple[_Dir, dict[str, _Dir]]]] = {}
+        #: container id -> where its files are, and which of them to read
+        self._paths: dict[str, _Plan] = {}
         global _files
         if layout is None and _files is None:
             # on the host's own cgroupfs (not a layout given for a test), the files read every
@@ -398,11 +509,11 @@ class CgroupfsSource:
             alive.add(cid)
             rel = c.cgroup.strip("/")
             p = paths.get(cid)
-            if p is None or p[0] != rel or not p[2]:
+            if p is None or p.rel != rel or not p.vouched:
                 v1, vouched = resolve_v1(layout, rel, self.proc_root)
-                p = paths[cid] = (rel, v1, vouched, _dirs(layout, rel, v1))
+                p = paths[cid] = _Plan(layout, rel, v1, vouched)
             t0 = clock()
-            raw, stale = _read_raw(layout, rel, p[1], p[3], mono)
+            raw, stale = p.read(layout, mono, (now, clock) if self._shared else None)
             if raw is None or stale:  # resolve again next time
                 del paths[cid]
             if raw:
@@ -434,15 +545,17 @@ class CgroupfsSource:
         if raw.get("mem_limit_bytes", 0) > 0 and "mem_usage_bytes" in raw:
             ratio = raw["mem_usage_bytes"] / raw["mem_limit_bytes"]
             out.append(new_sample(now, c, "mem.usage_ratio", ratio))
+        cpu_at = raw.get("cpu_read_at", read_at)     # a shared reading's own time (CPU_STAT)
         for m, k, scale in _RATES:
             v = raw.get(k)
             if v is None:
                 continue
+            at = cpu_at if k == "cpu_usage_usec" else read_at
             before = prev.get(m)
-            prev[m] = (read_at, v)
+            prev[m] = (at, v)
             if before is None:
                 continue
-            dt, dv = read_at - before[0], v - before[1]
+            dt, dv = at - before[0], v - before[1]
             if dt > 0 and dv >= 0:
                 out.append(new_sample(now, c, m, dv / dt * scale))
 

@@ -8,7 +8,7 @@ PosixPath('/sys/fs/cgroup')
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +88,46 @@ class FileCache:
     def close(self) -> None:
         for path in list(self._fds):
             self._drop(path)
+
+
+class SharedReads:
+    """A file two sources read every interval, read once per tick and handed to both
+    with the time of that read.
+
+    A cgroup's ``cpu.stat`` gives the cpu source its usage and the cgroupfs source its
+    usage and throttling. Every rate is over the times of its own two readings, so
+    two sources can share one reading exactly; whichever asks first in a tick reads.
+
+    >>> import itertools, tempfile
+    >>> f = tempfile.NamedTemporaryFile("w", delete=False); _ = f.write("usage_usec 5"); f.close()
+    >>> clock, shared = itertools.count().__next__, SharedReads()
+    >>> shared.read(f.name, 1.0, read_file, clock), shared.read(f.name, 1.0, read_file, clock)
+    (('usage_usec 5', 0.5), ('usage_usec 5', 0.5))
+    >>> shared.read(f.name, 2.0, read_file, clock)      # the next tick reads again
+    ('usage_usec 5', 2.5)
+    """
+
+    __slots__ = ("_tick", "_got")
+
+    def __init__(self) -> None:
+        self._tick: float | None = None
+        self._got: dict[str, tuple[str, float]] = {}
+
+    def read(self, path: str, tick: float, read: Callable[[str], str],
+             clock: Callable[[], float]) -> tuple[str, float]:
+        """The text of ``path`` this tick and when it was read (the middle of the read)."""
+        if tick != self._tick:
+            self._tick, self._got = tick, {}
+        hit = self._got.get(path)
+        if hit is None:
+            t0 = clock()
+            text = read(path)
+            hit = self._got[path] = (text, (t0 + clock()) / 2)
+        return hit
+
+
+#: the cgroup2 ``cpu.stat`` readings the host's cpu and cgroupfs sources share
+CPU_STAT = SharedReads()
 
 
 def _pread_all(fd: int) -> str:

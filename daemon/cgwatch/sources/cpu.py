@@ -43,7 +43,7 @@ from ..model import Container, Sample
 from .base import Rates
 from .bpf import Probe, kernel_version, raw_tracepoints, tracepoint_exists
 from .bpfsys import possible_cpus
-from .cgroupfs_layout import FileCache, Layout
+from .cgroupfs_layout import CPU_STAT, FileCache, Layout
 from .kernel import KernelSource, row_samples, with_idle
 
 log = logging.getLogger("cgwatch.sources")
@@ -103,10 +103,13 @@ class CpuSource(KernelSource):
     _files: FileCache | None = None
     #: (container id,) -> (time of the read, usage_usec)
     _usage: Rates | None = None
+    #: on the host's own cgroupfs, cpu.stat readings are shared with the cgroupfs source
+    _shared = False
 
     def __init__(self, resolver, cflags: Iterable[str] = (), runq: bool = True,  # type: ignore[no-untyped-def]
                  cgroup2: Path | None = None) -> None:
         self.runq = runq
+        self._shared = cgroup2 is None
         self.cgroup2 = Layout.detect().unified if cgroup2 is None else cgroup2
         self._files = FileCache(USAGE_FILES)
         self._usage = Rates()
@@ -143,7 +146,7 @@ class CpuSource(KernelSource):
         if dt <= 0:
             return []
         cs, d = with_idle(cs, d, containers)
-        usage = self.cgroup_usage(containers)
+        usage = self.cgroup_usage(containers, now)
         f = d[:, :3].astype(np.float64)
         cols: dict[str, list[float | None]] = {
             "cpu.usage_cores": (f[:, 0] / 1e9 / dt).tolist(),
@@ -162,14 +165,16 @@ class CpuSource(KernelSource):
         names = [m for m in cols if m not in self.absent]
         return row_samples(now, cs, names, list(zip(*(cols[m] for m in names))))
 
-    def cgroup_usage(self, containers: Iterable[Container]) -> dict[str, float]:
-        """Cores each container used since its previous read, from its cgroup2 ``cpu.stat``.
+    def cgroup_usage(self, containers: Iterable[Container], now: float | None = None) -> dict[str, float]:
+        """Cores each container used since its previous read, from its cgroup2 ``cpu.stat``
+        (on the host, the tick's reading it shares with the cgroupfs source: :data:`CPU_STAT`).
 
         A container read for the first time, or whose file is gone, unreadable or
         went backwards (the cgroup was made anew), is left out: BPF's figure stands.
         """
         out: dict[str, float] = {}
         rates, files, clock = self._usage, self._files, self.clock
+        shared = self._shared and now is not None
         if self.cgroup2 is None or files is None or rates is None:
             return out
         alive = set()
@@ -179,10 +184,13 @@ class CpuSource(KernelSource):
                 continue
             alive.add(c.id)
             path = f"{self.cgroup2}/{rel}/cpu.stat"
-            t0 = clock()
             try:
-                text = files.read(path)
-                t = (t0 + clock()) / 2
+                if shared:
+                    text, t = CPU_STAT.read(path, now, files.read, clock)
+                else:
+                    t0 = clock()
+                    text = files.read(path)
+                    t = (t0 + clock()) / 2
                 usec = _usage_usec(text)
             except (OSError, ValueError):
                 continue

@@ -36,6 +36,10 @@ class Resolver(Protocol):
 
     def alive(self, cgid: int) -> bool: ...
 
+    @property
+    def generation(self) -> Any:
+        """Changes whenever container() or alive() may answer differently."""
+
 
 class KernelSource:
     """Base of the BPF sources: load, read deltas, forget the dead, poll events."""
@@ -56,7 +60,10 @@ class KernelSource:
         self.cflags = [*flags, *self.extra_flags(flags), *cflags]
         self.bpf = load(self.program, self.cflags)
         self.readers = {t: PerCpuTable(self.bpf[t]) for t in self.tables}
-        self._prev: dict[str, dict[int, np.ndarray]] = {t: {} for t in self.tables}
+        #: table -> the cgroup ids and counters of its latest read
+        self._prev: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        #: table -> (its ids as bytes, the resolver's generation, what _containers made of them)
+        self._rows: dict[str, tuple[bytes, Any, Any]] = {}
         # the maps count from here on: a cgroup's first read is a delta from zero since load
         self._read_at: dict[str, float] = dict.fromkeys(self.tables, self.clock())
         self._pending: list[Event] = []
@@ -98,27 +105,42 @@ class KernelSource:
         """
         reader = self.readers[table]
         t0 = self.clock()
-        cur = reader.read()
+        keys, vals = reader.read_rows()
         t = (t0 + self.clock()) / 2
         dt, self._read_at[table] = t - self._read_at.get(table, t), t
-        prev = self._prev[table]
-        if not cur:
-            self._prev[table] = cur
+        pk, pv = self._prev.get(table, _NONE)
+        self._prev[table] = keys, vals
+        if not len(keys):
             return [], np.zeros((0, reader.nfields), dtype=np.uint64), dt
-        keys = list(cur)
-        vals = np.array(list(cur.values()))          # (np.stack checks what we know: 2.5x slower)
-        zero = np.zeros(vals.shape[1], dtype=vals.dtype)
-        get = prev.get
-        d = vals - np.array([get(k, zero) for k in keys])
+        d = vals - _aligned(keys, pk, pv)
         wrapped = (d > vals).any(axis=1)               # wrapped or recreated: from zero
         if wrapped.any():
             d[wrapped] = vals[wrapped]
+        cs, where, dead = self._containers(table, keys, now)
+        if where is not None:                          # a container of several cgroups: add up
+            summed = np.zeros((len(cs), d.shape[1]), dtype=d.dtype)
+            np.add.at(summed, where, d)
+            d = summed
+        if dead:
+            reader.delete(dead)
+            keep = ~np.isin(keys, np.array(dead, dtype=np.uint64))
+            self._prev[table] = keys[keep], vals[keep]
+        return cs, d, dt
+
+    def _containers(self, table: str, keys: np.ndarray, now: float) -> tuple[list[Container], np.ndarray | None, list[int]]:
+        """The containers of a map's cgroup ids, in order of first appearance; for each id
+        the row of its container (None when every container has one id); the ids of
+        cgroups that are gone. Kept while the ids and the resolver's generation stay."""
+        gen, raw = self.resolver.generation, keys.tobytes()
+        hit = self._rows.get(table)
+        if hit is not None and hit[0] == raw and hit[1] == gen:
+            return hit[2]
         container, alive = self.resolver.container, self.resolver.alive
         rows: dict[str, int] = {}
         cs: list[Container] = []
         where: list[int] = []
         dead = []
-        for k in keys:
+        for k in keys.tolist():
             c = container(k, now)
             j = rows.get(c.id)
             if j is None:
@@ -127,16 +149,10 @@ class KernelSource:
             where.append(j)
             if not alive(k):
                 dead.append(k)
-        if len(cs) < len(keys):                        # a container of several cgroups: add up
-            summed = np.zeros((len(cs), d.shape[1]), dtype=d.dtype)
-            np.add.at(summed, np.array(where), d)
-            d = summed
-        if dead:
-            reader.delete(dead)
-            for cgid in dead:
-                cur.pop(cgid, None)
-        self._prev[table] = cur
-        return cs, d, dt
+        out = cs, (np.array(where) if len(cs) < len(where) else None), dead
+        # after container() ran: looking ids up may move the generation (a cgroup learnt)
+        self._rows[table] = (raw, self.resolver.generation, out)
+        return out
 
     # -- events ------------------------------------------------------------------
     def _open_ring(self) -> bool:
@@ -174,6 +190,31 @@ class KernelSource:
         bpf, self.bpf = self.bpf, None
         if bpf is not None:
             bpf.cleanup()
+
+
+_NONE = (np.zeros(0, dtype=np.uint64), np.zeros((0, 0), dtype=np.uint64))
+
+
+def _aligned(keys: np.ndarray, pk: np.ndarray, pv: np.ndarray) -> np.ndarray:
+    """The previous read's counters ``pv`` (of ids ``pk``) in the rows of ``keys``;
+    zeros for an id seen first. The map lists its ids in the same order from one
+    read to the next until one comes or goes, so that is the case tried first.
+
+    >>> k = np.array([7, 9, 8], dtype=np.uint64)
+    >>> _aligned(k, np.array([8, 7], dtype=np.uint64), np.array([[80], [70]], dtype=np.uint64)).tolist()
+    [[70], [0], [80]]
+    """
+    if not len(pk):
+        return np.zeros(1, dtype=np.uint64)          # broadcasts: everything counts from zero
+    if len(pk) == len(keys) and np.array_equal(pk, keys):
+        return pv
+    out = np.zeros((len(keys), pv.shape[1]), dtype=pv.dtype)
+    order = np.argsort(pk)
+    sk = pk[order]
+    pos = np.minimum(np.searchsorted(sk, keys), len(sk) - 1)
+    hit = sk[pos] == keys
+    out[hit] = pv[order[pos[hit]]]
+    return out
 
 
 def cstr(buf: Any) -> str:
