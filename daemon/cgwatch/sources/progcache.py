@@ -38,14 +38,18 @@ log = logging.getLogger("cgwatch.bpf")
 MAX_ENTRY = 4 << 20
 
 _dir: Path | None = None
+#: a program was compiled (or failed) since the directory was set: the cache is not complete
+_missed = False
+#: the file that says the last start found every program in the cache (see :func:`looks_complete`)
+COMPLETE = "complete"
 
 
 def set_dir(path: str | os.PathLike[str] | None) -> Path | None:
     """Use ``path`` for the cache from now on (made 0700 if missing), or none
     (None). A directory that is not root's own, or that others may write, is
     refused with one warning; returns the directory in use."""
-    global _dir
-    _dir = None
+    global _dir, _missed
+    _dir, _missed = None, False
     if path is None:
         return None
     d = Path(path)
@@ -64,6 +68,60 @@ def set_dir(path: str | os.PathLike[str] | None) -> Path | None:
 def current() -> Path | None:
     """The cache directory in use, or None."""
     return _dir
+
+
+def missed() -> None:
+    """Note that a program did not come from the cache."""
+    global _missed
+    _missed = True
+
+
+def fingerprint() -> str:
+    """What every entry's key shares: the entry format, the kernel, BCC and the shipped
+    BPF sources and headers (flags and extra programs are not known before the sources load)."""
+    from .bpf import bpf_dir
+
+    h = hashlib.sha256()
+    u = os.uname()
+    h.update(f"{CACHE_FORMAT}\n{u.release}\n{u.version}\n{u.machine}\n{bcc_version()}\n".encode())
+    d = bpf_dir()
+    for f in sorted([*d.glob("*.c"), *d.glob("*.h")]):
+        data = f.read_bytes()
+        h.update(f"{f.name} {len(data)}\n".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def mark_start() -> None:
+    """After the daemon's programs loaded: record whether they all came from the cache
+    (the next start then need not start BCC's loader early), else forget it."""
+    if _dir is None:
+        return
+    path = _dir / COMPLETE
+    try:
+        if _missed:
+            path.unlink(missing_ok=True)
+            return
+        tmp = _dir / f".{COMPLETE}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(fingerprint() + "\n")
+        os.rename(tmp, path)
+    except OSError as e:
+        log.debug("BPF program cache: %s: %s", path, e)
+
+
+def looks_complete(state_dir: str) -> bool:
+    """True when the last start in ``state_dir`` found every program in the cache and
+    neither the kernel, BCC nor the BPF sources changed since: a start that then
+    need not import BCC at all. (A hint only: a program that misses still compiles.)"""
+    path = Path(state_dir) / "bpf-cache" / COMPLETE
+    try:
+        if unsafe(os.lstat(path.parent), directory=True) or unsafe(os.lstat(path)):
+            return False
+        return path.read_text().strip() == fingerprint()
+    except OSError:
+        return False
 
 
 def unsafe(st: os.stat_result, directory: bool = False) -> str:
