@@ -130,7 +130,9 @@ def load_prog(name: str, prog_type: int, insns: bytes, license: str, kern_versio
     try:
         return bpf(PROG_LOAD, attr)
     except OSError as e:
-        lines = [x for x in buf.value.decode(errors="replace").splitlines() if x.strip()]
+        # the reason is the last line before the verifier's statistics ("processed N insns ...")
+        lines = [x for x in buf.value.decode(errors="replace").splitlines()
+                 if x.strip() and not x.startswith(("processed ", "verification time", "stack depth"))]
         why = lines[-1] if lines else e.strerror
         raise OSError(first.errno, f"{first.strerror}: {why}") from None
 
