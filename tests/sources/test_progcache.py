@@ -97,9 +97,10 @@ def test_the_second_load_comes_from_the_cache_without_bcc_and_counts(cache, cgro
     [entry] = entries(cache, "cpu")
     assert entry.stat().st_mode & 0o777 == 0o600
     no_loader(monkeypatch)
+    before = set(children())        # what earlier tests left running is not ours
     prog = bpf.load("cpu", flags)
     try:
-        assert children() == []
+        assert set(children()) <= before, "a process was started for a cached program"
         assert sorted(prog.funcs) == sorted(first_names(entry))
         assert len(prog.links) == 1
         wait_counted(prog, cgroups)
