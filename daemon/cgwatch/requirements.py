@@ -67,7 +67,7 @@ HOST_PATHS: tuple[HostPath, ...] = (
     HostPath("/sys/kernel/debug", True, "older kernels' tracefs, at /sys/kernel/debug/tracing", False),
     HostPath("/lib/modules", True, "kernel headers BCC compiles against: /lib/modules/$(uname -r)/build", True),
     HostPath("/usr/src", True, "where the build/ and source/ links of /lib/modules point (linux-headers-*)", True),
-    HostPath("/var/lib/cgwatch", False, "state_dir: alert history, outbox, anomaly baselines, profiles", True),
+    HostPath("/var/lib/cgwatch", False, "state_dir: alert history, outbox, anomaly baselines, profiles, compiled BPF programs", True),
     HostPath("/var/lib/docker/containers", True, "docker: <id>/config.v2.json (names, images, labels)", False, True),
     HostPath("/run/containerd", True, "containerd: io.containerd.runtime.v2.task/k8s.io/<id>/config.json", False, True),
     HostPath("/var/lib/containers", True, "podman and CRI-O: storage/overlay-containers/", False, True),

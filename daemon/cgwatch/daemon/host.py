@@ -30,13 +30,16 @@ log = logging.getLogger("cgwatch")
 
 def open_collector(cfg: Config, profiler: Profiler | None = None, pods: PodIndex | None = None) -> Any:
     """Compile and attach the configured sources (seconds: call it in a thread), and load
-    the profiler now when a rule will ask for profiles. Everything compiles in one BCC
-    loader process (:mod:`cgwatch.sources.loader`), side by side, which exits after."""
+    the profiler now when a rule will ask for profiles. Programs come from the cache of
+    compiled programs in ``<state_dir>/bpf-cache`` (:mod:`cgwatch.sources.progcache`) when
+    it holds them; the rest compile in one BCC loader process
+    (:mod:`cgwatch.sources.loader`), side by side, which exits after."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..collect import open_collector as open_sources
-    from ..sources import loader
+    from ..sources import bpf, loader, progcache
 
+    bpf.set_cache_dir(cache_dir(cfg))
     try:
         with loader.session(), ThreadPoolExecutor(1) as pool:
             preload = pool.submit(profiler.load) if profiler is not None and profiler.preload else None
@@ -45,8 +48,14 @@ def open_collector(cfg: Config, profiler: Profiler | None = None, pods: PodIndex
                 preload.result()
     finally:
         loader.release()     # a loader started early that nothing used (no BPF source)
+    progcache.mark_start()
     trim_heap()
     return col
+
+
+def cache_dir(cfg: Config) -> str:
+    """Where the daemon keeps its compiled BPF programs."""
+    return os.path.join(cfg.state_dir, "bpf-cache")
 
 
 def trim_heap() -> None:

@@ -188,22 +188,46 @@ def probe_flags(probes: Iterable[Probe], owner: str) -> tuple[list[str], set[str
     return flags, lost
 
 
+def set_cache_dir(path: str | os.PathLike[str] | None) -> None:
+    """Keep compiled programs in ``path`` and load them from there when nothing they
+    depend on changed (:mod:`cgwatch.sources.progcache`); None: compile every time.
+    The daemon uses ``<state_dir>/bpf-cache``; other commands compile."""
+    from . import progcache
+
+    progcache.set_dir(path)
+
+
 def load(name: str, cflags: Iterable[str] = (), funcs: dict[str, int] | None = None) -> Any:
-    """Compile ``bpf/<name>.bpf.c`` and attach its probes, in the loader process
-    (:mod:`cgwatch.sources.loader`); returns a :class:`~cgwatch.sources.bpfsys.Program`.
+    """Load ``bpf/<name>.bpf.c`` and attach its probes: from the cache of compiled
+    programs when one is set and holds this build, else compiled in the loader process
+    (:mod:`cgwatch.sources.loader`), which records it for the cache. Returns a
+    :class:`~cgwatch.sources.bpfsys.Program`.
 
     ``funcs`` names programs to load that no probe attaches by itself (name -> BCC
     program type). Raises SetupError (one line) when compilation or loading fails.
     """
     check_host()
+    from . import progcache
     from .loader import LoadError, session
 
     src = bpf_dir() / f"{name}.bpf.c"
     flags = [f"-I{bpf_dir()}", *cflags]
+    cache, record = progcache.current(), None
+    if cache is not None and progcache.bcc_version():
+        try:
+            key = progcache.cache_key(src, flags, funcs or {})
+        except OSError as e:
+            log.warning("%s.bpf.c: not cached (%s)", name, e)
+        else:
+            prog = progcache.load(cache, name, key, src.name)
+            if prog is not None:
+                return prog
+            record = progcache.request(cache, name, key)
+        progcache.missed()
     log.debug("compiling %s with %s", src, " ".join(flags))
     try:
         with session() as loader:
-            return loader.load(str(src), flags, funcs)
+            return loader.load(str(src), flags, funcs, cache=record)
     except LoadError as e:
         raise SetupError(f"{name}.bpf.c did not load: {e}") from None
 

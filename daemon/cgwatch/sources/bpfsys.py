@@ -32,7 +32,8 @@ _NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "arm64": 241, "ppc64le": 3
                        "riscv64": 241, "loongarch64": 241}
 
 # commands (include/uapi/linux/bpf.h)
-MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 1, 2, 3, 4
+MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
+PROG_LOAD = 5
 RAW_TRACEPOINT_OPEN = 17
 MAP_LOOKUP_BATCH = 24
 
@@ -60,6 +61,19 @@ class _RawTpAttr(ct.Structure):
     _fields_ = [("name", ct.c_uint64), ("prog_fd", ct.c_uint32), ("pad", ct.c_uint32)]
 
 
+class _MapCreateAttr(ct.Structure):
+    _fields_ = [("map_type", ct.c_uint32), ("key_size", ct.c_uint32), ("value_size", ct.c_uint32),
+                ("max_entries", ct.c_uint32), ("map_flags", ct.c_uint32), ("inner_map_fd", ct.c_uint32),
+                ("numa_node", ct.c_uint32), ("map_name", ct.c_char * 16)]
+
+
+class _ProgLoadAttr(ct.Structure):
+    _fields_ = [("prog_type", ct.c_uint32), ("insn_cnt", ct.c_uint32), ("insns", ct.c_uint64),
+                ("license", ct.c_uint64), ("log_level", ct.c_uint32), ("log_size", ct.c_uint32),
+                ("log_buf", ct.c_uint64), ("kern_version", ct.c_uint32), ("prog_flags", ct.c_uint32),
+                ("prog_name", ct.c_char * 16)]
+
+
 def _nr(table: dict[str, int]) -> int:
     machine = platform.machine()
     try:
@@ -75,6 +89,81 @@ def bpf(cmd: int, attr: ct.Structure) -> int:
         err = ct.get_errno()
         raise OSError(err, os.strerror(err))
     return int(res)
+
+
+def _obj_name(name: str) -> bytes:
+    """A map's or program's name as the kernel keeps it (15 characters, as BCC gives it)."""
+    return "".join(c for c in name if c.isalnum() or c in "_.").encode()[:15]
+
+
+def create_map(name: str, map_type: int, key_size: int, value_size: int, max_entries: int,
+               flags: int = 0) -> int:
+    """``BPF_MAP_CREATE``; returns the new map's descriptor (raises OSError)."""
+    attr = _MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
+                          max_entries=max_entries, map_flags=flags, map_name=_obj_name(name))
+    return bpf(MAP_CREATE, attr)
+
+
+#: the verifier's log of a program that failed to load (its last lines say why)
+_LOG_SIZE = 1 << 20
+
+
+def load_prog(name: str, prog_type: int, insns: bytes, license: str, kern_version: int = 0) -> int:
+    """``BPF_PROG_LOAD``; returns the program's descriptor. A program the verifier
+    rejects raises OSError whose message is the verifier's last line."""
+    for prefix in ("tracepoint__", "raw_tracepoint__"):     # as BCC names them
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    code = ct.create_string_buffer(insns, len(insns))
+    lic = ct.create_string_buffer(license.encode())
+    attr = _ProgLoadAttr(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=ct.addressof(code),
+                         license=ct.addressof(lic), kern_version=kern_version, prog_name=_obj_name(name))
+    try:
+        return bpf(PROG_LOAD, attr)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EINVAL):
+            raise
+        first = e
+    # again with the verifier's log, only to say why (loading with a log is slower)
+    buf = ct.create_string_buffer(_LOG_SIZE)
+    attr.log_level, attr.log_size, attr.log_buf = 1, _LOG_SIZE, ct.addressof(buf)
+    try:
+        return bpf(PROG_LOAD, attr)
+    except OSError as e:
+        # the reason is the last line before the verifier's statistics ("processed N insns ...")
+        lines = [x for x in buf.value.decode(errors="replace").splitlines()
+                 if x.strip() and not x.startswith(("processed ", "verification time", "stack depth"))]
+        why = lines[-1] if lines else e.strerror
+        raise OSError(first.errno, f"{first.strerror}: {why}") from None
+
+
+def attach_raw_tracepoint(prog_fd: int, tp: str) -> int:
+    """``BPF_RAW_TRACEPOINT_OPEN``: run the program on the raw tracepoint ``tp``; closing the
+    descriptor detaches it."""
+    name = ct.create_string_buffer(tp.encode())
+    return bpf(RAW_TRACEPOINT_OPEN, _RawTpAttr(name=ct.addressof(name), prog_fd=prog_fd))
+
+
+def attach_tracepoint(prog_fd: int, events: str, group: str, name: str) -> int:
+    """A perf event on the tracepoint ``group:name`` (``events``: tracefs's events
+    directory) running the program, as BCC attaches it; closing the descriptor detaches it."""
+    if "/" in group or "/" in name or group.startswith(".") or name.startswith("."):
+        raise OSError(errno.EINVAL, f"bad tracepoint name {group}:{name}")
+    with open(os.path.join(events, group, name, "id")) as f:
+        tp_id = int(f.read())
+    attr = _PerfAttr(type=_PERF_TYPE_TRACEPOINT, size=ct.sizeof(_PerfAttr), config=tp_id,
+                     sample_freq=1, wakeup_events=1)          # sample_freq is sample_period here
+    fd = _libc.syscall(_nr(_NR_PERF_EVENT_OPEN), ct.byref(attr), -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
+    if fd < 0:
+        err = ct.get_errno()
+        raise OSError(err, f"perf_event_open on {group}:{name}: {os.strerror(err)}")
+    try:
+        _ioctl(fd, _PERF_EVENT_IOC_SET_BPF, prog_fd)
+        _ioctl(fd, _PERF_EVENT_IOC_ENABLE, 0)
+    except OSError:
+        os.close(fd)
+        raise
+    return int(fd)
 
 
 def raw_tracepoints_supported() -> bool:
@@ -413,7 +502,7 @@ class _PerfAttr(ct.Structure):
                 ("wakeup_events", ct.c_uint32), ("bp_type", ct.c_uint32), ("config1", ct.c_uint64)]
 
 
-_PERF_TYPE_SOFTWARE, _PERF_COUNT_SW_CPU_CLOCK = 1, 0
+_PERF_TYPE_SOFTWARE, _PERF_TYPE_TRACEPOINT, _PERF_COUNT_SW_CPU_CLOCK = 1, 2, 0
 _PERF_FLAG_FD_CLOEXEC = 1 << 3
 _ATTR_FREQ = 1 << 10                      # perf_event_attr.freq
 _PERF_EVENT_IOC_ENABLE, _PERF_EVENT_IOC_DISABLE, _PERF_EVENT_IOC_SET_BPF = 0x2400, 0x2401, 0x40042408

@@ -19,6 +19,12 @@ Protocol, on a ``SOCK_SEQPACKET`` pair: the daemon sends a JSON request
 descriptor, the socket the answer goes to. The worker answers
 ``{"maps": [...], "funcs": [...], "links": n}`` with the descriptors in that order,
 or ``{"error": "one line"}``. The daemon closing its end tells the loader it is done.
+
+A request may also carry ``"cache": {"path": file, "bcc": version}``: once it has
+answered, the worker writes there what loading the program again takes without BCC
+(:func:`cache_entry`; the daemon reads it with :mod:`cgwatch.sources.progcache`).
+A program it cannot describe completely is not written, and the answer says why
+(``"uncached"``).
 """
 
 from __future__ import annotations
@@ -52,7 +58,17 @@ class LoadError(Exception):
 class Loader:
     """The daemon's side: one loader process, many requests (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: bool = True) -> None:
+        """``start=False``: the process starts with the first :meth:`load` (a session
+        whose programs all come from the cache never starts it)."""
+        self._lock = threading.Lock()
+        self._closed = False
+        self._used = False
+        self._proc: subprocess.Popen[bytes] | None = None
+        if start:
+            self._start()
+
+    def _start(self) -> None:
         self._ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # run as a script (-P: its directory is not put on sys.path): the loader
@@ -61,22 +77,35 @@ class Loader:
                 [sys.executable, "-P", os.path.abspath(__file__), str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            self._ctl.close()
+            raise
         finally:
             theirs.close()
-        self._lock = threading.Lock()
-        self._closed = False
 
-    def load(self, src: str, cflags: list[str], funcs: dict[str, int] | None = None) -> Any:
-        """Compile, load and attach ``src``; returns a :class:`~.bpfsys.Program`."""
+    @property
+    def started(self) -> bool:
+        return self._proc is not None
+
+    def load(self, src: str, cflags: list[str], funcs: dict[str, int] | None = None,
+             cache: dict[str, str] | None = None) -> Any:
+        """Compile, load and attach ``src``; returns a :class:`~.bpfsys.Program`.
+        ``cache``: where and for which BCC the worker records it (see the module's doc)."""
         from .bpfsys import Func, Map, Program
 
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with mine:
-            req = json.dumps({"src": src, "cflags": cflags, "funcs": funcs or {}}).encode()
+            body: dict[str, Any] = {"src": src, "cflags": cflags, "funcs": funcs or {}}
+            if cache is not None:
+                body["cache"] = cache
+            req = json.dumps(body).encode()
             try:
                 with self._lock:
                     if self._closed:
                         raise LoadError("the BPF loader was already closed")
+                    if self._proc is None:
+                        self._start()
+                    self._used = True
                     socket.send_fds(self._ctl, [req], [theirs.fileno()])
             except OSError as e:
                 raise LoadError(f"the BPF loader is gone ({e.strerror})") from None
@@ -93,6 +122,8 @@ class Loader:
             for fd in fds:
                 os.close(fd)
             raise LoadError(ans["error"])
+        if "uncached" in ans:
+            log.debug("%s: not cached: %s", os.path.basename(src), ans["uncached"])
         it = iter(fds)
         maps = {m["name"]: Map(m["name"], next(it), m["type"], m["key_size"], m["leaf_size"],
                                m["max_entries"], m["key_desc"], m["leaf_desc"]) for m in ans["maps"]}
@@ -106,7 +137,11 @@ class Loader:
             if self._closed:
                 return
             self._closed = True
+            if self._proc is None:
+                return
             self._ctl.close()
+        if not self._used:      # prestarted, then every program came from the cache:
+            self._proc.kill()   # no need to wait for BCC's import to finish
         try:
             self._proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -121,7 +156,8 @@ _shared_lock = threading.Lock()
 
 def prestart() -> None:
     """Start the loader now, so BCC imports while the daemon does its own start-up.
-    The next :func:`session` uses it and closes it at its end."""
+    The next :func:`session` uses it and closes it at its end (and :func:`release`
+    when nothing needed it: every program came from the cache)."""
     global _shared
     with _shared_lock:
         if _shared is None:
@@ -130,12 +166,13 @@ def prestart() -> None:
 
 @contextmanager
 def session() -> Iterator[Loader]:
-    """The loader for a batch of loads: the prestarted one, or one started now.
-    The outermost session closes it, and with it the compiler's memory."""
+    """The loader for a batch of loads: the prestarted one, or one that starts with
+    its first load (none, when every program comes from the cache). The outermost
+    session closes it, and with it the compiler's memory."""
     global _shared, _depth
     with _shared_lock:
         if _shared is None:
-            _shared = Loader()
+            _shared = Loader(start=False)
         _depth += 1
         loader = _shared
     try:
@@ -164,8 +201,9 @@ def release() -> None:
 # --------------------------------------------------------------------------------------
 # the loader process
 
-def _describe(b: Any, lib: Any, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-    """Load the requested extra programs; list every map, program and attachment."""
+def _describe(b: Any, lib: Any, req: dict[str, Any]) -> tuple[dict[str, Any], list[int], dict[str, Any] | None]:
+    """Load the requested extra programs; list every map, program and attachment, and
+    (when the request asks for it) the cache entry."""
     for name, kind in req["funcs"].items():
         b.load_func(name.encode(), kind)
     maps, fds = [], []
@@ -184,10 +222,22 @@ def _describe(b: Any, lib: Any, req: dict[str, Any]) -> tuple[dict[str, Any], li
             "key_size": lib.bpf_table_key_size_id(b.module, i),
             "leaf_size": lib.bpf_table_leaf_size_id(b.module, i),
             "max_entries": lib.bpf_table_max_entries_id(b.module, i),
+            "flags": lib.bpf_table_flags_id(b.module, i),
             "key_desc": json.loads(key) if key else None,
             "leaf_desc": json.loads(leaf) if leaf else None,
         })
         fds.append(fd)
+    ans: dict[str, Any] = {"maps": maps}
+    entry = None
+    if req.get("cache"):
+        import bcc
+
+        try:
+            if bcc.__version__ != req["cache"]["bcc"]:
+                raise ValueError(f"BCC is {bcc.__version__}, the daemon read {req['cache']['bcc']}")
+            entry = cache_entry(b, lib, req, maps, list(fds))
+        except ValueError as e:
+            ans["uncached"] = str(e)
     funcs = []
     for name, fn in b.funcs.items():
         funcs.append(name.decode() if isinstance(name, bytes) else name)
@@ -196,10 +246,128 @@ def _describe(b: Any, lib: Any, req: dict[str, Any]) -> tuple[dict[str, Any], li
     fds += links
     if len(fds) > MAX_FDS:
         raise LoadError(f"{len(fds)} descriptors are more than one answer can carry")
-    return {"maps": maps, "funcs": funcs, "links": len(links)}, fds
+    ans.update(funcs=funcs, links=len(links))
+    return ans, fds, entry
 
 
 RINGBUF = 27
+
+# -- the cache of compiled programs: what the worker records ---------------------------------
+
+#: the layout of a cache entry (part of its key: a new layout misses every old entry)
+CACHE_FORMAT = 1
+#: the map types an entry may create (no map of maps, no program array: their contents are fds)
+CACHEABLE_MAPS = frozenset({1, 2, 5, 6, 7, 9, 10, RINGBUF})
+#: BCC's program types for what it attaches by name (bcc.BPF.TRACEPOINT, .RAW_TRACEPOINT)
+TRACEPOINT_PROG, RAW_TRACEPOINT_PROG = 5, 17
+_LD_IMM64, _CALL, _PSEUDO_MAP_FD = 0x18, 0x85, 1
+
+
+def relocations(code: bytes, map_fds: dict[int, str]) -> list[list[Any]]:
+    """``[instruction index, map name]`` of every map a program's bytecode loads by fd
+    (``ld_imm64`` with src_reg ``BPF_PSEUDO_MAP_FD``; BCC puts its fds in the imm).
+    Raises ValueError at anything else a loader would have to fix up: a map value
+    (src_reg 2), a function's address, a call into another function or the kernel.
+
+    >>> import struct
+    >>> ld = struct.pack("<BBhi", 0x18, 0x11, 0, 7) + bytes(8)
+    >>> relocations(ld + struct.pack("<BBhi", 0x95, 0, 0, 0), {7: "m"})
+    [[0, 'm']]
+    >>> relocations(struct.pack("<BBhi", 0x18, 0x21, 0, 7) + bytes(8), {7: "m"})
+    Traceback (most recent call last):
+    ValueError: instruction 0 loads with src_reg 2
+    """
+    import struct
+
+    if len(code) % 8:
+        raise ValueError(f"{len(code)} bytes of bytecode is no whole number of instructions")
+    out: list[list[Any]] = []
+    i, n = 0, len(code) // 8
+    while i < n:
+        op, regs, _, imm = struct.unpack_from("<BBhi", code, i * 8)
+        src = regs >> 4
+        if op == _LD_IMM64:
+            if src == _PSEUDO_MAP_FD:
+                if imm not in map_fds:
+                    raise ValueError(f"instruction {i} loads fd {imm}, which is no map of this program")
+                out.append([i, map_fds[imm]])
+            elif src:
+                raise ValueError(f"instruction {i} loads with src_reg {src}")
+            i += 2
+            continue
+        if op == _CALL and src:
+            raise ValueError(f"instruction {i} calls with src_reg {src}")
+        i += 1
+    return out
+
+
+def cache_entry(b: Any, lib: Any, req: dict[str, Any], maps: list[dict[str, Any]],
+                map_fds: list[int]) -> dict[str, Any]:
+    """What loading this compiled program again takes, without BCC: its maps, and per
+    program its type, bytecode, map relocations and attachment. Raises ValueError
+    naming what it cannot describe."""
+    import base64
+
+    by_fd = {fd: m["name"] for m, fd in zip(maps, map_fds)}
+    for m in maps:
+        if m["type"] not in CACHEABLE_MAPS:
+            raise ValueError(f"map {m['name']} is of type {m['type']}")
+    tps = {k.decode() if isinstance(k, bytes) else k for k in b.tracepoint_fds}
+    raws = {k.decode() if isinstance(k, bytes) else k for k in b.raw_tracepoint_fds}
+    funcs, tps_seen, raws_seen = [], set(), set()
+    for key in b.funcs:
+        name = key.decode() if isinstance(key, bytes) else key
+        attach: list[str] | None = None
+        if name in req["funcs"]:
+            kind = req["funcs"][name]
+        elif name.startswith("tracepoint__") and name[12:].replace("__", ":") in tps:
+            kind, attach = TRACEPOINT_PROG, ["tracepoint", name[12:].replace("__", ":")]
+            tps_seen.add(attach[1])
+        elif name.startswith("raw_tracepoint__") and name[16:] in raws:
+            kind, attach = RAW_TRACEPOINT_PROG, ["raw_tracepoint", name[16:]]
+            raws_seen.add(attach[1])
+        else:
+            raise ValueError(f"program {name} is attached in a way the cache does not know")
+        code = b.dump_func(key)
+        funcs.append({"name": name, "type": kind, "attach": attach, "relocs": relocations(code, by_fd),
+                      "insns": base64.b64encode(code).decode()})
+    if tps_seen != tps or raws_seen != raws:
+        raise ValueError("a tracepoint is attached to a program the cache does not know")
+    return {"format": CACHE_FORMAT, "bcc": req["cache"]["bcc"], "src": os.path.basename(req["src"]),
+            "license": (lib.bpf_module_license(b.module) or b"").decode(),
+            "kern_version": lib.bpf_module_kern_version(b.module), "maps": maps, "funcs": funcs}
+
+
+def write_entry(path: str, entry: dict[str, Any]) -> None:
+    """Write a cache entry atomically (a file beside it, synced, renamed over it), then
+    delete the entries of older builds of the same program (named ``<program>.<key>.json``)."""
+    d, base = os.path.split(path)
+    tmp = os.path.join(d, f".{base}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(entry, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    prog = base.split(".", 1)[0]
+    for other in os.listdir(d):
+        if other != base and other.startswith(f"{prog}.") and other.endswith(".json"):
+            try:
+                os.unlink(os.path.join(d, other))
+            except OSError:
+                pass
 #: BCC's event field types -> the C type names of its table descriptions
 _EVENT_TYPES = {
     "char": "char", "s8": "char", "unsigned char": "unsigned char", "u8": "unsigned char",
@@ -246,18 +414,28 @@ def _serve(req: dict[str, Any], reply: socket.socket) -> None:
                          ("bpf_table_leaf_size_id", ct.c_size_t, [ct.c_void_p, ct.c_size_t]),
                          ("bpf_table_type_id", ct.c_int, [ct.c_void_p, ct.c_ulonglong]),
                          ("bpf_table_max_entries_id", ct.c_ulonglong, [ct.c_void_p, ct.c_ulonglong]),
+                         ("bpf_table_flags_id", ct.c_int, [ct.c_void_p, ct.c_ulonglong]),
+                         ("bpf_module_license", ct.c_char_p, [ct.c_void_p]),
+                         ("bpf_module_kern_version", ct.c_uint, [ct.c_void_p]),
                          ("bpf_perf_event_fields", ct.c_size_t, [ct.c_void_p, ct.c_char_p]),
                          ("bpf_perf_event_field", ct.c_char_p, [ct.c_void_p, ct.c_char_p, ct.c_size_t])):
         getattr(lib, f).restype = res
         getattr(lib, f).argtypes = args
     try:
         b = BPF(src_file=req["src"].encode(), cflags=req["cflags"])
-        ans, fds = _describe(b, lib, req)
+        ans, fds, entry = _describe(b, lib, req)
     except Exception as e:  # BCC raises bare Exception with its own text
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         reply.send(json.dumps({"error": text}).encode())
         return
     socket.send_fds(reply, [json.dumps(ans).encode()], fds)
+    reply.close()
+    if entry is not None:           # after the answer: the daemon need not wait for the disk
+        try:
+            write_entry(req["cache"]["path"], entry)
+        except OSError as e:
+            print(f"cgwatch BPF loader: could not cache {os.path.basename(req['src'])}: {e}",
+                  file=sys.stderr, flush=True)
 
 
 def main(fd: int) -> None:
