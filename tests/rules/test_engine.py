@@ -442,3 +442,31 @@ def test_firing_count_is_how_many_alerts_fire(tmp_path):
         assert e.firing_count() == sum(1 for a in e.alerts() if a[2] == "firing")
         counts.append(e.firing_count())
     assert counts == [0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_a_quiet_window_gives_the_total_its_points_give():
+    """``total`` of a window of zeros comes from a count kept as values come and go
+    (no read of 300 points an interval); it must always be what the points give:
+    random histories of zeros, counts and NaN, some pushed out of order, windows
+    shorter and longer than what is kept, and histories that drop their oldest."""
+    import random
+
+    from cgwatch.rules.expr import _read_total
+    from cgwatch.rules.windows import total
+
+    rng = random.Random(7)
+    for trial in range(400):
+        keep = rng.choice([5.0, 30.0, 300.0])
+        ser = Series(Container(id="c", name="c", runtime="docker"), {"m": keep}, 300.0)
+        t = 0.0
+        for _ in range(rng.randint(0, 60)):
+            t += rng.choice([1.0, 1.0, 1.0, 0.0, 7.0])
+            ts = t - 3.0 if rng.random() < 0.03 else t                       # a clock step now and then
+            v = rng.choice([0.0] * 8 + [1.0, 2.5, float("nan")])
+            ser.push("m", ts, v)
+            for seconds in (2.0, keep, 400.0):
+                now = t + rng.choice([0.0, 0.0, 0.5, -1.0])
+                points = ser.window("m", seconds, now)
+                want = total(points) if points else None
+                got = _read_total("m", seconds, ser, now)
+                assert got == want or (got != got and want != want), (trial, seconds, now, list(points))

@@ -88,6 +88,7 @@ class Resolver:
         self._ended: dict[int, int] = {}
         self._refreshes = 0
         self._version = 0
+        self._pruned_at: tuple[int, int] | None = None
         #: containers that came and went between the last two refreshes (see above)
         self.flashed: list[Container] = []
 
@@ -139,7 +140,7 @@ class Resolver:
             c = self._byid[cid]
             if cid != HOST.id and cgid not in self._counted and cgid not in self._ended:
                 self._orphans[cgid] = cid
-        if not self.metadata.settled(c):
+        if self.metadata.may_change(c, now):
             c = self._enrich(c, now)
         return c
 
@@ -257,7 +258,10 @@ class Resolver:
         return self._byid.pop(cid)
 
     def _prune(self) -> None:
-        """Drop lookups of cgroups that came and went between two refreshes."""
+        """Drop lookups of cgroups that came and went between two refreshes (when
+        anything changed since the last time: it walks every id looked up)."""
+        if self._pruned_at == self.generation:
+            return
         for cgid in [k for k in self._ids if k not in self.tree]:
             del self._ids[cgid]
             self._version += 1
@@ -265,10 +269,12 @@ class Resolver:
         for cid in [k for k in self._byid if k not in used]:
             del self._byid[cid]
             self._version += 1
+        self._pruned_at = self.generation
 
     def _enrich_alive(self, now: float) -> None:
         """Give metadata another chance on alive containers still unnamed."""
+        may_change = self.metadata.may_change
         for cid in self._alive:
             c = self._byid[cid]
-            if not self.metadata.settled(c):
+            if may_change(c, now):
                 self._enrich(c, now)

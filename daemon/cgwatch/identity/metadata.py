@@ -180,6 +180,25 @@ class Metadata:
             return False          # the kubelet has not listed its pod yet
         return c.runtime not in _READERS or c.id in self._found
 
+    def may_change(self, c: Container, now: float) -> bool:
+        """Whether :meth:`enrich` at ``now`` may give other than ``c``: not settled, and
+        its state due for another look (or its pod's labels may have come). Cheaper
+        than calling it for every lookup of a container that stays unnamed.
+
+        Examples
+        --------
+        >>> from cgwatch.model import Container
+        >>> md, c = Metadata(Path("/nonexistent"), retry_after=10.0), Container(id="ab" * 32, name="x", runtime="docker")
+        >>> md.may_change(c, 100.0), md.enrich(c, 100.0) is c, md.may_change(c, 105.0), md.may_change(c, 110.0)
+        (True, True, False, True)
+        """
+        if self.settled(c):
+            return False
+        if self.pods is not None and c.pod:
+            return True
+        last = self._tried.get(c.id)
+        return last is None or not 0 <= now - last < self.retry_after
+
     def forget(self, cid: str) -> None:
         """Drop what is cached for a container id (call when it stopped).
 

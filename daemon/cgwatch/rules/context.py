@@ -18,6 +18,9 @@ class Context(Protocol):
       stale). NaN counts as no value.
     - ``window(metric, seconds, now)``: the ``(ts, value)`` points with
       ``now - seconds < ts <= now``, oldest first; empty where there are none.
+    - ``quiet(metric, seconds, now)``: True only when that window has two or more
+      points over some time, every one 0 (``total`` is then 0 without reading it);
+      False whenever that is not known cheaply.
     - ``field(name)``: an event rule's field (``"event.comm"``, ``"container.name"``),
       or None where the event or container has no such field.
     """
@@ -25,6 +28,8 @@ class Context(Protocol):
     def last(self, metric: str) -> float | None: ...
 
     def window(self, metric: str, seconds: float, now: float) -> Sequence[tuple[float, float]]: ...
+
+    def quiet(self, metric: str, seconds: float, now: float) -> bool: ...
 
     def field(self, name: str) -> object | None: ...
 
@@ -85,6 +90,14 @@ class DictContext:
         if not times:
             return ()
         return self._points[metric][bisect_right(times, now - seconds) : bisect_right(times, now)]
+
+    def quiet(self, metric: str, seconds: float, now: float) -> bool:
+        """Never known here without reading the window.
+
+        >>> DictContext({"a.b": [(0.0, 0.0), (5.0, 0.0)]}).quiet("a.b", 10.0, now=5.0)
+        False
+        """
+        return False
 
     def field(self, name: str) -> object | None:
         """An event or container field, or None.

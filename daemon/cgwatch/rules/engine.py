@@ -64,8 +64,8 @@ class Series:
     """One container's recent values of the metrics rules read; the evaluation
     context of threshold expressions."""
 
-    __slots__ = ("container", "now", "stale_after", "_last", "_hist", "_keep", "_unsorted", "dirty", "selected",
-                 "stopped")
+    __slots__ = ("container", "now", "stale_after", "_last", "_hist", "_keep", "_unsorted", "_nonzero", "dirty",
+                 "selected", "stopped")
 
     def __init__(self, container: Container, keep: Mapping[str, float], stale_after: float) -> None:
         self.container = container
@@ -76,6 +76,9 @@ class Series:
         self._keep = keep
         #: metrics whose history got a value older than the one before (a clock stepped back)
         self._unsorted: set[str] = set()
+        #: how many values in each history are not 0 (NaN counts): a window of zeros is known
+        #: without reading it (:meth:`quiet`)
+        self._nonzero: dict[str, int] = {}
         self.dirty: set[str] = set()
         self.selected: dict[int, bool] = {}
         #: when the container stopped (None while it runs): its metrics have no current value
@@ -86,14 +89,22 @@ class Series:
         keep = self._keep.get(metric)
         if keep:
             h = self._hist.get(metric)
+            nz = self._nonzero.get(metric, 0)
             if h is None:
                 h = self._hist[metric] = deque(maxlen=MAX_WINDOW_SAMPLES)
-            elif h and ts < h[-1][0]:
-                self._unsorted.add(metric)
+            elif h:
+                if ts < h[-1][0]:
+                    self._unsorted.add(metric)
+                if len(h) == MAX_WINDOW_SAMPLES and h[0][1]:     # append drops it
+                    nz -= 1
             h.append((ts, value))
+            if value:
+                nz += 1
             horizon = ts - keep
             while h[0][0] <= horizon:
-                h.popleft()
+                if h.popleft()[1]:
+                    nz -= 1
+            self._nonzero[metric] = nz
         self.dirty.add(metric)
 
     # -- the expression Context --------------------------------------------------
@@ -119,6 +130,16 @@ class Series:
         out.reverse()
         return out
 
+    def quiet(self, metric: str, seconds: float, now: float) -> bool:
+        """True when the window holds two or more points over some time and every one
+        is 0 (as ``window`` would give them), known from a count kept as values come and
+        go: a crash-loop rule's 5-minute window of zeros is not read every interval."""
+        h = self._hist.get(metric)
+        if not h or len(h) < 2 or self._nonzero.get(metric) or metric in self._unsorted:
+            return False
+        first, last = h[0][0], h[-1][0]
+        return first > now - seconds and last <= now and last > first
+
     def field(self, name: str) -> object | None:
         return _container_field(self.container, name)
 
@@ -136,6 +157,9 @@ class EventContext:
 
     def window(self, metric: str, seconds: float, now: float) -> Sequence[tuple[float, float]]:
         return ()
+
+    def quiet(self, metric: str, seconds: float, now: float) -> bool:
+        return False
 
     def field(self, name: str) -> object | None:
         if name.startswith("event."):

@@ -47,7 +47,7 @@ from .context import Context, DictContext
 from .lexer import MAX_LENGTH, ExprError
 from .parser import parse
 from .tree import FUNCTIONS, Arith, BoolOp, Call, Compare, Field, In, Metric, Neg, Node, Not, Num, Str, Window, walk
-from .windows import WINDOW, quantile
+from .windows import WINDOW, quantile, total
 
 __all__ = ["FUNCTIONS", "Compiled", "Context", "DictContext", "ExprError", "compile_expr"]
 
@@ -153,6 +153,8 @@ def _num(node: Node) -> Fn:
     if isinstance(node, Field):
         return partial(_read_field, node.name)
     if isinstance(node, Window):
+        if node.func == "total":
+            return partial(_read_total, node.metric, node.seconds)
         return partial(_read_window, node.metric, node.seconds, _WINDOW[node.func])
     if isinstance(node, Neg):
         f = _num(node.operand)
@@ -178,6 +180,15 @@ def _read_field(name: str, ctx: Any, now: float) -> object | None:
 def _read_window(metric: str, seconds: float, agg: Callable[[Any], float | None], ctx: Any, now: float) -> Any:
     points = ctx.window(metric, seconds, now)
     return agg(points) if points else None
+
+
+def _read_total(metric: str, seconds: float, ctx: Any, now: float) -> float | None:
+    """``total`` of the window: 0 when the context knows it holds only zeros (see
+    :class:`~cgwatch.rules.context.Context`), else computed from its points."""
+    if ctx.quiet(metric, seconds, now):
+        return 0.0
+    points = ctx.window(metric, seconds, now)
+    return total(points) if points else None
 
 
 def _arith(node: Arith) -> Fn:

@@ -367,11 +367,11 @@ class Map:
 
     def event(self, data: Any) -> Any:
         """A ring-buffer record as the map's declared event struct."""
-        size = ct.sizeof(self.sLeaf)
-        raw = bytes(data[:size])
-        if len(raw) < size:
-            raw += bytes(size - len(raw))
-        return self.sLeaf.from_buffer_copy(raw)
+        leaf = self.sLeaf
+        size = ct.sizeof(leaf)
+        if len(data) >= size:           # as the program wrote it: copied once, by ctypes
+            return leaf.from_buffer_copy(data)
+        return leaf.from_buffer_copy(bytes(data) + bytes(size - len(data)))
 
 
 _BUSY, _DISCARD = 1 << 31, 1 << 30
