@@ -34,6 +34,10 @@ Method (docs/performance.md has the long version):
   Memory at the end: VmRSS summed over the tree, and the main process's VmHWM.
   From start to ready (cgwatch), the tree's PSS every 50 ms, and its peak: that
   includes the short-lived BPF loader and its compiling workers.
+* cgwatch's cache of compiled BPF programs (``<state_dir>/bpf-cache``) is kept from
+  one size to the next, as a host keeps it across restarts: the first cgwatch run
+  compiles every program (a first start, or one after a kernel or BCC upgrade), the
+  later ones load them from the cache. Start-up is judged for both kinds of start.
   The workloads' CPU during each window is also kept (BPF programs run on the
   workloads' time, not the daemon's).
 
@@ -213,6 +217,8 @@ class Bench:
         self.parent: Path | None = None
         self.made_parent = False
         self.results: list[dict[str, Any]] = []
+        #: the compiled programs a cgwatch run left, for the next run's state_dir
+        self.cache = self.tmp / "bpf-cache"
 
     def setup(self) -> None:
         from cgwatch.identity.cgroups import find_cgroup2_root
@@ -336,6 +342,10 @@ class Bench:
         d = self.tmp / f"cgwatch-{len(self.work)}"
         d.mkdir()
         port = free_port()
+        cached = self.cache.is_dir()
+        if cached:        # a restart: what the first run compiled (copytree keeps the 0700 mode)
+            (d / "state").mkdir(mode=0o700)
+            shutil.copytree(self.cache, d / "state" / "bpf-cache")
         cfg = d / "config.yaml"
         cfg.write_text(f"interval: 1s\nstate_dir: {d / 'state'}\nlisten: 127.0.0.1:{port}\n"
                        f"notify:\n  out:\n    type: file\n    path: {d / 'alerts.jsonl'}\n")
@@ -374,7 +384,7 @@ class Bench:
             total = re.search(r"^cgwatch_containers ([0-9.e+]+)", http_get(url), re.M)
             res = self._settle(pid)
             res.update(ready_s=ready, seen_s=ready + seen, containers_metric=float(total[1]) if total else None,
-                       start_peak_mb=start_peak, start_procs=peak.most_procs)
+                       start_peak_mb=start_peak, start_procs=peak.most_procs, cached_start=cached)
             if self.args.browser:
                 res["with_browser"] = self._window_with_browser(pid, f"http://127.0.0.1:{port}/")
             return res
@@ -382,6 +392,8 @@ class Bench:
             peak.stop()
             self.stop_monitor()
             sock.close()
+            if not self.cache.is_dir() and (d / "state" / "bpf-cache").is_dir():
+                shutil.copytree(d / "state" / "bpf-cache", self.cache)
 
     def _window_with_browser(self, pid: int, url: str) -> dict[str, Any]:
         """One more window of the daemon's CPU while a headless Chromium shows its
@@ -541,12 +553,16 @@ def report(results: list[dict[str, Any]], tools: list[str]) -> bool:
                     c, nd = by[n]["cgwatch"]["cpu_pct"], by[n]["netdata"]["cpu_pct"]
                     checks.append((f"CPU at {n}: {c:.2f} % <= {TARGET_CPU_VS_NETDATA} x netdata's {nd:.2f} % "
                                    f"({c / max(nd, 1e-9):.2f} x)", c <= TARGET_CPU_VS_NETDATA * nd))
-        peak = max((r["cgwatch"]["start_peak_mb"] for r in mine), default=0.0)
         hwm = max((r["cgwatch"]["main_hwm_mb"] for r in mine), default=0.0)
-        checks.append((f"start-up peak (largest, whole tree, PSS) {peak:.0f} MB <= {TARGET_PEAK_MB:.0f} MB "
-                       f"(the daemon's own VmHWM: {hwm:.0f} MB)", peak <= TARGET_PEAK_MB))
-        ready = max((r["cgwatch"]["ready_s"] for r in mine), default=0.0)
-        checks.append((f"ready (slowest) {ready:.2f} s <= {TARGET_READY_S:.0f} s", ready <= TARGET_READY_S))
+        for cached, kind in ((False, "first start, compiling"), (True, "restart, from the program cache")):
+            starts = [r["cgwatch"] for r in mine if r["cgwatch"].get("cached_start", False) == cached]
+            if not starts:
+                continue
+            peak = max(m["start_peak_mb"] for m in starts)
+            checks.append((f"start-up peak ({kind}; largest, whole tree, PSS) {peak:.0f} MB <= {TARGET_PEAK_MB:.0f} MB "
+                           f"(the daemon's own VmHWM: {hwm:.0f} MB)", peak <= TARGET_PEAK_MB))
+            ready = max(m["ready_s"] for m in starts)
+            checks.append((f"ready ({kind}; slowest) {ready:.2f} s <= {TARGET_READY_S:.0f} s", ready <= TARGET_READY_S))
         for text, good in checks:
             print(f"  {'PASS' if good else 'FAIL'}  {text}")
             ok = ok and good
