@@ -392,7 +392,8 @@ class Bench:
             peak.stop()
             self.stop_monitor()
             sock.close()
-            if not self.cache.is_dir() and (d / "state" / "bpf-cache").is_dir():
+            if (d / "state" / "bpf-cache").is_dir():     # what the next start finds, as on a host
+                shutil.rmtree(self.cache, ignore_errors=True)
                 shutil.copytree(d / "state" / "bpf-cache", self.cache)
 
     def _window_with_browser(self, pid: int, url: str) -> dict[str, Any]:

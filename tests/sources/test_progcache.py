@@ -240,14 +240,27 @@ def test_an_entry_others_may_write_is_refused_and_replaced(cache, caplog, starts
 
 
 @pytest.mark.bpf
-def test_the_complete_marker_follows_what_the_start_loaded(cache, monkeypatch):
-    bpf.load("cgroup").close()                  # compiled: not complete
+def test_the_complete_marker_follows_what_the_cache_holds(cache, monkeypatch):
+    """After a start, the marker says whether the next start finds every program in the
+    cache (then it starts no compiler early): a compile that recorded its program counts,
+    one that left no entry does not."""
+    bpf.load("cgroup").close()                  # compiled, and recorded by its worker
+    progcache.mark_start()
+    assert progcache.looks_complete(str(cache.parent))
+    progcache.set_dir(cache)
+    bpf.load("cgroup").close()                  # from the cache
+    progcache.mark_start()
+    assert progcache.looks_complete(str(cache.parent))
+    progcache.set_dir(cache)
+    progcache.missed(cache / "proc.0000.json")  # a compile whose entry never came (the disk full, say)
     progcache.mark_start()
     assert not progcache.looks_complete(str(cache.parent))
     progcache.set_dir(cache)
-    bpf.load("cgroup").close()                  # from the cache: complete
+    progcache.missed()                          # a program compiled with no entry to look for
     progcache.mark_start()
-    assert progcache.looks_complete(str(cache.parent))
+    assert not progcache.looks_complete(str(cache.parent))
+    progcache.set_dir(cache)
+    progcache.mark_start()
     monkeypatch.setattr(progcache, "_bcc", "0.0.0-other")     # BCC upgraded since
     assert not progcache.looks_complete(str(cache.parent))
 

@@ -223,7 +223,7 @@ def load(name: str, cflags: Iterable[str] = (), funcs: dict[str, int] | None = N
             if prog is not None:
                 return prog
             record = progcache.request(cache, name, key)
-        progcache.missed()
+        progcache.missed(record["path"] if record is not None else None)
     log.debug("compiling %s with %s", src, " ".join(flags))
     try:
         with session() as loader:

@@ -38,8 +38,11 @@ log = logging.getLogger("cgwatch.bpf")
 MAX_ENTRY = 4 << 20
 
 _dir: Path | None = None
-#: a program was compiled (or failed) since the directory was set: the cache is not complete
+#: a program was compiled (or failed) since the directory was set without an entry to show
+#: for it: the cache is not complete
 _missed = False
+#: the entries that programs compiled since the directory was set are to leave behind
+_expected: list[Path] = []
 #: the file that says the last start found every program in the cache (see :func:`looks_complete`)
 COMPLETE = "complete"
 
@@ -50,6 +53,7 @@ def set_dir(path: str | os.PathLike[str] | None) -> Path | None:
     refused with one warning; returns the directory in use."""
     global _dir, _missed
     _dir, _missed = None, False
+    _expected.clear()
     if path is None:
         return None
     d = Path(path)
@@ -70,10 +74,14 @@ def current() -> Path | None:
     return _dir
 
 
-def missed() -> None:
-    """Note that a program did not come from the cache."""
+def missed(entry: str | os.PathLike[str] | None = None) -> None:
+    """Note that a program did not come from the cache; ``entry``: the file its compile
+    is to record it in (the cache is complete once that is there)."""
     global _missed
-    _missed = True
+    if entry is None:
+        _missed = True
+    else:
+        _expected.append(Path(entry))
 
 
 def fingerprint() -> str:
@@ -93,13 +101,14 @@ def fingerprint() -> str:
 
 
 def mark_start() -> None:
-    """After the daemon's programs loaded: record whether they all came from the cache
-    (the next start then need not start BCC's loader early), else forget it."""
+    """After the daemon's programs loaded (the loader's workers have written what they
+    compiled by then): record whether the cache now holds them all (the next start then
+    need not start BCC's loader early), else forget it."""
     if _dir is None:
         return
     path = _dir / COMPLETE
     try:
-        if _missed:
+        if _missed or not all(p.is_file() for p in _expected):
             path.unlink(missing_ok=True)
             return
         tmp = _dir / f".{COMPLETE}.{os.getpid()}.tmp"
