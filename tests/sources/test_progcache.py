@@ -276,3 +276,28 @@ def test_cgwatch_run_knows_the_config_defaults_without_importing_them(tmp_path):
     cfg.write_text("interval: [\n")
     assert cli._state_dir_hint(str(cfg)) == "/var/lib/cgwatch"
     assert cli._state_dir_hint(str(tmp_path / "missing.yaml")) == "/var/lib/cgwatch"
+
+
+def test_bcc_version_asked_from_many_threads_at_once_is_never_blank(monkeypatch):
+    """The sources load in threads side by side, and each asks for BCC's version: a
+    blank answer meant "no BCC", so that program was compiled and never recorded, and
+    the cache was still marked complete (the next start then compiled it alone)."""
+    import threading
+
+    want = progcache.bcc_version()
+    assert want
+    for _ in range(20):
+        monkeypatch.setattr(progcache, "_bcc", None)
+        start = threading.Barrier(8)
+        got: list[str] = []
+
+        def ask() -> None:
+            start.wait()
+            got.append(progcache.bcc_version())
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got == [want] * 8

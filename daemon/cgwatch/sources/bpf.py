@@ -213,7 +213,9 @@ def load(name: str, cflags: Iterable[str] = (), funcs: dict[str, int] | None = N
     src = bpf_dir() / f"{name}.bpf.c"
     flags = [f"-I{bpf_dir()}", *cflags]
     cache, record = progcache.current(), None
-    if cache is not None and progcache.bcc_version():
+    if cache is not None and not progcache.bcc_version():
+        progcache.missed()                      # compiled, and nothing to record it by
+    elif cache is not None:
         try:
             key = progcache.cache_key(src, flags, funcs or {})
         except OSError as e:

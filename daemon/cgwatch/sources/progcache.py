@@ -162,15 +162,16 @@ def bcc_version() -> str:
     if _bcc is None:
         import importlib.util
 
-        _bcc = ""
+        found = ""     # set once, whole: sources load in threads side by side and all ask
         try:
             spec = importlib.util.find_spec("bcc")
             if spec is not None and spec.origin:
                 text = Path(spec.origin).with_name("version.py").read_text()
                 m = re.search(r"""__version__\s*=\s*['"]([^'"]+)['"]""", text)
-                _bcc = m.group(1) if m else ""
+                found = m.group(1) if m else ""
         except (ImportError, ValueError, OSError):
             pass
+        _bcc = found
     return _bcc
 
 
