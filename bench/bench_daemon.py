@@ -196,6 +196,22 @@ def _drain(sock: socket.socket) -> None:
                 sock.recv(4096)
 
 
+def stop(p: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s; children that outlived it (plugins) are killed."""
+    if p.poll() is not None:
+        return
+    kids = [k for k in tree(p.pid) if k != p.pid]
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=10)
+    for k in kids:                         # plugins that outlived their parent
+        with contextlib.suppress(OSError):
+            os.kill(k, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -441,18 +457,8 @@ class Bench:
 
     def stop_monitor(self) -> None:
         p, self.monitor = self.monitor, None
-        if p is None or p.poll() is not None:
-            return
-        kids = [k for k in tree(p.pid) if k != p.pid]
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
-        for k in kids:                         # plugins that outlived their parent
-            with contextlib.suppress(OSError):
-                os.kill(k, signal.SIGKILL)
+        if p is not None:
+            stop(p)
 
     def run(self) -> None:
         tools = [t for t in ("cgwatch", "netdata") if self.args.only in (None, t)]

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_daemon import ROOT, TARGET_PEAK_MB, TARGET_READY_S, StartPeak, free_port  # noqa: E402
+from bench_daemon import ROOT, TARGET_PEAK_MB, TARGET_READY_S, StartPeak, free_port, stop  # noqa: E402
 
 
 def start(state: Path, tmp: Path) -> tuple[float, float, int]:
@@ -64,12 +63,7 @@ def start(state: Path, tmp: Path) -> tuple[float, float, int]:
         return ready, peak.stop(), peak.most_procs
     finally:
         peak.stop()
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+        stop(p)
         sock.close()
 
 

@@ -62,10 +62,14 @@ def test_the_loader_exits_with_its_session_and_the_probes_keep_counting():
 def test_the_ring_buffer_hands_over_every_record_in_order_across_its_wrap():
     """The cgroup feed's ring is 64 pages: 2,000 mkdir/rmdir pairs read in rounds of 100
     go round it several times; every change arrives, in the order it was made."""
+    assert_every_change_in_order(CgroupFeed(), f"cgw-wrap-{os.getpid()}")
+
+
+def assert_every_change_in_order(feed: CgroupFeed, base: str) -> None:
+    """2,000 cgroups made and removed under the root in rounds of 100 (long names, so the
+    records go round the ring): ``feed`` hands over every change, in order. Closes it."""
     root = find_cgroup2_root()
     assert root is not None
-    feed = CgroupFeed()
-    base = f"cgw-wrap-{os.getpid()}"
     try:
         got: list[tuple[str, bool]] = []
         made: list[tuple[str, bool]] = []

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from cgwatch.identity import find_cgroup2_root
 from cgwatch.sources import bpf, loader, progcache
 from cgwatch.sources.bpf import PerCpuTable
 from cgwatch.sources.cgroups import CgroupFeed
 from tests.conftest import hexid
+from tests.sources.test_loader import assert_every_change_in_order
 
 BUSY = ["/bin/sh", "-c", "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done"]
 
@@ -119,25 +119,7 @@ def test_a_cached_ring_buffer_hands_over_every_record_in_order(cache, monkeypatc
     CgroupFeed().close()
     assert entries(cache, "cgroup")
     no_loader(monkeypatch)
-    root = find_cgroup2_root()
-    assert root is not None
-    feed = CgroupFeed()
-    base = f"cgw-cached-{os.getpid()}"
-    try:
-        got: list[tuple[str, bool]] = []
-        made: list[tuple[str, bool]] = []
-        for rnd in range(20):
-            for i in range(100):
-                d = root / f"{base}-{rnd}-{i}-{'x' * 80}"
-                d.mkdir()
-                d.rmdir()
-                made += [(f"/{d.name}", False), (f"/{d.name}", True)]
-            changes, complete = feed.poll()
-            assert complete, "the ring lost records it had room for"
-            got += [(path, removed) for _, path, removed in changes if path.startswith(f"/{base}-")]
-        assert got == made
-    finally:
-        feed.close()
+    assert_every_change_in_order(CgroupFeed(), f"cgw-cached-{os.getpid()}")
 
 
 @pytest.mark.bpf
@@ -291,7 +273,7 @@ def test_bcc_version_asked_from_many_threads_at_once_is_never_blank(monkeypatch)
         start = threading.Barrier(8)
         got: list[str] = []
 
-        def ask() -> None:
+        def ask(start: threading.Barrier = start, got: list[str] = got) -> None:
             start.wait()
             got.append(progcache.bcc_version())
 

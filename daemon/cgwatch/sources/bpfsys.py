@@ -153,17 +153,7 @@ def attach_tracepoint(prog_fd: int, events: str, group: str, name: str) -> int:
         tp_id = int(f.read())
     attr = _PerfAttr(type=_PERF_TYPE_TRACEPOINT, size=ct.sizeof(_PerfAttr), config=tp_id,
                      sample_freq=1, wakeup_events=1)          # sample_freq is sample_period here
-    fd = _libc.syscall(_nr(_NR_PERF_EVENT_OPEN), ct.byref(attr), -1, 0, -1, _PERF_FLAG_FD_CLOEXEC)
-    if fd < 0:
-        err = ct.get_errno()
-        raise OSError(err, f"perf_event_open on {group}:{name}: {os.strerror(err)}")
-    try:
-        _ioctl(fd, _PERF_EVENT_IOC_SET_BPF, prog_fd)
-        _ioctl(fd, _PERF_EVENT_IOC_ENABLE, 0)
-    except OSError:
-        os.close(fd)
-        raise
-    return int(fd)
+    return _perf_attach(attr, 0, prog_fd, f"{group}:{name}")
 
 
 def raw_tracepoints_supported() -> bool:
@@ -517,10 +507,15 @@ def _ioctl(fd: int, req: int, arg: int) -> None:
 def _perf_clock(cpu: int, freq: int, prog_fd: int) -> int:
     attr = _PerfAttr(type=_PERF_TYPE_SOFTWARE, size=ct.sizeof(_PerfAttr), config=_PERF_COUNT_SW_CPU_CLOCK,
                      sample_freq=freq, flags=_ATTR_FREQ)
+    return _perf_attach(attr, cpu, prog_fd, f"CPU {cpu}")
+
+
+def _perf_attach(attr: _PerfAttr, cpu: int, prog_fd: int, what: str) -> int:
+    """A perf event of every task on ``cpu`` (-1: every CPU) running ``prog_fd``, enabled."""
     fd = _libc.syscall(_nr(_NR_PERF_EVENT_OPEN), ct.byref(attr), -1, cpu, -1, _PERF_FLAG_FD_CLOEXEC)
     if fd < 0:
         err = ct.get_errno()
-        raise OSError(err, f"perf_event_open on CPU {cpu}: {os.strerror(err)}")
+        raise OSError(err, f"perf_event_open on {what}: {os.strerror(err)}")
     try:
         _ioctl(fd, _PERF_EVENT_IOC_SET_BPF, prog_fd)
         _ioctl(fd, _PERF_EVENT_IOC_ENABLE, 0)
