@@ -531,7 +531,7 @@ def test_a_planned_read_gives_what_a_full_read_does(shape, tmp_path, request):
         (v2 / "init.scope/cgroup.threads").write_text("2481\n2482\n2483\n")
     if shape == "threads-top":
         (v2 / "cgroup.threads").write_text("2417\n2418\n")
-    planned, stale = plan.read(layout, cgroupfs.time.monotonic())
+    planned, stale = plan.read(cgroupfs.time.monotonic())
     full = read_cgroup(layout, REL, **({"proc_root": proc} if proc else {}))
     assert not stale and planned == full
     if shape == "threads":

@@ -174,7 +174,7 @@ class Resolver:
         """
         added, removed = self.tree.refresh(now)
         self._refreshes += 1
-        if added or removed or self._gone or self._orphans:
+        if added or removed or self._gone:
             self._version += 1
         self._gone = {}
         stopped = [c for c in (self._forget(cgid) for cgid in removed) if c is not None]

@@ -194,9 +194,12 @@ class Metadata:
         """
         if self.settled(c):
             return False
-        if self.pods is not None and c.pod:
-            return True
-        last = self._tried.get(c.id)
+        return bool(self.pods is not None and c.pod) or self._due(c.id, now)
+
+    def _due(self, cid: str, now: float) -> bool:
+        """Whether the state of ``cid`` may be looked for again at ``now`` (never tried, or
+        ``retry_after`` since the last try; a clock that went back makes it due)."""
+        last = self._tried.get(cid)
         return last is None or not 0 <= now - last < self.retry_after
 
     def forget(self, cid: str) -> None:
@@ -214,8 +217,7 @@ class Metadata:
     def _look(self, c: Container, now: float) -> _Found | None:
         """Read the state files for ``c`` unless it was tried too recently."""
         readers = _READERS.get(c.runtime)
-        last = self._tried.get(c.id)
-        if not readers or (last is not None and 0 <= now - last < self.retry_after):
+        if not readers or not self._due(c.id, now):
             return None
         self._tried[c.id] = now
         first = self._first.setdefault(c.id, now)

@@ -162,10 +162,8 @@ def raw_tracepoints_supported() -> bool:
     Asks the kernel itself: opening a raw tracepoint with no program fails with
     EBADF (or ENOENT) where the command exists, and EINVAL where it does not.
     """
-    name = ct.create_string_buffer(b"sched_switch")
-    attr = _RawTpAttr(name=ct.addressof(name), prog_fd=0xFFFFFFFF)
     try:
-        fd = bpf(RAW_TRACEPOINT_OPEN, attr)
+        fd = attach_raw_tracepoint(0xFFFFFFFF, "sched_switch")
     except OSError as e:
         return e.errno != errno.EINVAL
     os.close(fd)                    # cannot happen with prog fd -1; never leak one

@@ -125,11 +125,7 @@ class _Dir:
         self.ok = True
         if self.trace is not None:
             self.trace.append((path, parse, self))
-        try:
-            return parse(text)
-        except (ValueError, IndexError, ZeroDivisionError):
-            _warn_once(name, f"cgroupfs: {path}: malformed: {text[:80]!r}")
-            return {}
+        return _parsed(path, parse, text)
 
     def gone(self) -> bool:
         """Whether the directory went away: looked at when a file was missing, unless every
@@ -323,7 +319,7 @@ def _read_raw(layout: Layout, rel: str, v1_dirs: dict[str, Path],
 
 
 def _parsed(path: str, parse: Parse, text: str) -> dict[str, float]:
-    """``parse(text)``; {} and a warning when the file is malformed (as :meth:`_Dir.get`)."""
+    """``parse(text)``; {} and a warning (once per file name) when the file is malformed."""
     try:
         return parse(text)
     except (ValueError, IndexError, ZeroDivisionError):
@@ -355,15 +351,15 @@ class _Plan:
     read a full one, which tells a vanished cgroup from a vanished file as before.
     """
 
-    __slots__ = ("rel", "v1", "vouched", "dirs", "steps", "until")
+    __slots__ = ("layout", "rel", "v1", "vouched", "dirs", "steps", "until")
 
     def __init__(self, layout: Layout, rel: str, v1: dict[str, Path], vouched: bool) -> None:
-        self.rel, self.v1, self.vouched = rel, v1, vouched
+        self.layout, self.rel, self.v1, self.vouched = layout, rel, v1, vouched
         self.dirs = _dirs(layout, rel, v1)
         self.steps: list[tuple[str, Parse, _Dir]] | None = None
         self.until = 0.0
 
-    def read(self, layout: Layout, now: float,
+    def read(self, now: float,
              shared: tuple[float, Callable[[], float]] | None = None) -> tuple[dict[str, float] | None, bool]:
         """As :func:`_read_raw`, from the plan while it lasts. With ``shared`` (the tick
         and the clock), the cgroup2 ``cpu.stat`` is the tick's :data:`CPU_STAT` reading,
@@ -373,7 +369,7 @@ class _Plan:
             if out is not None:
                 return out, False
         trace: list[tuple[str, Parse, _Dir]] = []
-        raw, stale = _read_raw(layout, self.rel, self.v1, self.dirs, now, trace)
+        raw, stale = _read_raw(self.layout, self.rel, self.v1, self.dirs, now, trace)
         if raw is None or stale:
             self.steps = None
         else:
@@ -513,7 +509,7 @@ class CgroupfsSource:
                 v1, vouched = resolve_v1(layout, rel, self.proc_root)
                 p = paths[cid] = _Plan(layout, rel, v1, vouched)
             t0 = clock()
-            raw, stale = p.read(layout, mono, (now, clock) if self._shared else None)
+            raw, stale = p.read(mono, (now, clock) if self._shared else None)
             if raw is None or stale:  # resolve again next time
                 del paths[cid]
             if raw:

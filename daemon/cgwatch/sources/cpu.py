@@ -165,7 +165,7 @@ class CpuSource(KernelSource):
         names = [m for m in cols if m not in self.absent]
         return row_samples(now, cs, names, list(zip(*(cols[m] for m in names))))
 
-    def cgroup_usage(self, containers: Iterable[Container], now: float | None = None) -> dict[str, float]:
+    def cgroup_usage(self, containers: Iterable[Container], now: float) -> dict[str, float]:
         """Cores each container used since its previous read, from its cgroup2 ``cpu.stat``
         (on the host, the tick's reading it shares with the cgroupfs source: :data:`CPU_STAT`).
 
@@ -174,7 +174,7 @@ class CpuSource(KernelSource):
         """
         out: dict[str, float] = {}
         rates, files, clock = self._usage, self._files, self.clock
-        shared = self._shared and now is not None
+        shared = self._shared
         if self.cgroup2 is None or files is None or rates is None:
             return out
         alive = set()
