@@ -7,8 +7,14 @@ the same alerts anywhere.
 Evaluation follows Prometheus:
 
 - A threshold rule is evaluated for a container whenever a batch of samples
-  (one timestamp) brought a metric it reads, and again while it is pending or
-  firing. Its condition holding makes it *pending*; holding for ``for:``
+  (one timestamp) brought a metric it reads with a value that can change its
+  answer, and again while it is pending or firing. A metric that kept its
+  value (and was never stale in between) cannot: an expression is a function
+  of the metrics' current values, their windows and the container's fields,
+  and a value going missing never makes a condition true (see
+  :mod:`cgwatch.rules.expr`). So a rule that did not hold is evaluated again
+  when a value it reads changed, when a metric it reads has a window, and for
+  a container seen anew, renamed, started again or taken over by a reload. Its condition holding makes it *pending*; holding for ``for:``
   makes it *firing* (at once with no ``for:``); not holding any more makes a
   firing alert *resolved* and a pending one silently inactive.
 - A metric without a sample in the last ``stale_after`` seconds has no value,
@@ -65,13 +71,14 @@ class Series:
     context of threshold expressions."""
 
     __slots__ = ("container", "now", "stale_after", "_last", "_hist", "_keep", "_unsorted", "_nonzero", "dirty",
-                 "selected", "stopped")
+                 "selected", "stopped", "epoch")
 
     def __init__(self, container: Container, keep: Mapping[str, float], stale_after: float) -> None:
         self.container = container
         self.now = 0.0
         self.stale_after = stale_after
-        self._last: dict[str, tuple[float, float]] = {}
+        #: metric -> (time, value, the epoch it was pushed in)
+        self._last: dict[str, tuple[float, float, int]] = {}
         self._hist: dict[str, deque[tuple[float, float]]] = {}
         self._keep = keep
         #: metrics whose history got a value older than the one before (a clock stepped back)
@@ -83,28 +90,37 @@ class Series:
         self.selected: dict[int, bool] = {}
         #: when the container stopped (None while it runs): its metrics have no current value
         self.stopped: float | None = None
+        #: moves when the rules must see this container anew (renamed, started again, a reload's
+        #: new rules): each metric's first value after that is dirty whatever it is
+        self.epoch = 0
 
     def push(self, metric: str, ts: float, value: float) -> None:
-        self._last[metric] = (ts, value)
+        """Take a value; mark the metric dirty unless it cannot change what a rule reading it says
+        (the same value as before, in the same :attr:`epoch`, not stale in between, no window)."""
+        last = self._last.get(metric)
+        self._last[metric] = (ts, value, self.epoch)
         keep = self._keep.get(metric)
-        if keep:
-            h = self._hist.get(metric)
-            nz = self._nonzero.get(metric, 0)
-            if h is None:
-                h = self._hist[metric] = deque(maxlen=MAX_WINDOW_SAMPLES)
-            elif h:
-                if ts < h[-1][0]:
-                    self._unsorted.add(metric)
-                if len(h) == MAX_WINDOW_SAMPLES and h[0][1]:     # append drops it
-                    nz -= 1
-            h.append((ts, value))
-            if value:
-                nz += 1
-            horizon = ts - keep
-            while h[0][0] <= horizon:
-                if h.popleft()[1]:
-                    nz -= 1
-            self._nonzero[metric] = nz
+        if not keep:
+            if last is None or last[1] != value or last[2] != self.epoch or ts - last[0] > self.stale_after:
+                self.dirty.add(metric)
+            return
+        h = self._hist.get(metric)
+        nz = self._nonzero.get(metric, 0)
+        if h is None:
+            h = self._hist[metric] = deque(maxlen=MAX_WINDOW_SAMPLES)
+        elif h:
+            if ts < h[-1][0]:
+                self._unsorted.add(metric)
+            if len(h) == MAX_WINDOW_SAMPLES and h[0][1]:     # append drops it
+                nz -= 1
+        h.append((ts, value))
+        if value:
+            nz += 1
+        horizon = ts - keep
+        while h[0][0] <= horizon:
+            if h.popleft()[1]:
+                nz -= 1
+        self._nonzero[metric] = nz
         self.dirty.add(metric)
 
     # -- the expression Context --------------------------------------------------
@@ -236,6 +252,7 @@ class Engine:
         ser = self._series_of(v.container)
         self._verdicts[(i, v.container.workload)] = v
         ser.push(vkey, v.ts, 1.0)
+        ser.dirty.add(vkey)             # the verdict is new even when its marker value is not
         if v.score is not None and "anomaly.score" in self._by_metric:
             last = ser._last.get("anomaly.score")
             if last is None or last[0] != v.ts or v.score > last[1]:    # the highest of this time's
@@ -251,6 +268,7 @@ class Engine:
         elif ser.container is not c:   # renamed (metadata arrived): select again
             ser.container = c
             ser.selected.clear()
+            ser.epoch += 1
         return ser
 
     def _selects(self, i: int, ser: Series) -> bool:
@@ -407,6 +425,7 @@ class Engine:
         ser = self._series.get(c.workload)
         if ser is not None:
             ser.stopped = None
+            ser.epoch += 1
             if ser.container is not c:
                 ser.container = c
                 ser.selected.clear()
@@ -466,6 +485,7 @@ class Engine:
             ser._keep = self._keep
             ser.selected.clear()
             ser.dirty.clear()
+            ser.epoch += 1
         self._series = old._series
         self._stopped = old._stopped
         self._now = old._now
