@@ -1,7 +1,7 @@
 """One collection pass per interval: identity, then every source.
 
 :class:`Collector` is what ``record``, ``top`` and (later) the daemon drive:
-``tick(now)`` returns the interval's Samples and Events in time order,
+``tick(now)`` returns the interval's Samples (a Frame) and Events in time order,
 ``container_start`` / ``container_stop`` included.
 """
 
@@ -19,7 +19,7 @@ from .identity.cgroups import CgroupTree, find_cgroup2_root
 from .identity.kubelet import PodIndex
 from .identity.metadata import Metadata
 from .identity.workloads import Workloads
-from .model import Event, Sample
+from .model import Event, Frame
 from .sources import SOURCES, loader
 from .sources.base import Source
 from .sources.bpf import SetupError, check_host
@@ -52,10 +52,11 @@ class Collector:
     workloads: Workloads = field(default_factory=Workloads)
     _first: bool = True
 
-    def tick(self, now: float) -> tuple[list[Sample], list[Event]]:
+    def tick(self, now: float) -> tuple[Frame, list[Event]]:
         """Everything that happened in the interval ending at ``now``: the events in
         time order (a container that stopped and started again in the interval
-        stops first), and the samples, ``proc.restarts`` included."""
+        stops first), and the samples, ``proc.restarts`` included (one Frame: each
+        container's values of every source in one row)."""
         self.pull_cgroup_events()
         started, stopped = self.resolver.refresh(now)
         flashed = self.resolver.flashed
@@ -65,10 +66,10 @@ class Collector:
         for s in self.sources:
             events += s.events()
         containers = self.resolver.containers()
-        samples: list[Sample] = self.workloads.samples(now, containers)
+        samples = self.workloads.samples(now, containers)
         for s in self.sources:
             try:
-                samples += s.collect(now, containers)
+                samples.extend(s.collect(now, containers))
             except OSError as e:   # one source's trouble never costs the interval
                 log.warning("%s: collection failed this interval: %s", s.name, e)
         events.sort(key=lambda e: e.ts)

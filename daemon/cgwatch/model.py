@@ -16,9 +16,11 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, overload
+
+_NAN = float("nan")
 
 #: The runtimes identity can name. ``systemd`` is a plain unit, ``host`` is
 #: everything that belongs to no container and no unit.
@@ -162,6 +164,108 @@ def new_sample(ts: float, container: Container, metric: str, value: float) -> Sa
     s = _SampleBuilder(ts, container, metric, value)
     s.__class__ = Sample
     return s  # type: ignore[no-any-return]
+
+
+#: one container's values at one time: (container, ts, {metric: value})
+Row = tuple[Container, float, dict[str, float]]
+
+
+class Frame(Sequence[Sample]):
+    """One interval's Samples, kept as rows: each container's values at one time, as a dict.
+
+    It *is* a sequence of :class:`Sample` (made when read one by one: the recorder, ``top``,
+    tests), and the stages that take a whole interval read its :attr:`rows` instead
+    (:func:`rows_of`): a source hands on one dict per container, not one object per value,
+    and a stage that wants a few metrics looks them up rather than walking every sample.
+    Iterating gives the rows in order, each row's metrics in the order they were added.
+
+    >>> web, db = Container(id="w", name="web", runtime="docker"), Container(id="d", name="db", runtime="docker")
+    >>> f = Frame()
+    >>> f.add(web, 5.0, {"cpu.usage_cores": 0.5}); f.add(db, 5.0, {"cpu.usage_cores": 0.1})
+    >>> f.add(web, 5.0, {"mem.usage_bytes": 4096.0})          # web's row takes it
+    >>> len(f), [(s.container.name, s.metric) for s in f]
+    (3, [('web', 'cpu.usage_cores'), ('web', 'mem.usage_bytes'), ('db', 'cpu.usage_cores')])
+    >>> f[1] == Sample(5.0, web, "mem.usage_bytes", 4096.0)
+    True
+    """
+
+    __slots__ = ("rows", "_n", "_at")
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self._n = 0
+        #: container id -> its row's values, for a row that takes more (one row per id and time)
+        self._at: dict[tuple[str, float], dict[str, float]] = {}
+
+    def add(self, c: Container, ts: float, values: dict[str, float]) -> None:
+        """Add ``values`` (a dict this Frame may keep and change) to ``c``'s row at ``ts``; the
+        first Container given for an id stays the row's. A metric already in the row is replaced."""
+        if not values:
+            return
+        key = (c.id, ts)
+        row = self._at.get(key)
+        if row is None:
+            self._at[key] = values
+            self.rows.append((c, ts, values))
+            self._n += len(values)
+        else:
+            n = len(row)
+            row.update(values)
+            self._n += len(row) - n
+
+    def extend(self, other: Frame) -> None:
+        """Add every row of ``other`` (whose dicts this Frame takes over)."""
+        for c, ts, values in other.rows:
+            self.add(c, ts, values)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a sequence of the same Samples in the same order (``frame == []`` when empty)."""
+        if isinstance(other, (Frame, list, tuple)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Frame({list(self)!r})"
+
+    def __iter__(self) -> Iterator[Sample]:
+        for c, ts, values in self.rows:
+            for m, v in values.items():
+                yield new_sample(ts, c, m, v)
+
+    @overload
+    def __getitem__(self, i: int) -> Sample: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Sample]: ...
+    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
+        return list(self)[i]
+
+
+def rows_of(samples: Iterable[Sample]) -> list[Row]:
+    """A batch of samples as rows: a :class:`Frame`'s own, or a list's runs of one container at
+    one time (a metric that comes twice in a run starts a new row, so nothing is lost).
+
+    >>> web = Container(id="w", name="web", runtime="docker")
+    >>> [(c.name, ts, v) for c, ts, v in rows_of([Sample(1.0, web, "a", 1.0), Sample(1.0, web, "b", 2.0),
+    ...                                            Sample(2.0, web, "a", 3.0), Sample(2.0, web, "a", 4.0)])]
+    [('web', 1.0, {'a': 1.0, 'b': 2.0}), ('web', 2.0, {'a': 3.0}), ('web', 2.0, {'a': 4.0})]
+    """
+    if isinstance(samples, Frame):
+        return samples.rows
+    rows: list[Row] = []
+    last: Container | None = None
+    at = _NAN
+    cur: dict[str, float] = {}
+    for s in samples:
+        if s.container is not last or s.ts != at or s.metric in cur:
+            last, at, cur = s.container, s.ts, {}
+            rows.append((last, at, cur))
+        cur[s.metric] = s.value
+    return rows
 
 
 @dataclass(slots=True, frozen=True)

@@ -474,7 +474,12 @@ def test_a_quiet_window_gives_the_total_its_points_give():
 
 class EveryPush(Engine):
     """The engine as it was: every rule that reads a pushed metric is evaluated, value
-    changed or not (each series starts a new :attr:`~Series.epoch` every interval)."""
+    changed or not (each series starts a new :attr:`~Series.epoch` every interval), and
+    whether or not the container has every metric the rule needs."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._needs = [frozenset()] * len(self.rules)
 
     def step(self, now, samples, events, verdicts=()):
         for ser in self._series.values():
@@ -486,7 +491,8 @@ def test_skipping_rules_whose_inputs_kept_their_values_changes_no_alert(tmp_path
     """A rule that did not hold is evaluated again only when a value it reads changed: the
     alerts must be the very ones of evaluating it for every sample. Random streams of a few
     repeating values over rules with and without ``for:``, several metrics, a window and a
-    container field; with gaps longer than ``stale_after``, stops and starts, renames and a
+    container field, and one that cannot hold for a container without a limit; with gaps
+    longer than ``stale_after``, stops and starts, renames and a
     reload half-way (a new rule must see values that never change again). Within one interval
     the order may differ (a pending rule is evaluated with the pending ones, not with its
     metric), so each interval's alerts are compared as a set."""
@@ -510,6 +516,9 @@ rules:
     select: {name: "web-*"}
   - name: loop
     expr: total(proc.restarts, 10s) >= 2 and cpu.usage_cores > 0
+    severity: warning
+  - name: near-limit
+    expr: cpu.usage_cores > 0.8 * cpu.limit_cores or not (mem.usage_ratio < 0.5) and cpu.limit_cores > 0.5
     severity: warning
 """)
     later = rules_from(tmp_path, """
@@ -545,7 +554,8 @@ rules:
             samples = [Sample(t, c, m, rng.choice(vals)) for c in cons.values() for m, vals in (
                 ("cpu.usage_cores", [0.1, 0.9]), ("mem.usage_ratio", [0.2, 0.6, 0.6, 0.6]),
                 ("net.tcp_retransmits", [0.0, 0.0, 0.0, 2.0, float("nan")]), ("proc.forks", [0.0, 3.0, 3.0]),
-                ("proc.restarts", [0.0] * 6 + [1.0])) if rng.random() < 0.85]
+                ("proc.restarts", [0.0] * 6 + [1.0]), ("cpu.limit_cores", [1.0, 1.0, 1.0, 0.6]))
+                if rng.random() < (0.85 if m != "cpu.limit_cores" or c.id[0] == "a" else 0.01)]
             for i, e in enumerate(engines):
                 got[i] += sorted((t, a.rule, a.container.name, a.state) for a in e.step(t, samples, events))
         assert got[0] == got[1], (trial, [(i, a, b) for i, (a, b) in enumerate(zip(got[0], got[1])) if a != b][:3], len(got[0]), len(got[1]))

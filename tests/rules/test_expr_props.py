@@ -269,6 +269,21 @@ def test_metric_expressions_agree_with_the_reference(tree: tuple, data: dict) ->
     assert same(c.value(ctx, NOW), top_value(tree, data, ref_metric)), text
 
 
+@FAST
+@given(tree=CONDITIONS, data=DATA)
+def test_a_condition_never_holds_without_a_metric_it_needs(tree: tuple, data: dict) -> None:
+    """The engine skips a rule for a container without a value of one of ``needs``: with any
+    one of them taken away, whatever the other data, the reference says it does not hold."""
+    assume(depth(tree) < 40)
+    text = show(tree)[0]
+    c = compiled_or_reject(text, "metric")
+    assert c.needs <= c.metrics
+    for m in c.needs:
+        without = {k: v for k, v in data.items() if k != m}
+        assert ref_metric(tree, without) is not True, (text, m)
+        assert c.evaluate(DictContext(without), NOW) is False, (text, m)
+
+
 # -- event expressions against a reference evaluator --------------------------------------
 def string_literal(s: str, quote: str) -> tuple[str, str, str]:
     return ("str", s, quote + s.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote)

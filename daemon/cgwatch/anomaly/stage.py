@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import Container, Sample, Verdict
+from ..model import Container, Sample, Verdict, rows_of
 from .base import Band
 from .baselines import Baselines, ModelSpec
 from .thresholds import Thresholder
@@ -99,13 +99,12 @@ class AnomalyStage:
         out: list[Verdict] = []
         touched: dict[str, Container] = {}
         single, joint = self._single, self._joint
-        for s in samples:
-            rules = single.get(s.metric)
-            if rules is not None:
-                for i in rules:
-                    self._learn(i, s, out)
-            if s.metric in joint:
-                w = s.container.workload
+        for c, ts, values in rows_of(samples):
+            for m in sorted(values.keys() & single) if single else ():    # in one order, run after run
+                for i in single[m]:
+                    self._learn(i, c, ts, m, values[m], out)
+            if joint and (read := values.keys() & joint):
+                w = c.workload
                 latest = self._latest.get(w)
                 if latest is None:
                     latest = self._latest[w] = {}
@@ -113,8 +112,9 @@ class AnomalyStage:
                         self._latest.popitem(last=False)
                 else:
                     self._latest.move_to_end(w)
-                latest[s.metric] = (s.ts, s.value)
-                touched[w] = s.container
+                for m in sorted(read):
+                    latest[m] = (ts, values[m])
+                touched[w] = c
         for w, c in touched.items():
             done: set[int] = set()
             for m in self._latest[w]:
@@ -135,17 +135,17 @@ class AnomalyStage:
             hit = self._selected[at] = (c, w.key(c.workload) if w.selects(c) else None)
         return hit[1]
 
-    def _learn(self, i: int, s: Sample, out: list[Verdict]) -> None:
-        key = self._model_key(i, s.container)
+    def _learn(self, i: int, c: Container, ts: float, metric: str, value: float, out: list[Verdict]) -> None:
+        key = self._model_key(i, c)
         if key is None:
             return
         w = self.watches[i]
-        model = self.baselines.get(key, w.spec, s.ts)
+        model = self.baselines.get(key, w.spec, ts)
         was = model.active
-        score, _ = model.update(s.ts, s.value)
+        score, _ = model.update(ts, value)
         if score is not None or model.active:
             band = model.detector.band() if self.bands or was or model.active else None
-            out.append(_verdict(model, s.ts, s.container, w.rule, s.metric, s.value, band))
+            out.append(_verdict(model, ts, c, w.rule, metric, value, band))
 
     def _learn_joint(self, i: int, c: Container, now: float, out: list[Verdict]) -> None:
         key = self._model_key(i, c)

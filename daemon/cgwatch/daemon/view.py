@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..model import Alert, Container, Event, Sample, Verdict
+from ..model import Alert, Container, Event, Sample, Verdict, rows_of
 from ..profile.store import ProfileStore
 from ..web.history import History
 from ..web.live import Hub
@@ -92,25 +92,18 @@ class DaemonView:
         judged metric's normal band and its anomalous points (see :func:`verdict_samples`)."""
         scores, bands = verdict_samples(verdicts) if verdicts else ((), ())
         seen = self._seen
-        last: Container | None = None
-        entry: _Seen | None = None
-        metrics: dict[str, float] = {}
-        for s in (*samples, *scores) if scores else samples:
-            c = s.container
-            if c is not last:            # a container's samples come in a row: look it up once a row
-                last = c
+        for rows in (rows_of(samples), rows_of(scores)) if scores else (rows_of(samples),):
+            for c, ts, values in rows:
                 entry = seen.get(c.id)
                 if entry is None or entry.container is not c:
                     old = entry
-                    entry = seen[c.id] = _Seen(c, old.first_seen if old else s.ts, s.ts,
-                                               old.metrics if old else {})
-                metrics = entry.metrics
-            entry.last_seen = s.ts       # type: ignore[union-attr]
-            metrics[s.metric] = s.value
+                    entry = seen[c.id] = _Seen(c, old.first_seen if old else ts, ts, old.metrics if old else {})
+                entry.last_seen = ts
+                entry.metrics.update(values)
         for e in events:
             if e.kind == "container_stop":
                 seen.pop(e.container.id, None)
-        self.hub.update(now, [*samples, *scores, *bands] if scores or bands else samples, events, alerts)
+        self.hub.update(now, samples, events, alerts, [*scores, *bands] if scores or bands else ())
         if self._updates % FORGET_EVERY == 0:
             self._forget(now)
         self._updates += 1

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..model import HOST, Container, Event, Sample, new_sample
+from ..model import HOST, Container, Event, Frame
 
 #: a workload stopped for longer than this starts afresh (its restarts are forgotten)
 REMEMBER_S = 3600.0
@@ -83,15 +83,19 @@ class Workloads:
             self._new[key] = self._new.get(key, 0) + 1
         return Event(now, c, "container_start", {"cgroup": c.cgroup, "restarts": self._count.get(key, 0)})
 
-    def samples(self, now: float, containers: Sequence[Container]) -> list[Sample]:
+    def samples(self, now: float, containers: Sequence[Container]) -> Frame:
         """``proc.restarts`` of every container but the host, per second over the
         interval since the previous call (none at the first call: no interval yet)."""
         last, self._last_tick = self._last_tick, now
         new, self._new = self._new, {}
+        out = Frame()
         if last is None or now <= last:
-            return []
+            return out
         span = now - last
-        return [new_sample(now, c, METRIC, new.get(c.workload, 0) / span) for c in containers if c is not HOST]
+        for c in containers:
+            if c is not HOST:
+                out.add(c, now, {METRIC: new.get(c.workload, 0) / span})
+        return out
 
     def restarts(self, c: Container) -> int:
         """How many times ``c``'s workload restarted while cgwatch watched it."""

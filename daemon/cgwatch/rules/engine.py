@@ -49,7 +49,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..model import Alert, Container, Event, Sample, Verdict
+from ..model import Alert, Container, Event, Sample, Verdict, rows_of
 from ..units import human_bytes
 from .template import ANOMALY_VARIABLES, human_duration
 
@@ -223,6 +223,8 @@ class Engine:
                 self._anomaly[r.name] = (i, vkey)
                 by_metric.setdefault(vkey, []).append(i)
         self._by_metric = {m: tuple(v) for m, v in by_metric.items()}
+        #: rule index -> the metrics its condition cannot hold without (see Compiled.needs)
+        self._needs = [r.expr.needs if r.expr is not None else frozenset() for r in self.rules]
         self._by_event = {k: tuple(v) for k, v in by_event.items()}
         self._keep = keep
         self._series: dict[str, Series] = {}
@@ -311,14 +313,19 @@ class Engine:
         self._slack = FOR_SLACK * (now - prev) if prev is not None and now > prev else 0.0
         out: list[Alert] = []
         done: set[tuple[int, str]] = set()
+        needs = self._needs
         for cid, ser in self._dirty.items():
             ser.now = now
             todo: set[int] = set()
             for m in ser.dirty:
                 todo.update(self._by_metric[m])
             ser.dirty.clear()
+            have = ser._last.keys()
             for i in sorted(todo):
                 done.add((i, cid))
+                need = needs[i]
+                if need and not have >= need:
+                    continue    # it cannot hold without a value it never had (nor did it: none is ever dropped)
                 self._evaluate(i, ser, now, out)
         self._dirty.clear()
         for key in [k for k in self._active if k not in done]:
@@ -333,20 +340,16 @@ class Engine:
         """One interval, the one order live and in replay: the interval's samples and the
         anomaly stage's verdicts on them, evaluation at ``now``, then its events in time
         order; returns the alert changes."""
-        pushed = False
         by_metric, dirty = self._by_metric, self._dirty
-        last: Container | None = None
-        ser: Series | None = None
-        for s in samples:         # push_sample(s), its series looked up once per row of a container's samples
-            pushed = True
-            if s.metric not in by_metric:
-                continue
-            c = s.container
-            if c is not last:
-                last = c
+        rows = rows_of(samples)
+        pushed = bool(rows)
+        for c, ts, values in rows:     # push_sample of each value a rule reads, its series looked up once a row
+            read = values.keys() & by_metric
+            if read:
                 ser = self._series_of(c)
                 dirty[c.workload] = ser
-            ser.push(s.metric, s.ts, s.value)  # type: ignore[union-attr]
+                for m in read:
+                    ser.push(m, ts, values[m])
         for v in verdicts:
             self.push_verdict(v)
             pushed = True

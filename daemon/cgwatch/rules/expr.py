@@ -71,7 +71,9 @@ class Compiled:
     window a function needs (0 if only its last value is read). ``evaluate(ctx, now)`` is
     the condition; ``value(ctx, now)`` the left-hand side of the top-level comparison (for
     ``and``/``or``/``not`` that of their first comparison; for a function such as
-    ``startswith`` 1.0 or 0.0), as a float, or None.
+    ``startswith`` 1.0 or 0.0), as a float, or None. ``needs`` are the metrics without whose
+    value the condition cannot hold (a missing value is unknown, and unknown never holds):
+    a container that never had one of them need not be evaluated.
     """
 
     text: str
@@ -80,6 +82,7 @@ class Compiled:
     windows: Mapping[str, float] = field(hash=False)
     evaluate: Callable[[Context, float], bool] = field(repr=False, compare=False)
     value: Callable[[Context, float], float | None] = field(repr=False, compare=False)
+    needs: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 def compile_expr(text: str, kind: str = "metric") -> Compiled:
@@ -110,7 +113,29 @@ def compile_expr(text: str, kind: str = "metric") -> Compiled:
             windows.setdefault(node.name, 0.0)
         elif isinstance(node, Window):
             windows[node.metric] = max(windows.get(node.metric, 0.0), node.seconds)
-    return Compiled(text, kind, frozenset(windows), MappingProxyType(windows), _cond(tree, True), _value(tree))
+    return Compiled(text, kind, frozenset(windows), MappingProxyType(windows), _cond(tree, True), _value(tree),
+                    _needs(tree) if kind == "metric" else frozenset())
+
+
+def _needs(node: Node) -> frozenset[str]:
+    """The metrics a metric condition cannot hold without: every one a comparison reads (an
+    unknown operand makes it unknown), through ``not`` (not unknown is unknown), all of
+    those of an ``and``, those every branch of an ``or`` needs.
+
+    >>> sorted(_needs(parse("cpu.usage_cores > 0.9 * cpu.limit_cores and not (avg(a.b, 1m) < 1)", "metric")))
+    ['a.b', 'cpu.limit_cores', 'cpu.usage_cores']
+    >>> sorted(_needs(parse("(a.x > 1 and b.y > 1) or (a.x > 2 and c.z > 0)", "metric")))
+    ['a.x']
+    """
+    if isinstance(node, Not):
+        return _needs(node.operand)
+    if isinstance(node, BoolOp):
+        parts = [_needs(i) for i in node.items]
+        return frozenset.union(*parts) if node.op == "and" else frozenset.intersection(*parts)
+    if isinstance(node, Compare) and _is_numeric(node):
+        return frozenset(n.name if isinstance(n, Metric) else n.metric
+                         for n, _ in walk(node) if isinstance(n, (Metric, Window)))
+    return frozenset()
 
 
 # -- constants ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """What every source offers, and the counter arithmetic they share.
 
 A source is polled once per interval: ``collect(now, containers)`` returns the
-Samples for that interval. Kernel and cgroupfs counters only grow, so sources
+Samples for that interval, as a :class:`~cgwatch.model.Frame` (one row per container). Kernel and cgroupfs counters only grow, so sources
 keep the previous reading and report the difference as a per-second rate
 (read-then-clear would lose what lands between the read and the clear).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Protocol
 
-from ..model import Container, Event, Sample
+from ..model import Container, Event, Frame
 
 
 class Source(Protocol):
@@ -22,7 +22,7 @@ class Source(Protocol):
     #: every metric this source may produce (docs/metrics.md is tested against it)
     metrics: tuple[str, ...]
 
-    def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
+    def collect(self, now: float, containers: Iterable[Container]) -> Frame:
         """Samples for the interval that ends at ``now`` (Unix seconds)."""
         ...
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..model import Container, Event, Sample, new_sample
+from ..model import Container, Event, Frame
 from .cgroupfs_layout import CPU_STAT, V1_CONTROLLERS, FileCache, Layout, fd_budget, read_file, read_text, resolve_v1
 
 __all__ = ["CgroupfsSource", "Layout", "V1_CONTROLLERS", "read_cgroup", "resolve_v1"]
@@ -487,14 +487,14 @@ class CgroupfsSource:
             # open file answers ENODEV, which reads as "gone", as a failed open does
             _files = FileCache(fd_budget())
 
-    def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
+    def collect(self, now: float, containers: Iterable[Container]) -> Frame:
         """Samples for the interval ending at ``now``; vanished cgroups give none.
 
         >>> src = CgroupfsSource(Layout(unified=Path("/nonexistent")))
         >>> src.collect(1.0, [Container(id="x", name="x", runtime="docker", cgroup="x")])
         []
         """
-        out: list[Sample] = []
+        out = Frame()
         alive: set[str] = set()
         clock, paths, layout = self.clock, self._paths, self.layout
         mono = time.monotonic()
@@ -513,20 +513,17 @@ class CgroupfsSource:
             if raw is None or stale:  # resolve again next time
                 del paths[cid]
             if raw:
-                self._samples(out, now, c, raw, (t0 + clock()) / 2)
+                out.add(c, now, self._values(c, raw, (t0 + clock()) / 2))
         for cid in self._prev.keys() - alive:     # containers gone: forget them
             del self._prev[cid]
         for cid in paths.keys() - alive:
             del paths[cid]
         return out
 
-    def _samples(self, out: list[Sample], now: float, c: Container, raw: dict[str, float],
-                 read_at: float) -> None:
-        """Gauges, and rates over the time since this container's previous read (``read_at``),
-        onto ``out``. A counter's first reading, or one that went backwards, gives no rate."""
-        for m, k in _GAUGES:
-            if k in raw:
-                out.append(new_sample(now, c, m, raw[k]))
+    def _values(self, c: Container, raw: dict[str, float], read_at: float) -> dict[str, float]:
+        """Gauges, and rates over the time since this container's previous read (``read_at``).
+        A counter's first reading, or one that went backwards, gives no rate."""
+        out = {m: raw[k] for m, k in _GAUGES if k in raw}
         prev = self._prev.get(c.id)
         if prev is None:
             prev = self._prev[c.id] = {}
@@ -537,10 +534,9 @@ class CgroupfsSource:
             dp = None if p0 is None or periods < p0[1] else float(periods - p0[1])
             dt = None if t0 is None or throttled < t0[1] else float(throttled - t0[1])
             if dp and dt is not None and "cpu_limit_cores" in raw:
-                out.append(new_sample(now, c, "cpu.throttled_ratio", min(1.0, dt / dp)))
+                out["cpu.throttled_ratio"] = min(1.0, dt / dp)
         if raw.get("mem_limit_bytes", 0) > 0 and "mem_usage_bytes" in raw:
-            ratio = raw["mem_usage_bytes"] / raw["mem_limit_bytes"]
-            out.append(new_sample(now, c, "mem.usage_ratio", ratio))
+            out["mem.usage_ratio"] = raw["mem_usage_bytes"] / raw["mem_limit_bytes"]
         cpu_at = raw.get("cpu_read_at", read_at)     # a shared reading's own time (CPU_STAT)
         for m, k, scale in _RATES:
             v = raw.get(k)
@@ -553,7 +549,8 @@ class CgroupfsSource:
                 continue
             dt, dv = at - before[0], v - before[1]
             if dt > 0 and dv >= 0:
-                out.append(new_sample(now, c, m, dv / dt * scale))
+                out[m] = dv / dt * scale
+        return out
 
     def events(self) -> list[Event]:
         """cgroupfs has no discrete events (OOM kills come as a rate).

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import Container, Sample
+from ..model import Container, Frame
 from .base import Rates
 from .bpf import Probe, kernel_version, raw_tracepoints, tracepoint_exists
 from .bpfsys import possible_cpus
@@ -139,12 +139,12 @@ class CpuSource(KernelSource):
             flags += refill_flags()
         return flags
 
-    def collect(self, now: float, containers: Iterable[Container]) -> list[Sample]:
+    def collect(self, now: float, containers: Iterable[Container]) -> Frame:
         containers = list(containers)
         flush_cpus()
         cs, d, dt = self.delta_rows("cpu_stats", now)
         if dt <= 0:
-            return []
+            return Frame()
         cs, d = with_idle(cs, d, containers)
         usage = self.cgroup_usage(containers, now)
         f = d[:, :3].astype(np.float64)

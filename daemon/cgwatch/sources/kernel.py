@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..model import Container, Event, new_sample
+from ..model import Container, Event, Frame
 from .bpf import PerCpuTable, Probe, load, lost_count, probe_flags
 
 log = logging.getLogger("cgwatch.sources")
@@ -79,12 +79,12 @@ class KernelSource:
     def decode(self, rec: Any, container: Container, ts: float) -> Event | None:
         return None
 
-    def collect(self, now: float, containers: Iterable[Container]) -> list[Any]:
+    def collect(self, now: float, containers: Iterable[Container]) -> Frame:
         """Per-second rates of ``rate_fields`` for every container."""
         table = self.tables[0]
         cs, d, dt = self.delta_rows(table, now)
         if dt <= 0:
-            return []
+            return Frame()
         cs, d = with_idle(cs, d, containers)
         names = [m for m in self.rate_fields if m not in self.absent]
         cols = [self.rate_fields[m] for m in names]
@@ -243,13 +243,10 @@ def with_idle(cs: list[Container], d: np.ndarray,
 
 
 def row_samples(now: float, cs: list[Container], names: list[str],
-                rows: list[list[float | None]]) -> list[Any]:
-    """Samples of ``names[j]`` = ``rows[i][j]`` for each container ``cs[i]``, None skipped;
-    container by container."""
-    out = []
-    append = out.append
+                rows: list[list[float | None]]) -> Frame:
+    """The Samples of ``names[j]`` = ``rows[i][j]`` for each container ``cs[i]``, None skipped:
+    one row of the Frame per container."""
+    out = Frame()
     for c, row in zip(cs, rows):
-        for metric, v in zip(names, row):
-            if v is not None:
-                append(new_sample(now, c, metric, v))
+        out.add(c, now, {m: v for m, v in zip(names, row) if v is not None})
     return out

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import Alert, Container, Event, Sample
+from ..model import Alert, Container, Event, Sample, rows_of
 
 __all__ = ["COARSE_S", "FINE_S", "HOUR_S", "SPARK_S", "History"]
 
@@ -167,28 +167,22 @@ class History:
         >>> h.container("4f1c").name, h.series("4f1c", "cpu.usage_cores", 0.0)
         ('web-1', [(5.0, 0.5)])
         """
-        add, rings = self.add, self._rings
-        last: Container | None = None
-        run_ts = _NAN                # the (container, time) of the run being stored, and its ring
-        r: _Ring | None = None
-        for s in samples:
-            c, ts = s.container, s.ts
-            if c is last and ts == run_ts:       # the common case: one container's metrics in a row
-                if r is not None:
-                    vals = r.values.get(s.metric)
-                    if vals is None:
-                        vals = r.values[s.metric] = _nan_array(self.fine_n)
-                    vals[r.pos] = s.value
-                continue
-            add(ts, c.id, s.metric, s.value)
+        rings, fine_n = self._rings, self.fine_n
+        for c, ts, values in rows_of(samples):
             r = rings.get(c.id)
-            if c is not last:
-                last = c
-                if r is not None:
-                    r.container = c
-            run_ts = ts
-            if r is not None and r.last_ts != ts:   # late: add() kept nothing, nor will it for the run
-                r = None
+            if r is None:
+                r = self._ring(c.id, ts)
+            elif ts != r.last_ts:
+                if ts < r.last_ts:
+                    continue        # late: the ring only moves forward
+                self._advance(r, ts, c.id)
+            r.container = c
+            pos, cols = r.pos, r.values
+            for m, v in values.items():
+                vals = cols.get(m)
+                if vals is None:
+                    vals = cols[m] = _nan_array(fine_n)
+                vals[pos] = v
 
     def event(self, e: Event) -> dict[str, Any] | None:
         """Keep ``e`` if the dashboard marks it (not every exec or clean exit); returns the entry kept.

@@ -162,9 +162,10 @@ class Hub:
         self.publish("tick", self._builder(now))
 
     def update(self, now: float, samples: Sequence[Sample], events: Sequence[Event],
-               alerts: Sequence[Alert]) -> None:
-        """The daemon's one call per interval: record the interval in the History, then push
-        its notable events, its alert changes and a ``tick`` to connected browsers.
+               alerts: Sequence[Alert], derived: Sequence[Sample] = ()) -> None:
+        """The daemon's one call per interval: record the interval in the History (its samples, and
+        ``derived`` ones: what the view makes of its verdicts), then push its notable events, its
+        alert changes and a ``tick`` to connected browsers.
 
         >>> from cgwatch.model import Container
         >>> web = Container(id="4f1c", name="web-1", runtime="docker")
@@ -176,6 +177,8 @@ class Hub:
         h = self.history
         if samples:
             h.add_many(samples)
+        if derived:
+            h.add_many(derived)
         kept = h.events(events) if events else []
         changes = [h.alert_change(a) for a in alerts]
         h.expire(now)
