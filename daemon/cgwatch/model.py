@@ -191,21 +191,25 @@ class Frame(Sequence[Sample]):
 
     __slots__ = ("rows", "_n", "_at")
 
-    def __init__(self) -> None:
-        self.rows: list[Row] = []
-        self._n = 0
-        #: container id -> its row's values, for a row that takes more (one row per id and time)
-        self._at: dict[tuple[str, float], dict[str, float]] = {}
+    def __init__(self, rows: Iterable[Row] = ()) -> None:
+        """``rows``, if given, are of distinct containers (or times); empty ones are left out."""
+        self.rows: list[Row] = [r for r in rows if r[2]]
+        self._n = sum(len(r[2]) for r in self.rows)
+        #: (container id, time) -> that row's values, made when a row may have to take more
+        self._at: dict[tuple[str, float], dict[str, float]] | None = None
 
     def add(self, c: Container, ts: float, values: dict[str, float]) -> None:
         """Add ``values`` (a dict this Frame may keep and change) to ``c``'s row at ``ts``; the
         first Container given for an id stays the row's. A metric already in the row is replaced."""
         if not values:
             return
+        at = self._at
+        if at is None:
+            at = self._at = {(r[0].id, r[1]): r[2] for r in self.rows}
         key = (c.id, ts)
-        row = self._at.get(key)
+        row = at.get(key)
         if row is None:
-            self._at[key] = values
+            at[key] = values
             self.rows.append((c, ts, values))
             self._n += len(values)
         else:
@@ -215,6 +219,9 @@ class Frame(Sequence[Sample]):
 
     def extend(self, other: Frame) -> None:
         """Add every row of ``other`` (whose dicts this Frame takes over)."""
+        if not self.rows:
+            self.rows, self._n, self._at = list(other.rows), other._n, None
+            return
         for c, ts, values in other.rows:
             self.add(c, ts, values)
 

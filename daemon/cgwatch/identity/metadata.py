@@ -39,7 +39,9 @@ Docker writes ``config.v2.json`` shortly *after* the cgroup appears, so a miss
 is normal: it is retried at most every ``retry_after`` seconds until found.
 A miss that lasts ``warn_after`` seconds (the runtime absent or stopped, its
 state somewhere else) logs one warning per id on the ``cgwatch.identity``
-logger. A file that is unreadable, half written or not the shape expected
+logger, and from then on the id is looked for every ``warn_after`` seconds
+(a runtime that comes back names it within a minute; hundreds of unnamed
+cgroups do not cost a lookup each every few seconds). A file that is unreadable, half written or not the shape expected
 keeps the short-id name, logs one warning per id, and is retried like a miss.
 Nothing here raises, and nothing guesses: a container is named only from its
 own entry in its runtime's state, else it keeps its short id.
@@ -198,9 +200,11 @@ class Metadata:
 
     def _due(self, cid: str, now: float) -> bool:
         """Whether the state of ``cid`` may be looked for again at ``now`` (never tried, or
-        ``retry_after`` since the last try; a clock that went back makes it due)."""
+        ``retry_after`` since the last try, ``warn_after`` once warned of; a clock that went
+        back makes it due)."""
         last = self._tried.get(cid)
-        return last is None or not 0 <= now - last < self.retry_after
+        pace = max(self.retry_after, self.warn_after) if cid in self._warned else self.retry_after
+        return last is None or not 0 <= now - last < pace
 
     def forget(self, cid: str) -> None:
         """Drop what is cached for a container id (call when it stopped).

@@ -88,14 +88,10 @@ class Workloads:
         interval since the previous call (none at the first call: no interval yet)."""
         last, self._last_tick = self._last_tick, now
         new, self._new = self._new, {}
-        out = Frame()
         if last is None or now <= last:
-            return out
+            return Frame()
         span = now - last
-        for c in containers:
-            if c is not HOST:
-                out.add(c, now, {METRIC: new.get(c.workload, 0) / span})
-        return out
+        return Frame([(c, now, {METRIC: new.get(c.workload, 0) / span}) for c in containers if c is not HOST])
 
     def restarts(self, c: Container) -> int:
         """How many times ``c``'s workload restarted while cgwatch watched it."""

@@ -244,9 +244,6 @@ def with_idle(cs: list[Container], d: np.ndarray,
 
 def row_samples(now: float, cs: list[Container], names: list[str],
                 rows: list[list[float | None]]) -> Frame:
-    """The Samples of ``names[j]`` = ``rows[i][j]`` for each container ``cs[i]``, None skipped:
-    one row of the Frame per container."""
-    out = Frame()
-    for c, row in zip(cs, rows):
-        out.add(c, now, {m: v for m, v in zip(names, row) if v is not None})
-    return out
+    """The Samples of ``names[j]`` = ``rows[i][j]`` for each container ``cs[i]`` (one each), None
+    skipped: one row of the Frame per container."""
+    return Frame([(c, now, {m: v for m, v in zip(names, row) if v is not None}) for c, row in zip(cs, rows)])
