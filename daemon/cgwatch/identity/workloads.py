@@ -22,7 +22,7 @@ Examples
 >>> web = Container(id="4f1c", name="web-1", runtime="docker")
 >>> [e.kind for e in w.events(10.0, started=[web], stopped=[])]
 ['container_start']
->>> w.samples(10.0, [web])        # the first interval has no length yet
+>>> list(w.samples(10.0, [web]))  # the first interval has no length yet
 []
 >>> [(e.kind, e.fields["restarts"]) for e in w.events(11.0, started=[web], stopped=[web])]
 [('container_stop', 0), ('container_start', 1)]

@@ -491,7 +491,7 @@ class CgroupfsSource:
         """Samples for the interval ending at ``now``; vanished cgroups give none.
 
         >>> src = CgroupfsSource(Layout(unified=Path("/nonexistent")))
-        >>> src.collect(1.0, [Container(id="x", name="x", runtime="docker", cgroup="x")])
+        >>> list(src.collect(1.0, [Container(id="x", name="x", runtime="docker", cgroup="x")]))
         []
         """
         out = Frame()
