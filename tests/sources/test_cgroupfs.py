@@ -613,3 +613,29 @@ def test_the_cpu_and_cgroupfs_sources_share_one_cpu_stat_reading_per_tick(unifie
             assert got["cpu.cgroup_usage_cores"] == pytest.approx(usage[CID]) == pytest.approx(0.5)
         bump(stat, r"^usage_usec (\d+)", 500_000)
     files.close()
+
+
+def test_the_fault_count_is_read_as_a_full_parse_of_memory_stat_reads_it():
+    """memory.stat (about 40 lines) is searched for its one wanted line instead of split
+    line by line: on the real files kept here, on this host's own, and on random files of
+    ``key value`` lines (the key anywhere, or absent), it gives what a full parse gives."""
+    import random
+
+    full = {"pgmajfault": cgroupfs._pick(pgmajfault="major_faults"),
+            "total_pgmajfault": cgroupfs._pick(total_pgmajfault="major_faults")}
+    fast = {"pgmajfault": cgroupfs._V2_FAULTS, "total_pgmajfault": cgroupfs._V1_FAULTS}
+    texts = [p.read_text() for p in TD.rglob("memory.stat")]
+    texts += [p.read_text() for p in (Path("/sys/fs/cgroup/memory/memory.stat"),
+                                      Path("/sys/fs/cgroup/unified/memory.stat"),
+                                      Path("/sys/fs/cgroup/memory.stat")) if p.exists()]
+    assert len(texts) >= 2
+    rng = random.Random(3)
+    keys = ["cache", "rss", "pgmajfault", "total_pgmajfault", "pgmajfault_x", "x_pgmajfault", "total_cache"]
+    for _ in range(500):
+        lines = [f"{k} {rng.randrange(10**12)}" for k in rng.sample(keys, rng.randint(0, len(keys)))]
+        texts.append("\n".join(lines) + rng.choice(["", "\n"]))
+    for text in texts:
+        for name in fast:
+            assert fast[name](text) == full[name](text), (name, text)
+    with pytest.raises(ValueError):
+        fast["pgmajfault"]("cache 1\npgmajfault lots\n")

@@ -151,6 +151,30 @@ def _pick(**names: str) -> Parse:
     return parse
 
 
+def _key(name: str, key: str) -> Parse:
+    """The value of one ``name value`` line of a long file (memory.stat: about 40 lines, one
+    wanted), found without splitting the others; {} when the file has no such line.
+
+    >>> _key("total_pgmajfault", "f")("cache 5\\npgmajfault 2\\ntotal_pgmajfault 7\\n")
+    {'f': 7.0}
+    >>> _key("pgmajfault", "f")("pgmajfault 3\\ntotal_pgmajfault 7"), _key("pgmajfault", "f")("cache 1\\n")
+    ({'f': 3.0}, {})
+    """
+    first, later = name + " ", "\n" + name + " "
+
+    def parse(text: str) -> dict[str, float]:
+        if text.startswith(first):
+            i = len(first)
+        else:
+            i = text.find(later)
+            if i < 0:
+                return {}
+            i += len(later)
+        j = text.find("\n", i)
+        return {key: float(int(text[i:j] if j >= 0 else text[i:]))}     # not a number: malformed
+    return parse
+
+
 def _num(key: str, scale: float = 1.0) -> Parse:
     """One number, or ``quota period`` (cpu.max); ``max``, -1 and v1's huge number: {}."""
     def parse(text: str) -> dict[str, float]:
@@ -212,7 +236,7 @@ _LIMIT = _num("cpu_limit_cores")
 _QUOTA, _PERIOD = _num("q"), _num("p")
 _MEM_USAGE, _MEM_LIMIT = _num("mem_usage_bytes"), _num("mem_limit_bytes")
 _OOM = _pick(oom_kill="oom_kills")
-_V2_FAULTS, _V1_FAULTS = _pick(pgmajfault="major_faults"), _pick(total_pgmajfault="major_faults")
+_V2_FAULTS, _V1_FAULTS = _key("pgmajfault", "major_faults"), _key("total_pgmajfault", "major_faults")
 _TASKS = _num("tasks")
 _DESCENDANTS = _pick(nr_descendants="n")
 _PSI = tuple((f"{res}.pressure", _psi_some(f"psi_{res}_some_usec")) for res in ("cpu", "memory", "io"))
