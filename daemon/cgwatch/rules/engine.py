@@ -8,15 +8,18 @@ Evaluation follows Prometheus:
 
 - A threshold rule is evaluated for a container whenever a batch of samples
   (one timestamp) brought a metric it reads with a value that can change its
-  answer, and again while it is pending or firing. A metric that kept its
-  value (and was never stale in between) cannot: an expression is a function
-  of the metrics' current values, their windows and the container's fields,
-  and a value going missing never makes a condition true (see
-  :mod:`cgwatch.rules.expr`). So a rule that did not hold is evaluated again
-  when a value it reads changed, when a metric it reads has a window, and for
-  a container seen anew, renamed, started again or taken over by a reload. Its condition holding makes it *pending*; holding for ``for:``
-  makes it *firing* (at once with no ``for:``); not holding any more makes a
-  firing alert *resolved* and a pending one silently inactive.
+  answer, and again while it is pending or firing. Its condition holding
+  makes it *pending*; holding for ``for:`` makes it *firing* (at once with no
+  ``for:``); not holding any more makes a firing alert *resolved* and a
+  pending one silently inactive.
+- A metric that kept its value (and was never stale in between) cannot
+  change the answer: an expression is a function of the metrics' current
+  values, their windows and the container's fields, and a value going
+  missing never makes a condition true (see :mod:`cgwatch.rules.expr`). So a
+  rule that did not hold is evaluated again when a value it reads changed,
+  when a metric it reads has a window, and for a container seen anew,
+  renamed, started again or taken over by a reload; never for a container
+  that never had a metric its condition needs (``Compiled.needs``).
 - A metric without a sample in the last ``stale_after`` seconds has no value,
   and a condition that reads a missing value is false.
 - An event rule fires once per matching event; it has no resolution.

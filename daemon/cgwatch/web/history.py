@@ -147,17 +147,30 @@ class History:
         >>> h = History(); h.add(1.0, "a", "m", 2.5); h.series("a", "m", 0.0)
         [(1.0, 2.5)]
         """
+        r = self._slot(container_id, ts)
+        if r is not None:
+            self._store(r, {metric: value})
+
+    def _slot(self, container_id: str, ts: float) -> _Ring | None:
+        """The container's ring with its current fine slot at ``ts`` (a new slot when ``ts`` is
+        newer); None when ``ts`` is older than the slot: the ring only moves forward."""
         r = self._rings.get(container_id)
         if r is None:
-            r = self._ring(container_id, ts)
-        elif ts != r.last_ts:
+            return self._ring(container_id, ts)
+        if ts != r.last_ts:
             if ts < r.last_ts:
-                return  # late: the ring only moves forward
+                return None
             self._advance(r, ts, container_id)
-        vals = r.values.get(metric)
-        if vals is None:
-            vals = r.values[metric] = _nan_array(self.fine_n)
-        vals[r.pos] = value
+        return r
+
+    def _store(self, r: _Ring, values: dict[str, float]) -> None:
+        """Put ``values`` in the ring's current fine slot."""
+        pos, cols = r.pos, r.values
+        for m, v in values.items():
+            vals = cols.get(m)
+            if vals is None:
+                vals = cols[m] = _nan_array(self.fine_n)
+            vals[pos] = v
 
     def add_many(self, samples: Iterable[Sample]) -> None:
         """:meth:`add` each :class:`~cgwatch.model.Sample`, remembering who each container is.
@@ -167,22 +180,11 @@ class History:
         >>> h.container("4f1c").name, h.series("4f1c", "cpu.usage_cores", 0.0)
         ('web-1', [(5.0, 0.5)])
         """
-        rings, fine_n = self._rings, self.fine_n
         for c, ts, values in rows_of(samples):
-            r = rings.get(c.id)
-            if r is None:
-                r = self._ring(c.id, ts)
-            elif ts != r.last_ts:
-                if ts < r.last_ts:
-                    continue        # late: the ring only moves forward
-                self._advance(r, ts, c.id)
-            r.container = c
-            pos, cols = r.pos, r.values
-            for m, v in values.items():
-                vals = cols.get(m)
-                if vals is None:
-                    vals = cols[m] = _nan_array(fine_n)
-                vals[pos] = v
+            r = self._slot(c.id, ts)
+            if r is not None:
+                r.container = c
+                self._store(r, values)
 
     def event(self, e: Event) -> dict[str, Any] | None:
         """Keep ``e`` if the dashboard marks it (not every exec or clean exit); returns the entry kept.
