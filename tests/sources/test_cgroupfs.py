@@ -490,6 +490,52 @@ def test_rates_are_over_each_containers_own_reads(unified, monkeypatch):
             assert got[(c.id, "cpu.throttled_ratio")] == pytest.approx(0.4)
 
 
+def test_psi_is_read_every_two_seconds_in_turns_and_each_reading_is_exact(unified, monkeypatch):
+    """At a 1 s interval a container's PSI files are read every other tick (the kernel's own
+    PSI clock is 2 s), about half of the containers each tick; each reading is the stall share
+    since that container's previous one. Everything else comes every tick; at a 2 s interval
+    PSI does too."""
+    others = [f"docker/{ch * 64}" for ch in "bcd"]
+    for rel in others:
+        plant(TD / "v2", unified / rel)
+    t, reads = [0.0], []
+    real = cgroupfs.read_file
+
+    def steady(path: str) -> str:
+        name = path.rsplit("/", 1)[1]
+        if name.endswith(".pressure"):
+            reads.append(path)
+        if name == "cpu.pressure":     # 10 % of wall time, as the kernel counts it at t[0]
+            return f"some avg10=0 avg60=0 avg300=0 total={round(1e5 * t[0])}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
+        if name == "cpu.stat":
+            return f"usage_usec {round(0.5e6 * t[0])}\nuser_usec 0\nsystem_usec 0\n"
+        return real(path)
+
+    monkeypatch.setattr(cgroupfs, "read_file", steady)
+    src = CgroupfsSource(Layout(unified=unified), clock=lambda: t[0])
+    cs = [container(), *(container(rel=rel, cid=rel[-64:]) for rel in others)]
+    seen: dict[str, list[float]] = {c.id: [] for c in cs}
+    for now in [100.0 + i for i in range(9)] + [110.0 + 2 * i for i in range(3)]:
+        t[0], reads[:] = now, []
+        got = {(s.container.id, s.metric): s.value for s in src.collect(now, cs)}
+        if now == 100.0:
+            assert len(reads) == 3 * len(cs)          # the first read of each is a full one
+            continue
+        for c in cs:
+            assert got[(c.id, "cpu.cgroup_usage_cores")] == pytest.approx(0.5)
+            if (c.id, "psi.cpu_some") in got:
+                assert got[(c.id, "psi.cpu_some")] == pytest.approx(10.0)
+                seen[c.id].append(now)
+        if now <= 108.0:
+            assert len(reads) == 3 * len(cs) // 2, now    # half of them, each with its 3 files
+        else:
+            assert len(reads) == 3 * len(cs), now         # 2 s apart: every one
+    for c in cs:
+        one_s = [b - a for a, b in zip(seen[c.id], seen[c.id][1:]) if b <= 108.0]
+        assert one_s and set(one_s) == {2.0}, seen[c.id]
+        assert {110.0, 112.0, 114.0} <= set(seen[c.id])
+
+
 # -- read plans: after a full read, only the files that were there ----------------
 
 

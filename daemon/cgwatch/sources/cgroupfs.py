@@ -208,12 +208,23 @@ def _blkio(text: str) -> dict[str, float]:
 
 
 def _psi_some(key: str) -> Parse:
-    """The ``total=`` µs of a *.pressure file's ``some`` line."""
+    """The ``total=`` µs of a *.pressure file's ``some`` line (its first), which ends with it.
+
+    >>> _psi_some("k")("some avg10=0.00 avg60=0.00 avg300=0.00 total=42\\nfull avg10=0 total=7\\n")
+    {'k': 42.0}
+    >>> _psi_some("k")("full avg10=0.00 total=7\\nsome avg10=0.00 total=42\\n")
+    Traceback (most recent call last):
+    ...
+    ValueError: not a some line first: 'full avg10=0.00 total=7'
+    """
     def parse(text: str) -> dict[str, float]:
-        f = text.split("\n", 1)[0].split()
-        if f[0] != "some" or not f[-1].startswith("total="):
-            raise ValueError(f)
-        return {key: float(int(f[-1][6:]))}
+        end = text.find("\n")
+        if end < 0:
+            end = len(text)
+        i = text.rfind(" total=", 0, end)
+        if i < 0 or not text.startswith("some "):
+            raise ValueError(f"not a some line first: {text[:end]!r}")
+        return {key: float(int(text[i + 7:end]))}       # int: the number must end the line
     return parse
 
 
@@ -240,6 +251,10 @@ _V2_FAULTS, _V1_FAULTS = _key("pgmajfault", "major_faults"), _key("total_pgmajfa
 _TASKS = _num("tasks")
 _DESCENDANTS = _pick(nr_descendants="n")
 _PSI = tuple((f"{res}.pressure", _psi_some(f"psi_{res}_some_usec")) for res in ("cpu", "memory", "io"))
+_PSI_PARSERS = frozenset(parse for _, parse in _PSI)
+#: how often (s) a container's PSI files are read, at most: the kernel's own PSI clock (its
+#: averages move every 2 s); each reading gives the exact stall share since the one before
+PSI_PERIOD_S = 2.0
 
 
 def _nested(v2: _Dir) -> bool:
@@ -324,7 +339,7 @@ def _read_raw(layout: Layout, rel: str, v1_dirs: dict[str, Path],
         out.update(_threads(v2, nested))
         if trace is not None:      # one step: the walk, or the one file (children are looked for again with the plan)
             del trace[n:]
-            trace.append((v2.prefix, _THREADS if nested else _THREADS_TOP, v2))
+            trace.append((v2.prefix, _THREADS, v2) if nested else (v2.prefix + "cgroup.threads", _THREADS_TOP, v2))
     io = v2.get("io.stat", _io_stat)      # the first file with figures
     if not io:
         for name in _BLKIO:
@@ -346,9 +361,18 @@ def _parsed(path: str, parse: Parse, text: str) -> dict[str, float]:
     """``parse(text)``; {} and a warning (once per file name) when the file is malformed."""
     try:
         return parse(text)
-    except (ValueError, IndexError, ZeroDivisionError):
-        _warn_once(path.rpartition("/")[2], f"cgroupfs: {path}: malformed: {text[:80]!r}")
-        return {}
+    except _MALFORMED:
+        return _malformed(path, text)
+
+
+#: what a parser raises on a malformed file
+_MALFORMED = (ValueError, IndexError, ZeroDivisionError)
+
+
+def _malformed(path: str, text: str) -> dict[str, float]:
+    """No figures from a malformed file, and a warning (once per file name)."""
+    _warn_once(path.rpartition("/")[2], f"cgroupfs: {path}: malformed: {text[:80]!r}")
+    return {}
 
 
 def _THREADS(text: str) -> dict[str, float]:
@@ -373,23 +397,30 @@ class _Plan:
     did, and so does what it knows of children (the task count from cgroup.threads
     walks the subtree only if it had children then); any read that fails makes this
     read a full one, which tells a vanished cgroup from a vanished file as before.
+
+    A planned read may leave the PSI files out (``psi=False``: see
+    :class:`CgroupfsSource`); a full read reads them all.
     """
 
-    __slots__ = ("layout", "rel", "v1", "vouched", "dirs", "steps", "until")
+    __slots__ = ("layout", "rel", "v1", "vouched", "dirs", "steps", "no_psi", "until", "phase")
 
-    def __init__(self, layout: Layout, rel: str, v1: dict[str, Path], vouched: bool) -> None:
+    def __init__(self, layout: Layout, rel: str, v1: dict[str, Path], vouched: bool, phase: int = 0) -> None:
         self.layout, self.rel, self.v1, self.vouched = layout, rel, v1, vouched
         self.dirs = _dirs(layout, rel, v1)
         self.steps: list[tuple[str, Parse, _Dir]] | None = None
+        #: the steps without the PSI files
+        self.no_psi: list[tuple[str, Parse, _Dir]] = []
         self.until = 0.0
+        #: which ticks read this container's PSI (see :meth:`CgroupfsSource.collect`)
+        self.phase = phase
 
-    def read(self, now: float,
-             shared: tuple[float, Callable[[], float]] | None = None) -> tuple[dict[str, float] | None, bool]:
+    def read(self, now: float, shared: tuple[float, Callable[[], float]] | None = None,
+             psi: bool = True) -> tuple[dict[str, float] | None, bool]:
         """As :func:`_read_raw`, from the plan while it lasts. With ``shared`` (the tick
         and the clock), the cgroup2 ``cpu.stat`` is the tick's :data:`CPU_STAT` reading,
         whose time is ``cpu_read_at``."""
         if self.steps is not None and now < self.until:
-            out = self._planned(now, shared)
+            out = self._planned(now, shared, self.steps if psi else self.no_psi)
             if out is not None:
                 return out, False
         trace: list[tuple[str, Parse, _Dir]] = []
@@ -398,13 +429,18 @@ class _Plan:
             self.steps = None
         else:
             self.steps, self.until = trace, now + ABSENT_RETRY_S
+            self.no_psi = [step for step in trace if step[1] not in _PSI_PARSERS]
         return raw, stale
 
-    def _planned(self, now: float, shared: tuple[float, Callable[[], float]] | None) -> dict[str, float] | None:
-        """The readings from the planned files; None when one could not be read."""
+    def _planned(self, now: float, shared: tuple[float, Callable[[], float]] | None,
+                 steps: list[tuple[str, Parse, _Dir]]) -> dict[str, float] | None:
+        """The readings from the planned files ``steps``; None when one could not be read.
+
+        This runs for every container every interval: the common steps (a file read and
+        parsed) come first and stay inline."""
         out: dict[str, float] = {}
         read = read_file if _files is None else _files.read
-        for path, parse, d in self.steps or ():
+        for path, parse, d in steps:
             if parse is _V2_CPU_STAT and shared is not None:
                 try:
                     text, at = CPU_STAT.read(path, shared[0], read, shared[1])
@@ -412,8 +448,14 @@ class _Plan:
                     return None
                 got = _parsed(path, parse, text)
                 got["cpu_read_at"] = at
-            elif parse is _THREADS or parse is _THREADS_TOP:
-                got = _threads(d.reset(now), parse is _THREADS)
+            elif parse is _THREADS_TOP:       # the step is the cgroup's own cgroup.threads
+                try:
+                    out["tasks"] = float(len(read(path).split()))
+                except OSError:
+                    return None
+                continue
+            elif parse is _THREADS:
+                got = _threads(d.reset(now), True)
                 if not got:
                     return None
             elif parse is _blkio and "io_read_bytes" in out:
@@ -423,9 +465,13 @@ class _Plan:
                     text = read(path)
                 except OSError:
                     return None
-                got = _parsed(path, parse, text)
+                try:
+                    got = parse(text)
+                except _MALFORMED:
+                    got = _malformed(path, text)
             out.update(got)
-        _v1_limit(out)
+        if "q" in out or "p" in out:
+            _v1_limit(out)
         return out
 
 
@@ -479,6 +525,16 @@ class CgroupfsSource:
     0.1 ms of files): a tick's reads of 500 containers span real time, and
     start some variable time after the tick's ``now``.
 
+    PSI is read every ``psi_period`` seconds (default :data:`PSI_PERIOD_S`, the
+    kernel's own PSI clock), not every interval when the interval is shorter:
+    reading the three ``*.pressure`` files cost a quarter of the daemon's CPU
+    at 100 containers and a 1 s interval (docs/performance.md). Each reading
+    gives the exact stall share since the container's previous one, so nothing
+    is averaged away that the kernel counted; between two readings the metric
+    is absent for that interval, and rules go on seeing its last value, as for
+    any metric. Containers take turns, so each tick reads about the same number
+    of files.
+
     >>> import shutil, tempfile
     >>> root = Path(tempfile.mkdtemp()); (root / "web").mkdir()
     >>> _ = (root / "web/memory.current").write_text("512\\n")
@@ -494,10 +550,13 @@ class CgroupfsSource:
                *(m for m, _, _ in _RATES))
 
     def __init__(self, layout: Layout | None = None, *, proc_root: Path | str = "/proc",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, psi_period: float = PSI_PERIOD_S) -> None:
         self.layout = Layout.detect() if layout is None else layout
         self.proc_root = Path(proc_root)
         self.clock = clock
+        self.psi_period = psi_period
+        #: ticks so far, the previous tick's ``now``, and the plans made (each plan's turn for PSI)
+        self._ticks, self._last_now, self._plans_made = 0, None, 0
         #: on the host's own cgroupfs, cpu.stat readings are shared with the cpu source
         self._shared = layout is None
         #: container id -> {metric or reading: (time of the container's read, counter)}
@@ -522,6 +581,7 @@ class CgroupfsSource:
         alive: set[str] = set()
         clock, paths, layout = self.clock, self._paths, self.layout
         mono = time.monotonic()
+        every, tick = self._psi_every(now), self._ticks
         for c in containers:
             if c.runtime == "host":  # the root's figures include every container
                 continue
@@ -531,9 +591,10 @@ class CgroupfsSource:
             p = paths.get(cid)
             if p is None or p.rel != rel or not p.vouched:
                 v1, vouched = resolve_v1(layout, rel, self.proc_root)
-                p = paths[cid] = _Plan(layout, rel, v1, vouched)
+                self._plans_made += 1
+                p = paths[cid] = _Plan(layout, rel, v1, vouched, self._plans_made)
             t0 = clock()
-            raw, stale = p.read(mono, (now, clock) if self._shared else None)
+            raw, stale = p.read(mono, (now, clock) if self._shared else None, (tick + p.phase) % every == 0)
             if raw is None or stale:  # resolve again next time
                 del paths[cid]
             if raw:
@@ -543,6 +604,20 @@ class CgroupfsSource:
         for cid in paths.keys() - alive:
             del paths[cid]
         return out
+
+    def _psi_every(self, now: float) -> int:
+        """Every how many ticks a container's PSI is read, from the time since the last tick
+        (1 when the interval is ``psi_period`` or longer, or unknown); counts this tick.
+
+        >>> src = CgroupfsSource(Layout(unified=Path("/nonexistent")))
+        >>> [src._psi_every(t) for t in (10.0, 11.0, 12.0, 12.5, 22.5)]
+        [1, 2, 2, 4, 1]
+        """
+        last, self._last_now = self._last_now, now
+        self._ticks += 1
+        if last is None or not now > last:
+            return 1
+        return max(1, round(self.psi_period / (now - last)))
 
     def _values(self, c: Container, raw: dict[str, float], read_at: float) -> dict[str, float]:
         """Gauges, and rates over the time since this container's previous read (``read_at``).
