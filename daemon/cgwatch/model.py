@@ -222,8 +222,24 @@ class Frame(Sequence[Sample]):
         if not self.rows:
             self.rows, self._n, self._at = list(other.rows), other._n, None
             return
-        for c, ts, values in other.rows:
-            self.add(c, ts, values)
+        at = self._at
+        if at is None:
+            at = self._at = {(r[0].id, r[1]): r[2] for r in self.rows}
+        rows, n = self.rows, self._n
+        for r in other.rows:         # add(), inline: a source's rows are merged every interval
+            c, ts, values = r
+            key = (c.id, ts)
+            row = at.get(key)
+            if row is None:
+                if values:
+                    at[key] = values
+                    rows.append(r)
+                    n += len(values)
+            else:
+                k = len(row)
+                row.update(values)
+                n += len(row) - k
+        self._n = n
 
     def __len__(self) -> int:
         return self._n

@@ -107,8 +107,9 @@ class History:
             r.ts[0] = ts
         return r
 
-    def _advance(self, r: _Ring, ts: float, cid: str) -> None:
-        """Open a new fine slot at ``ts`` (closing the coarse bucket when it changed)."""
+    def _advance(self, r: _Ring, ts: float, cid: str, values: dict[str, float] | None = None) -> None:
+        """Open a new fine slot at ``ts`` (closing the coarse bucket when it changed), holding
+        ``values`` and NaN for every other metric of the container."""
         b = int(ts // COARSE_S)
         if b != r.bucket:
             self._close_bucket(r)
@@ -117,26 +118,30 @@ class History:
         r.pos = pos = (r.pos + 1) % self.fine_n
         r.ts[pos] = ts
         r.last_ts = ts
-        for vals in r.values.values():
-            vals[pos] = _NAN
         self._rings.move_to_end(cid)
+        if not values:
+            for vals in r.values.values():
+                vals[pos] = _NAN
+            return
+        get, stored = values.get, 0           # one pass: each column takes its value or NaN
+        for m, vals in r.values.items():
+            v = vals[pos] = get(m, _NAN)
+            if v == v:
+                stored += 1
+        if stored < len(values):              # a metric new to the container (or a NaN value)
+            self._store(r, values)
 
     def _close_bucket(self, r: _Ring) -> None:
-        n, start, end = self.fine_n, r.bucket_pos, r.pos
-        slots = range(start, end + 1) if start <= end else [*range(start, n), *range(end + 1)]
+        start, end = r.bucket_pos, r.pos
         r.cpos = cpos = (r.cpos + 1) % self.coarse_n
         r.cts[cpos] = r.bucket * COARSE_S
         for metric, vals in r.values.items():
-            total, count = 0.0, 0
-            for i in slots:
-                v = vals[i]
-                if v == v:
-                    total += v
-                    count += 1
+            seg = vals[start:end + 1] if start <= end else vals[start:] + vals[:end + 1]   # slices: copied in C
+            got = [v for v in seg if v == v]
             col = r.coarse.get(metric)
             if col is None:
                 col = r.coarse[metric] = _nan_array(self.coarse_n)
-            col[cpos] = total / count if count else _NAN
+            col[cpos] = sum(got) / len(got) if got else _NAN
         for metric, col in r.coarse.items():
             if metric not in r.values:
                 col[cpos] = _NAN
@@ -181,10 +186,15 @@ class History:
         ('web-1', [(5.0, 0.5)])
         """
         for c, ts, values in rows_of(samples):
-            r = self._slot(c.id, ts)
-            if r is not None:
-                r.container = c
+            r = self._rings.get(c.id)
+            if r is not None and ts > r.last_ts:    # the common case: the container's next slot
+                self._advance(r, ts, c.id, values)
+            else:
+                r = self._slot(c.id, ts)
+                if r is None:
+                    continue
                 self._store(r, values)
+            r.container = c
 
     def event(self, e: Event) -> dict[str, Any] | None:
         """Keep ``e`` if the dashboard marks it (not every exec or clean exit); returns the entry kept.
