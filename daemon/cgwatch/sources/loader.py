@@ -438,11 +438,46 @@ def _serve(req: dict[str, Any], reply: socket.socket) -> None:
                   file=sys.stderr, flush=True)
 
 
+def read_ahead(maps: str = "/proc/self/maps", least: int = 1 << 20) -> int:
+    """Ask the kernel to read every file of at least ``least`` bytes that this process maps
+    (after ``import bcc``: BCC, LLVM and Clang, about 200 MB) into the page cache now, in the
+    background; returns how many files it was asked for.
+
+    On a cold cache (a fresh machine, or after the host reclaimed them) a compile otherwise
+    pulls them in a page fault at a time, which made a first start take 3-8 s instead of
+    about 2.3 s. It costs no memory of ours: page cache, not mapped pages.
+
+    >>> read_ahead("/nonexistent")
+    0
+    """
+    try:
+        with open(maps) as f:
+            paths = {line.split(None, 5)[5].strip() for line in f if line.count(" ") >= 5 and "/" in line}
+    except OSError:
+        return 0
+    n = 0
+    for path in sorted(p for p in paths if p.startswith("/")):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_size >= least:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                n += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return n
+
+
 def main(fd: int) -> None:
     ctl = socket.socket(fileno=fd)
     try:
         import bcc  # noqa: F401  (the one import the workers share)
         err = ""
+        read_ahead()      # what the compiles will fault in, read now while the daemon starts
     except Exception as e:
         err = f"BCC did not import: {e}"
     workers: set[int] = set()
