@@ -16,7 +16,7 @@ import math
 import operator
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from cgwatch.rules.expr import DictContext, ExprError, compile_expr
@@ -271,6 +271,8 @@ def test_metric_expressions_agree_with_the_reference(tree: tuple, data: dict) ->
 
 @FAST
 @given(tree=CONDITIONS, data=DATA)
+@example(tree=("not", ("bool", "and", ("cmp", ">", ("num", 1.0, "1"), ("num", 1.0, "1")),   # true: 1 > 1 is false
+                        ("cmp", ">", ("num", 1.0, "1"), ("metric", METRICS[0])))), data={})
 def test_a_condition_never_holds_without_a_metric_it_needs(tree: tuple, data: dict) -> None:
     """The engine skips a rule for a container without a value of one of ``needs``: with any
     one of them taken away, whatever the other data, the reference says it does not hold."""

@@ -117,21 +117,25 @@ def compile_expr(text: str, kind: str = "metric") -> Compiled:
                     _needs(tree) if kind == "metric" else frozenset())
 
 
-def _needs(node: Node) -> frozenset[str]:
-    """The metrics a metric condition cannot hold without: every one a comparison reads (an
-    unknown operand makes it unknown), through ``not`` (not unknown is unknown), all of
-    those of an ``and``, those every branch of an ``or`` needs.
+def _needs(node: Node, holds: bool = True) -> frozenset[str]:
+    """The metrics a metric condition cannot be true without (``holds=False``: cannot be false
+    without): every one a comparison reads (an unknown operand makes it unknown, neither true
+    nor false). ``not`` swaps the two; ``and`` is true only when every part is, and false when
+    one part is; ``or`` the other way round.
 
     >>> sorted(_needs(parse("cpu.usage_cores > 0.9 * cpu.limit_cores and not (avg(a.b, 1m) < 1)", "metric")))
     ['a.b', 'cpu.limit_cores', 'cpu.usage_cores']
     >>> sorted(_needs(parse("(a.x > 1 and b.y > 1) or (a.x > 2 and c.z > 0)", "metric")))
     ['a.x']
+    >>> sorted(_needs(parse("not (1 > 2 and a.x > 1)", "metric")))     # true when 1 > 2 is false
+    []
     """
     if isinstance(node, Not):
-        return _needs(node.operand)
+        return _needs(node.operand, not holds)
     if isinstance(node, BoolOp):
-        parts = [_needs(i) for i in node.items]
-        return frozenset.union(*parts) if node.op == "and" else frozenset.intersection(*parts)
+        parts = [_needs(i, holds) for i in node.items]
+        every = (node.op == "and") == holds      # true and: every part true; false or: every part false
+        return frozenset.union(*parts) if every else frozenset.intersection(*parts)
     if isinstance(node, Compare) and _is_numeric(node):
         return frozenset(n.name if isinstance(n, Metric) else n.metric
                          for n, _ in walk(node) if isinstance(n, (Metric, Window)))
