@@ -73,11 +73,13 @@ class Series:
     """One container's recent values of the metrics rules read; the evaluation
     context of threshold expressions."""
 
-    __slots__ = ("container", "now", "stale_after", "_last", "_hist", "_keep", "_unsorted", "_nonzero", "dirty",
-                 "selected", "stopped", "epoch")
+    __slots__ = ("container", "key", "now", "stale_after", "_last", "_hist", "_keep", "_unsorted", "_nonzero",
+                 "dirty", "selected", "stopped", "epoch")
 
     def __init__(self, container: Container, keep: Mapping[str, float], stale_after: float) -> None:
         self.container = container
+        #: the workload the series is kept under (the same whatever the container is renamed to)
+        self.key = container.workload
         self.now = 0.0
         self.stale_after = stale_after
         #: metric -> (time, value, the epoch it was pushed in)
@@ -350,7 +352,7 @@ class Engine:
             read = values.keys() & by_metric
             if read:
                 ser = self._series_of(c)
-                dirty[c.workload] = ser
+                dirty[ser.key] = ser
                 for m in read:
                     ser.push(m, ts, values[m])
         for v in verdicts:
@@ -378,7 +380,7 @@ class Engine:
         r = self.rules[i]
         if not self._selects(i, ser):
             return
-        key = (i, ser.container.workload)
+        key = (i, ser.key)
         verdict = None
         if r.anomaly is not None:
             holds, value, verdict = self._anomalous(i, ser)
