@@ -392,6 +392,9 @@ class Bench:
             start_peak = peak.stop()
             log(f"bench:   cgwatch READY=1 after {ready:.2f} s; start-up peak {start_peak:.0f} MB "
                 f"(PSS of up to {peak.most_procs} processes)")
+            if ready > TARGET_READY_S:      # what it said meanwhile: the temp dir goes with the run
+                tail = (d / "log").read_text(errors="replace").splitlines()[-20:]
+                log("bench:   a slow start; the daemon's log so far ends:\n" + "\n".join("    " + t for t in tail))
             # keep reading, as systemd does: cgwatch sends STATUS= every tick, and a
             # full datagram queue (net.unix.max_dgram_qlen, 10) blocks its sender
             threading.Thread(target=_drain, args=(sock,), daemon=True).start()
