@@ -59,6 +59,22 @@ def container(rel: str = REL, cid: str = CID) -> Container:
     return Container(id=cid, name="web-1", runtime="docker", cgroup=rel)
 
 
+def steady_file(name: str, s: float) -> str | None:
+    """Some files of a container whose counters grow steadily, as the kernel would make them
+    at time ``s``: 0.5 cores, 40 % of periods throttled, 2000 read bytes/s, 20 OOM kills/s,
+    10 % cpu pressure (whole numbers at 0.05 s steps); None for the other files."""
+    if name == "cpu.stat":
+        return (f"usage_usec {round(0.5e6 * s)}\nuser_usec 0\nsystem_usec 0\n"
+                f"nr_periods {round(100 * s)}\nnr_throttled {round(40 * s)}\n")
+    if name == "io.stat":
+        return f"8:0 rbytes={round(2000 * s)} wbytes=0 rios=0 wios=0 dbytes=0 dios=0\n"
+    if name == "memory.events":
+        return f"low 0\nhigh 0\nmax 0\noom {round(20 * s)}\noom_kill {round(20 * s)}\n"
+    if name == "cpu.pressure":
+        return f"some avg10=0 avg60=0 avg300=0 total={round(1e5 * s)}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
+    return None
+
+
 class AtNow(CgroupfsSource):
     """The source, its clock reading the tick's ``now``: files read in no time, on time."""
 
@@ -455,17 +471,7 @@ def test_rates_are_over_each_containers_own_reads(unified, monkeypatch):
     real = cgroupfs.read_file
 
     def steady(path: str) -> str:        # the files as the kernel would make them at t[0]
-        s, name = t[0], path.rsplit("/", 1)[1]
-        if name == "cpu.stat":
-            return (f"usage_usec {round(0.5e6 * s)}\nuser_usec 0\nsystem_usec 0\n"
-                    f"nr_periods {round(100 * s)}\nnr_throttled {round(40 * s)}\n")
-        if name == "io.stat":
-            return f"8:0 rbytes={round(2000 * s)} wbytes=0 rios=0 wios=0 dbytes=0 dios=0\n"
-        if name == "memory.events":
-            return f"low 0\nhigh 0\nmax 0\noom {round(20 * s)}\noom_kill {round(20 * s)}\n"
-        if name == "cpu.pressure":
-            return f"some avg10=0 avg60=0 avg300=0 total={round(1e5 * s)}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
-        return real(path)
+        return steady_file(path.rsplit("/", 1)[1], t[0]) or real(path)
 
     monkeypatch.setattr(cgroupfs, "read_file", steady)
     src = CgroupfsSource(Layout(unified=unified), clock=lambda: t[0])
@@ -501,15 +507,10 @@ def test_psi_is_read_every_two_seconds_in_turns_and_each_reading_is_exact(unifie
     t, reads = [0.0], []
     real = cgroupfs.read_file
 
-    def steady(path: str) -> str:
-        name = path.rsplit("/", 1)[1]
-        if name.endswith(".pressure"):
+    def steady(path: str) -> str:        # the files as the kernel would make them at t[0]
+        if path.endswith(".pressure"):
             reads.append(path)
-        if name == "cpu.pressure":     # 10 % of wall time, as the kernel counts it at t[0]
-            return f"some avg10=0 avg60=0 avg300=0 total={round(1e5 * t[0])}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
-        if name == "cpu.stat":
-            return f"usage_usec {round(0.5e6 * t[0])}\nuser_usec 0\nsystem_usec 0\n"
-        return real(path)
+        return steady_file(path.rsplit("/", 1)[1], t[0]) or real(path)
 
     monkeypatch.setattr(cgroupfs, "read_file", steady)
     src = CgroupfsSource(Layout(unified=unified), clock=lambda: t[0])
