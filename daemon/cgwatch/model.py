@@ -201,39 +201,31 @@ class Frame(Sequence[Sample]):
     def add(self, c: Container, ts: float, values: dict[str, float]) -> None:
         """Add ``values`` (a dict this Frame may keep and change) to ``c``'s row at ``ts``; the
         first Container given for an id stays the row's. A metric already in the row is replaced."""
-        if not values:
-            return
-        at = self._at
-        if at is None:
-            at = self._at = {(r[0].id, r[1]): r[2] for r in self.rows}
-        key = (c.id, ts)
-        row = at.get(key)
-        if row is None:
-            at[key] = values
-            self.rows.append((c, ts, values))
-            self._n += len(values)
-        else:
-            n = len(row)
-            row.update(values)
-            self._n += len(row) - n
+        if values:
+            self._merge(((c, ts, values),))
 
     def extend(self, other: Frame) -> None:
         """Add every row of ``other`` (whose dicts this Frame takes over)."""
         if not self.rows:
             self.rows, self._n, self._at = list(other.rows), other._n, None
-            return
+        else:
+            self._merge(other.rows)
+
+    def _merge(self, rows: Iterable[Row]) -> None:
+        """Each row to its container's row at its time (a new row when there is none): the
+        collector merges every source's rows this way every interval."""
         at = self._at
         if at is None:
             at = self._at = {(r[0].id, r[1]): r[2] for r in self.rows}
-        rows, n = self.rows, self._n
-        for r in other.rows:         # add(), inline: a source's rows are merged every interval
+        mine, n = self.rows, self._n
+        for r in rows:
             c, ts, values = r
             key = (c.id, ts)
             row = at.get(key)
             if row is None:
                 if values:
                     at[key] = values
-                    rows.append(r)
+                    mine.append(r)
                     n += len(values)
             else:
                 k = len(row)

@@ -61,14 +61,11 @@ class FileCache:
         fd = self._fds.get(path)
         if fd is not None:
             try:
-                data = os.pread(fd, _BUF, 0)
-                if len(data) >= _BUF:      # rare: the rest of a long file
-                    data = _pread_rest(fd, data)
+                data = _pread_all(fd)
+                self._fds.move_to_end(path)
+                return data
             except OSError:
                 self._drop(path)
-            else:
-                self._fds.move_to_end(path)
-                return data.decode("ascii", "replace")
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = _pread_all(fd)
@@ -135,17 +132,12 @@ CPU_STAT = SharedReads()
 
 def _pread_all(fd: int) -> str:
     data = os.pread(fd, _BUF, 0)
-    if len(data) >= _BUF:        # rare: one read nearly always holds the whole file
-        data = _pread_rest(fd, data)
-    return data.decode("ascii", "replace")
-
-
-def _pread_rest(fd: int, first: bytes) -> bytes:
-    """A file whose first ``_BUF`` bytes were ``first``, read to its end."""
-    chunks = [first]
+    if len(data) < _BUF:         # nearly always: one read holds the whole file
+        return data.decode("ascii", "replace")
+    chunks = [data]
     while len(chunks[-1]) == _BUF:
         chunks.append(os.pread(fd, _BUF, _BUF * len(chunks)))
-    return b"".join(chunks)
+    return b"".join(chunks).decode("ascii", "replace")
 
 
 def fd_budget(reserve: int = 512, most: int = 8192) -> int:

@@ -107,7 +107,7 @@ class History:
             r.ts[0] = ts
         return r
 
-    def _advance(self, r: _Ring, ts: float, cid: str, values: dict[str, float] | None = None) -> None:
+    def _advance(self, r: _Ring, ts: float, cid: str, values: dict[str, float]) -> None:
         """Open a new fine slot at ``ts`` (closing the coarse bucket when it changed), holding
         ``values`` and NaN for every other metric of the container."""
         b = int(ts // COARSE_S)
@@ -119,10 +119,6 @@ class History:
         r.ts[pos] = ts
         r.last_ts = ts
         self._rings.move_to_end(cid)
-        if not values:
-            for vals in r.values.values():
-                vals[pos] = _NAN
-            return
         get, stored = values.get, 0           # one pass: each column takes its value or NaN
         for m, vals in r.values.items():
             v = vals[pos] = get(m, _NAN)
@@ -152,20 +148,21 @@ class History:
         >>> h = History(); h.add(1.0, "a", "m", 2.5); h.series("a", "m", 0.0)
         [(1.0, 2.5)]
         """
-        r = self._slot(container_id, ts)
-        if r is not None:
-            self._store(r, {metric: value})
+        self._put(container_id, ts, {metric: value})
 
-    def _slot(self, container_id: str, ts: float) -> _Ring | None:
-        """The container's ring with its current fine slot at ``ts`` (a new slot when ``ts`` is
-        newer); None when ``ts`` is older than the slot: the ring only moves forward."""
+    def _put(self, container_id: str, ts: float, values: dict[str, float]) -> _Ring | None:
+        """Put ``values`` in the container's fine slot at ``ts`` (a new slot when ``ts`` is newer
+        than its current one) and return its ring; None when ``ts`` is older than the slot: the
+        ring only moves forward."""
         r = self._rings.get(container_id)
         if r is None:
-            return self._ring(container_id, ts)
-        if ts != r.last_ts:
+            r = self._ring(container_id, ts)
+        elif ts != r.last_ts:
             if ts < r.last_ts:
                 return None
-            self._advance(r, ts, container_id)
+            self._advance(r, ts, container_id, values)
+            return r
+        self._store(r, values)
         return r
 
     def _store(self, r: _Ring, values: dict[str, float]) -> None:
@@ -186,15 +183,9 @@ class History:
         ('web-1', [(5.0, 0.5)])
         """
         for c, ts, values in rows_of(samples):
-            r = self._rings.get(c.id)
-            if r is not None and ts > r.last_ts:    # the common case: the container's next slot
-                self._advance(r, ts, c.id, values)
-            else:
-                r = self._slot(c.id, ts)
-                if r is None:
-                    continue
-                self._store(r, values)
-            r.container = c
+            r = self._put(c.id, ts, values)
+            if r is not None:
+                r.container = c
 
     def event(self, e: Event) -> dict[str, Any] | None:
         """Keep ``e`` if the dashboard marks it (not every exec or clean exit); returns the entry kept.
