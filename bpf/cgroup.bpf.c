@@ -16,22 +16,22 @@ struct cgw_cgroup_event {
     char path[CGW_CG_PATH];
 };
 
-BPF_RINGBUF_OUTPUT(events, 64);
-BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_RINGBUF_OUTPUT(cgroup_events, 64);
+BPF_PERCPU_ARRAY(cgroup_lost, u64, 1);
 
 static __always_inline int send(u64 id, u32 removed, void *args, u32 loc)
 {
-    struct cgw_cgroup_event *e = events.ringbuf_reserve(sizeof(struct cgw_cgroup_event));
+    struct cgw_cgroup_event *e = cgroup_events.ringbuf_reserve(sizeof(struct cgw_cgroup_event));
     if (!e) {                /* counted, so user space can say so */
         int zero = 0;
-        lost.increment(zero);
+        cgroup_lost.increment(zero);
         return 0;
     }
     e->id = id;
     e->removed = removed;
     long len = bpf_probe_read_kernel_str(&e->path, sizeof(e->path), args + (loc & 0xFFFF));
     e->truncated = len >= CGW_CG_PATH || len < 0;
-    events.ringbuf_submit(e, 0);
+    cgroup_events.ringbuf_submit(e, 0);
     return 0;
 }
 

@@ -2,7 +2,12 @@
  *
  * Every map is keyed by the cgroup2 id of the task that did the work
  * (bpf_get_current_cgroup_id()); every value only grows, and user space turns
- * the difference between two reads into a rate. Knobs arrive as -D flags. */
+ * the difference between two reads into a rate. Knobs arrive as -D flags.
+ *
+ * The loader may compile several programs as one unit (sources/loader.py,
+ * merge()), where this header is read once, at the first program's turn:
+ * nothing here may depend on a program's own -D flags, and every map, function
+ * and struct a program declares carries a name no other program uses. */
 #ifndef CGWATCH_H
 #define CGWATCH_H
 
@@ -17,19 +22,6 @@
 #define CGW_RUNQ_SLOTS 26
 #define CGW_COMM_LEN 16
 #define CGW_PATH_LEN 128
-
-/* cpu.bpf.c: one per cgroup, per CPU. The run-queue fields exist only when
- * it is built with -DCGW_RUNQ (user space reads the width from the map). */
-struct cgw_cpu {
-    u64 oncpu_ns;
-    u64 switches;
-    u64 involuntary;
-#ifdef CGW_RUNQ
-    u64 runq_count;
-    u64 runq_sum_ns;
-    u64 runq_slots[CGW_RUNQ_SLOTS];
-#endif
-};
 
 /* proc.bpf.c */
 struct cgw_proc {

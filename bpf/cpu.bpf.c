@@ -55,6 +55,21 @@
 #define CGW_NCPUS 1024
 #endif
 
+/* One per cgroup, per CPU. The run-queue fields exist only when it is built
+ * with -DCGW_RUNQ (user space reads the width from the map). Defined here, not
+ * in cgwatch.h: its layout depends on this program's flags, and the loader may
+ * compile the programs as one unit, where the header is read once. */
+struct cgw_cpu {
+    u64 oncpu_ns;
+    u64 switches;
+    u64 involuntary;
+#ifdef CGW_RUNQ
+    u64 runq_count;
+    u64 runq_sum_ns;
+    u64 runq_slots[CGW_RUNQ_SLOTS];
+#endif
+};
+
 struct cpu_state {
     u64 last_ns;         /* this CPU's previous switch */
     u64 flushed_ns;      /* when `pend` last went into cpu_stats */

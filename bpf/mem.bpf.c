@@ -16,8 +16,8 @@
 #endif
 
 BPF_PERCPU_HASH(mem_stats, u64, struct cgw_mem, CGW_MAX_CGROUPS);
-BPF_RINGBUF_OUTPUT(events, CGW_RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_RINGBUF_OUTPUT(mem_events, CGW_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(mem_lost, u64, 1);
 
 static __always_inline void count_fault(void)
 {
@@ -50,10 +50,10 @@ TRACEPOINT_PROBE(exceptions, page_fault_user)
 #ifdef CGW_HAVE_OOM
 TRACEPOINT_PROBE(oom, mark_victim)
 {
-    struct cgw_event *e = events.ringbuf_reserve(sizeof(struct cgw_event));
+    struct cgw_event *e = mem_events.ringbuf_reserve(sizeof(struct cgw_event));
     if (!e) {                /* counted, so user space can say so */
         int zero = 0;
-        lost.increment(zero);
+        mem_lost.increment(zero);
         return 0;
     }
     e->kind = CGW_EV_OOM;
@@ -73,7 +73,7 @@ TRACEPOINT_PROBE(oom, mark_victim)
     else
         e->comm[0] = 0;
 #endif
-    events.ringbuf_submit(e, 0);
+    mem_events.ringbuf_submit(e, 0);
     return 0;
 }
 #endif

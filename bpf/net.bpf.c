@@ -22,7 +22,7 @@
 BPF_PERCPU_HASH(net_stats, u64, struct cgw_net, CGW_MAX_CGROUPS);
 BPF_TABLE("lru_hash", u64, u64, sock_owner, CGW_MAX_PIDS);
 
-static __always_inline struct cgw_net *stats(u64 cgid)
+static __always_inline struct cgw_net *net_stats_of(u64 cgid)
 {
     struct cgw_net *n = net_stats.lookup(&cgid);
     if (n)
@@ -45,7 +45,7 @@ TRACEPOINT_PROBE(sock, sock_send_length)
     if (args->ret <= 0 || (args->family != CGW_AF_INET && args->family != CGW_AF_INET6))
         return 0;
     u64 cgid = bpf_get_current_cgroup_id();
-    struct cgw_net *n = stats(cgid);
+    struct cgw_net *n = net_stats_of(cgid);
     if (n)
         n->tx_bytes += args->ret;
     remember((u64)args->sk, cgid);
@@ -57,7 +57,7 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
     if (args->ret <= 0 || (args->family != CGW_AF_INET && args->family != CGW_AF_INET6))
         return 0;
     u64 cgid = bpf_get_current_cgroup_id();
-    struct cgw_net *n = stats(cgid);
+    struct cgw_net *n = net_stats_of(cgid);
     if (n)
         n->rx_bytes += args->ret;
     return 0;
@@ -87,7 +87,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
     u64 sk = (u64)args->skaddr;
     u64 *owner = sock_owner.lookup(&sk);
     u64 cgid = owner ? *owner : bpf_get_current_cgroup_id();
-    struct cgw_net *n = stats(cgid);
+    struct cgw_net *n = net_stats_of(cgid);
     if (n)
         n->retransmits += 1;
     return 0;

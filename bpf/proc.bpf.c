@@ -58,11 +58,11 @@ BPF_TABLE("lru_hash", u32, struct exit_info, exit_info, CGW_MAX_PIDS);
 /* target pid (thread id) -> last fatal-by-default signal generated for it */
 BPF_TABLE("lru_hash", u32, s32, generated, CGW_MAX_PIDS);
 #endif
-BPF_RINGBUF_OUTPUT(events, CGW_RINGBUF_PAGES);
+BPF_RINGBUF_OUTPUT(proc_events, CGW_RINGBUF_PAGES);
 /* index 0: records the ring buffer had no room for */
-BPF_PERCPU_ARRAY(lost, u64, 1);
+BPF_PERCPU_ARRAY(proc_lost, u64, 1);
 
-static __always_inline struct cgw_proc *stats(u64 *cgid)
+static __always_inline struct cgw_proc *proc_stats_of(u64 *cgid)
 {
     *cgid = bpf_get_current_cgroup_id();
     struct cgw_proc *p = proc_stats.lookup(cgid);
@@ -75,10 +75,10 @@ static __always_inline struct cgw_proc *stats(u64 *cgid)
 
 static __always_inline struct cgw_event *reserve(u32 kind, u64 cgid)
 {
-    struct cgw_event *e = events.ringbuf_reserve(sizeof(struct cgw_event));
+    struct cgw_event *e = proc_events.ringbuf_reserve(sizeof(struct cgw_event));
     if (!e) {                /* counted, so user space can say so */
         int zero = 0;
-        lost.increment(zero);
+        proc_lost.increment(zero);
         return 0;
     }
     e->kind = kind;
@@ -94,7 +94,7 @@ static __always_inline struct cgw_event *reserve(u32 kind, u64 cgid)
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     u64 cgid;
-    struct cgw_proc *p = stats(&cgid);
+    struct cgw_proc *p = proc_stats_of(&cgid);
     if (p)
         p->forks += 1;
     u32 child = args->child_pid;     /* a reused pid starts with no record */
@@ -105,7 +105,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u64 cgid;
-    struct cgw_proc *p = stats(&cgid);
+    struct cgw_proc *p = proc_stats_of(&cgid);
     if (p)
         p->execs += 1;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -117,7 +117,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     e->path[0] = 0;
     bpf_probe_read_kernel_str(&e->path, sizeof(e->path),
                               (void *)args + (args->data_loc_filename & 0xFFFF));
-    events.ringbuf_submit(e, 0);
+    proc_events.ringbuf_submit(e, 0);
 #endif
     return 0;
 }
@@ -216,7 +216,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         return 0;
 #endif
     u64 cgid;
-    struct cgw_proc *p = stats(&cgid);
+    struct cgw_proc *p = proc_stats_of(&cgid);
     if (p)
         p->exits += 1;
     struct exit_info *info = exit_info.lookup(&tgid);
@@ -234,6 +234,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     e->code = copy.code;
     e->sig = copy.sig;
     e->path[0] = 0;
-    events.ringbuf_submit(e, 0);
+    proc_events.ringbuf_submit(e, 0);
     return 0;
 }

@@ -46,10 +46,10 @@ def test_the_loader_exits_with_its_session_and_the_probes_keep_counting():
         child = ld._proc
     assert child.poll() is not None, "the loader process outlived its session"
     try:
-        assert isinstance(prog, Program) and prog["events"].type == MAP_RINGBUF
+        assert isinstance(prog, Program) and prog["cgroup_events"].type == MAP_RINGBUF
         seen: list[str] = []
-        prog.open_ring_buffer("events", lambda d: seen.append(
-            bytes(prog["events"].event(d).path).split(b"\0", 1)[0].decode()))
+        prog.open_ring_buffer("cgroup_events", lambda d: seen.append(
+            bytes(prog["cgroup_events"].event(d).path).split(b"\0", 1)[0].decode()))
         name = f"cgw-loader-test-{os.getpid()}"
         (root / name).mkdir()
         (root / name).rmdir()
@@ -143,3 +143,4 @@ def test_the_key_by_key_walk_reads_what_the_batch_read_does(cgroups):
             assert batch[cgid][0] > 0 and batch[cgid][1] > 0  # on-CPU time and switches
     finally:
         prog.close()
+

@@ -34,10 +34,10 @@ class CgroupFeed:
         self._changes: list[Change] = []
         self._complete = True
         self._lost = 0
-        self.bpf.open_ring_buffer("events", self._on_event)
+        self.bpf.open_ring_buffer("cgroup_events", self._on_event)
 
     def _on_event(self, data: memoryview) -> None:
-        e = self.bpf["events"].event(data)
+        e = self.bpf["cgroup_events"].event(data)
         if e.truncated:
             self._complete = False
             return
@@ -47,7 +47,7 @@ class CgroupFeed:
     def poll(self) -> tuple[list[Change], bool]:
         """The changes since the last poll, in order, and whether none were lost."""
         self.bpf.ring_buffer_consume()
-        lost = lost_count(self.bpf["lost"])
+        lost = lost_count(self.bpf["cgroup_lost"])
         complete = self._complete and lost == self._lost
         if lost != self._lost:
             log.warning("cgroups: %d cgroup events lost; re-walking the cgroup tree", lost - self._lost)

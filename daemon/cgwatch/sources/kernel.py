@@ -156,13 +156,16 @@ class KernelSource:
 
     # -- events ------------------------------------------------------------------
     def _open_ring(self) -> bool:
-        if "events" not in self.bpf:
+        # each program names its ring and its loss counter after itself (the loader may
+        # compile the programs as one unit, where every map name is the unit's)
+        if f"{self.program}_events" not in self.bpf:
             return False
-        self.bpf.open_ring_buffer("events", self._on_event)
+        self._events = self.bpf[f"{self.program}_events"]
+        self.bpf.open_ring_buffer(f"{self.program}_events", self._on_event)
         return True
 
     def _on_event(self, data: memoryview) -> None:
-        rec = self.bpf["events"].event(data)
+        rec = self._events.event(data)
         ts = rec.ts_ns / 1e9 + self._mono_offset
         container = self.resolver.container(rec.cgroup_id, ts)
         ev = self.decode(rec, container, ts)
@@ -174,7 +177,7 @@ class KernelSource:
         if not self._ring:
             return []
         self.bpf.ring_buffer_consume()
-        lost = lost_count(self.bpf["lost"])
+        lost = lost_count(self.bpf[f"{self.program}_lost"])
         if lost > self._lost_reported:
             log.warning("%s: ring buffer full, %d events lost (%d in all)",
                         self.name, lost - self._lost_reported, lost)
