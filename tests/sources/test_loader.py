@@ -144,3 +144,124 @@ def test_the_key_by_key_walk_reads_what_the_batch_read_does(cgroups):
     finally:
         prog.close()
 
+
+def _comparable(entry: Path) -> dict:
+    """A cache entry with the map descriptors its bytecode loads blanked (they differ
+    from load to load)."""
+    import base64
+    import json
+    import struct
+
+    e = json.loads(entry.read_text())
+    for f in e["funcs"]:
+        code = bytearray(base64.b64decode(f["insns"]))
+        for i, _ in f["relocs"]:
+            struct.pack_into("<i", code, i * 8 + 4, 0)
+        f["insns"] = bytes(code)
+    return e
+
+
+def _load_together(ld: loader.Loader, asks: list[tuple[str, list[str]]], cache: Path) -> list:
+    """``asks`` (program, flags) loaded from as many threads at once, each recorded in ``cache``."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cgwatch.sources import progcache
+
+    go = threading.Barrier(len(asks))
+
+    def one(ask: tuple[str, list[str]]):  # type: ignore[no-untyped-def]
+        name, flags = ask
+        go.wait()
+        return ld.load(str(bpf.bpf_dir() / f"{name}.bpf.c"), [f"-I{bpf.bpf_dir()}", *flags],
+                       cache={"path": str(cache / f"{name}.json"), "bcc": progcache.bcc_version()})
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        return list(pool.map(one, asks))
+
+
+#: programs with flags of their own, some the same macro with other values (proc's and mem's
+#: ring sizes), and cpu's run-queue build, whose value struct grows with -DCGW_RUNQ
+TOGETHER = [("cgroup", []), ("proc", ["-DCGW_HAVE_FORK", "-DCGW_HAVE_EXEC", "-DCGW_RINGBUF_PAGES=8"]),
+            ("mem", ["-DCGW_HAVE_OOM"]), ("cpu", ["-DCGW_HAVE_SWITCH", "-DCGW_RUNQ"]), ("net", ["-DCGW_HAVE_RETRANS"])]
+
+
+def test_programs_asked_together_compile_as_one_unit_into_what_each_compiles_alone(tmp_path, caplog):
+    """The daemon's sources ask for their programs at once; the loader compiles them in one
+    unit (one of BCC's fixed costs instead of one each). Each program still gets only its own
+    maps and probes, and the same bytecode and map layouts as when it compiles alone: no
+    program sees another's flags or macros."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="cgwatch.bpf")
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    alone.mkdir()
+    together.mkdir()
+    for ask in TOGETHER:                  # one session each: nothing to share a unit with
+        with loader.session() as ld:
+            _load_together(ld, [ask], alone)[0].close()
+    assert not any("one unit" in r.getMessage() for r in caplog.records)
+    # a loader that starts with the first request: the others arrive while BCC imports
+    ld = loader.Loader(start=False)
+    try:
+        progs = _load_together(ld, TOGETHER, together)
+    finally:
+        ld.close()
+    try:
+        units = [r.getMessage() for r in caplog.records if "compiled in one unit with" in r.getMessage()]
+        assert len(units) == len(TOGETHER)
+        assert all(f"{n}.bpf.c" in m for m in units for n, _ in TOGETHER)
+        for (name, _), prog in zip(TOGETHER, progs):
+            assert _comparable(together / f"{name}.json") == _comparable(alone / f"{name}.json"), name
+            own = {m["name"] for m in _comparable(alone / f"{name}.json")["maps"]}
+            assert set(prog.maps) == own, name
+        by = dict(zip((n for n, _ in TOGETHER), progs))
+        assert by["proc"]["proc_events"].max_entries == 8 * 4096        # its -DCGW_RINGBUF_PAGES=8
+        assert by["mem"]["mem_events"].max_entries == 16 * 4096         # its own default, not proc's
+        assert by["cpu"]["cpu_stats"].stride == 8 * (5 + 26)            # with the run-queue fields
+    finally:
+        for p in progs:
+            p.close()
+
+
+@pytest.mark.parametrize("trouble", ["a compile error", "a name declared twice"])
+def test_a_unit_that_cannot_compile_falls_back_to_one_by_one(tmp_path, trouble):
+    """Asked together with a program that breaks the unit, the others still load, and the
+    broken one gets its own one-line error, as when it compiles alone."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    other = tmp_path / "other.bpf.c"
+    if trouble == "a compile error":
+        other.write_text("int broken(void *ctx) { return undeclared_thing; }\n")
+    else:      # the same ring buffer's name as cgroup.bpf.c: cannot share a unit with it
+        other.write_text((bpf.bpf_dir() / "cgroup.bpf.c").read_text())
+    flags = [f"-I{bpf.bpf_dir()}", f"-I{tmp_path}"]
+    srcs = [str(bpf.bpf_dir() / "cgroup.bpf.c"), str(other), str(bpf.bpf_dir() / "net.bpf.c")]
+    go = threading.Barrier(len(srcs))
+
+    def one(src: str):  # type: ignore[no-untyped-def]
+        go.wait()
+        try:
+            return ld.load(src, flags)
+        except loader.LoadError as e:
+            return e
+
+    ld = loader.Loader(start=False)
+    try:
+        with ThreadPoolExecutor(len(srcs)) as pool:
+            got = list(pool.map(one, srcs))
+    finally:
+        ld.close()
+    try:
+        assert isinstance(got[0], Program) and "cgroup_events" in got[0].maps
+        assert isinstance(got[2], Program) and "net_stats" in got[2].maps
+        if trouble == "a compile error":
+            assert isinstance(got[1], loader.LoadError)
+            assert "\n" not in str(got[1]) and "other.bpf.c" in str(got[1])
+        else:
+            assert isinstance(got[1], Program) and "cgroup_events" in got[1].maps
+    finally:
+        for p in got:
+            if isinstance(p, Program):
+                p.close()

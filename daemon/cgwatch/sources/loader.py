@@ -9,15 +9,18 @@ as early as it can, asks it for programs, and receives over a Unix socket
 loader then exits and its memory goes with it; the probes stay attached
 because the daemon holds their descriptors (:class:`~cgwatch.sources.bpfsys.Program`).
 
-The loader forks one worker per program once BCC is imported (at most
-:data:`MAX_JOBS` at a time, and no more than CPUs), so programs compile side
-by side, and each worker answers on its own socket, so the daemon's threads
-can each wait for theirs.
+The loader forks one worker at a time, once BCC is imported, for every request it
+holds by then (it waits :data:`GATHER_S` after each for the next): the worker
+compiles them as one unit (:func:`merge`), since each of BCC's compiles costs
+about 0.2 s and tens of MB of Clang whatever it compiles, and answers each on its
+own socket, so the daemon's threads can each wait for theirs. Programs that cannot
+share a unit (a clashing name, other compiler flags, an error) compile one by one.
 
 Protocol, on a ``SOCK_SEQPACKET`` pair: the daemon sends a JSON request
 ``{"src": path, "cflags": [...], "funcs": {name: BCC program type}}`` with one
 descriptor, the socket the answer goes to. The worker answers
-``{"maps": [...], "funcs": [...], "links": n}`` with the descriptors in that order,
+``{"maps": [...], "funcs": [...], "links": n}`` with the descriptors in that order
+(and ``"unit": [file, ...]`` when it compiled in one unit with others),
 or ``{"error": "one line"}``. The daemon closing its end tells the loader it is done.
 
 A request may also carry ``"cache": {"path": file, "bcc": version}``: once it has
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -42,10 +46,9 @@ from typing import Any
 
 log = logging.getLogger("cgwatch.bpf")
 
-#: compiles at once. Each holds about 40 MB of Clang and LLVM heap while it runs (measured:
-#: Private_Dirty of a worker compiling cpu.bpf.c), so the start-up peak grows by that per job;
-#: two halve the time to READY=1 against one (six programs, 0.3-0.6 s each).
-MAX_JOBS = 2
+#: after a request, how long the loader waits for another before it compiles what it
+#: holds: the daemon's sources ask within a few hundred ms of each other at start-up
+GATHER_S = 0.15
 #: the most descriptors one answer may carry (the kernel's SCM_MAX_FD is 253)
 MAX_FDS = 250
 _MSG = 1 << 20
@@ -124,6 +127,8 @@ class Loader:
             raise LoadError(ans["error"])
         if "uncached" in ans:
             log.debug("%s: not cached: %s", os.path.basename(src), ans["uncached"])
+        if "unit" in ans:
+            log.debug("%s: compiled in one unit with %s", os.path.basename(src), ", ".join(ans["unit"]))
         it = iter(fds)
         maps = {m["name"]: Map(m["name"], next(it), m["type"], m["key_size"], m["leaf_size"],
                                m["max_entries"], m["key_desc"], m["leaf_desc"]) for m in ans["maps"]}
@@ -201,16 +206,18 @@ def release() -> None:
 # --------------------------------------------------------------------------------------
 # the loader process
 
-def _describe(b: Any, lib: Any, req: dict[str, Any]) -> tuple[dict[str, Any], list[int], dict[str, Any] | None]:
+def _describe(b: Any, lib: Any, req: dict[str, Any],
+              own: frozenset[str] | None = None) -> tuple[dict[str, Any], list[int], dict[str, Any] | None]:
     """Load the requested extra programs; list every map, program and attachment, and
-    (when the request asks for it) the cache entry."""
+    (when the request asks for it) the cache entry. ``own``: in a unit compiled for
+    several requests, the names of this request's maps and programs (:func:`merge`)."""
     for name, kind in req["funcs"].items():
         b.load_func(name.encode(), kind)
     maps, fds = [], []
     for i in range(lib.bpf_num_tables(b.module)):
         name = lib.bpf_table_name(b.module, i)
         fd = lib.bpf_table_fd_id(b.module, i)
-        if fd < 0:
+        if fd < 0 or (own is not None and name.decode() not in own):
             continue
         key = lib.bpf_table_key_desc_id(b.module, i)
         leaf = lib.bpf_table_leaf_desc_id(b.module, i)
@@ -227,6 +234,7 @@ def _describe(b: Any, lib: Any, req: dict[str, Any]) -> tuple[dict[str, Any], li
             "leaf_desc": json.loads(leaf) if leaf else None,
         })
         fds.append(fd)
+    funcs, tps, raws = _owned(b, own)
     ans: dict[str, Any] = {"maps": maps}
     entry = None
     if req.get("cache"):
@@ -235,19 +243,104 @@ def _describe(b: Any, lib: Any, req: dict[str, Any]) -> tuple[dict[str, Any], li
         try:
             if bcc.__version__ != req["cache"]["bcc"]:
                 raise ValueError(f"BCC is {bcc.__version__}, the daemon read {req['cache']['bcc']}")
-            entry = cache_entry(b, lib, req, maps, list(fds))
+            entry = cache_entry(b, lib, req, maps, list(fds), funcs, tps, raws)
         except ValueError as e:
             ans["uncached"] = str(e)
-    funcs = []
-    for name, fn in b.funcs.items():
-        funcs.append(name.decode() if isinstance(name, bytes) else name)
-        fds.append(fn.fd)
-    links = [*b.tracepoint_fds.values(), *b.raw_tracepoint_fds.values()]
+    fds += [fn.fd for fn in funcs.values()]
+    links = [*tps.values(), *raws.values()]
     fds += links
     if len(fds) > MAX_FDS:
         raise LoadError(f"{len(fds)} descriptors are more than one answer can carry")
-    ans.update(funcs=funcs, links=len(links))
+    ans.update(funcs=list(funcs), links=len(links))
     return ans, fds, entry
+
+
+def _str(key: Any) -> str:
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
+def _owned(b: Any, own: frozenset[str] | None) -> tuple[dict[str, Any], dict[str, int], dict[str, int]]:
+    """The loaded programs (name -> BCC's function), and the tracepoint and raw tracepoint
+    attachments (name -> link fd) that are ``own``'s (all of them: None)."""
+    funcs = {_str(k): fn for k, fn in b.funcs.items() if own is None or _str(k) in own}
+    tps = {_str(k): fd for k, fd in b.tracepoint_fds.items()
+           if own is None or "tracepoint__" + _str(k).replace(":", "__") in own}
+    raws = {_str(k): fd for k, fd in b.raw_tracepoint_fds.items()
+            if own is None or "raw_tracepoint__" + _str(k) in own}
+    return funcs, tps, raws
+
+
+#: what a program's C source declares at file scope: BPF_TABLE("type", key, leaf, NAME, ..),
+#: BPF_HASH(NAME, ..) and kin, the programs (RAW_)TRACEPOINT_PROBE names, and functions,
+#: struct and enum tags that start a line
+_DECLS = re.compile(r"""
+      \bBPF_TABLE\w*\(\s*"[^"]*"\s*,[^,]*,[^,]*,\s*(?P<table>\w+)
+    | \bBPF_(?!TABLE)[A-Z0-9_]+\(\s*(?P<map>\w+)
+    | \bRAW_TRACEPOINT_PROBE\(\s*(?P<raw>\w+)\s*\)
+    | \bTRACEPOINT_PROBE\(\s*(?P<group>\w+)\s*,\s*(?P<tp>\w+)\s*\)
+    | ^(?:static\s+|inline\s+|__always_inline\s+)*(?:(?:struct|enum|unsigned|const)\s+)*\w+[\s*]+(?P<func>\w+)\s*\(
+    | ^(?:struct|enum)\s+(?P<tag>\w+)\s*\{
+""", re.M | re.X)
+_MACROS = re.compile(r"^\s*#\s*define\s+(\w+)", re.M)
+
+
+def declared(text: str) -> frozenset[str]:
+    """The names a program's source declares at file scope, as BCC names them (a
+    ``TRACEPOINT_PROBE(sched, sched_switch)`` is the program ``tracepoint__sched__sched_switch``).
+
+    >>> sorted(declared('BPF_HASH(counts, u64, u64, 8);\\nBPF_TABLE("lru_hash", u64, struct x, seen, 8);\\n'
+    ...                 'static __always_inline struct cgw *stats_of(u64 id)\\n{\\n    return lookup(id);\\n}\\n'
+    ...                 'TRACEPOINT_PROBE(sched, sched_switch)\\nRAW_TRACEPOINT_PROBE(sched_wakeup)\\n'
+    ...                 'struct cpu_state {\\n    u64 a;\\n};\\nint on_sample(void *ctx)\\n'))
+    ['counts', 'cpu_state', 'on_sample', 'raw_tracepoint__sched_wakeup', 'seen', 'stats_of', 'tracepoint__sched__sched_switch']
+    """
+    out = set()
+    for m in _DECLS.finditer(text):
+        if m["group"]:
+            out.add(f"tracepoint__{m['group']}__{m['tp']}")
+        elif m["raw"]:
+            out.add(f"raw_tracepoint__{m['raw']}")
+        else:
+            out.add(next(v for v in (m["table"], m["map"], m["func"], m["tag"]) if v))
+    return frozenset(out)
+
+
+def merge(reqs: list[dict[str, Any]]) -> tuple[str, list[str], list[frozenset[str]]]:
+    """One translation unit for several requests: each program's source in turn, its -D
+    flags defined before it and, with the macros it defines itself, undefined after it,
+    so no program sees another's. Returns the text, the flags they share (all but -D)
+    and what each request owns. Raises ValueError when they cannot share a unit: other
+    compiler flags, a source that includes from a directory the flags do not name, or a
+    name two of them declare.
+
+    Shared headers are read once, at the first program's turn: nothing in them may
+    depend on a program's flags (bpf/cgwatch.h keeps to that)."""
+    common: list[str] | None = None
+    parts: list[str] = []
+    owners: dict[str, str] = {}
+    owns: list[frozenset[str]] = []
+    for req in reqs:
+        src = req["src"]
+        defs = [f[2:].partition("=") for f in req["cflags"] if f.startswith("-D")]
+        rest = [f for f in req["cflags"] if not f.startswith("-D")]
+        if common is None:
+            common = rest
+        elif rest != common:
+            raise ValueError(f"{os.path.basename(src)} has other compiler flags")
+        if f"-I{os.path.dirname(os.path.abspath(src))}" not in rest:
+            raise ValueError(f"{os.path.basename(src)}: its directory is not on the include path")
+        with open(src) as f:
+            text = f.read()
+        names = declared(text) | set(req["funcs"])
+        for n in names:
+            if n in owners:
+                raise ValueError(f"{n} is declared by {owners[n]} and {os.path.basename(src)}")
+            owners[n] = os.path.basename(src)
+        owns.append(frozenset(names))
+        undef = dict.fromkeys([*(n for n, _, _ in defs), *_MACROS.findall(text)])
+        parts += [f"#define {n} {v if eq else 1}" for n, eq, v in defs]
+        parts += [f"/* {os.path.basename(src)} */", text, *(f"#undef {n}" for n in undef)]
+    return "\n".join(parts) + "\n", common or [], owns
 
 
 RINGBUF = 27
@@ -301,22 +394,20 @@ def relocations(code: bytes, map_fds: dict[int, str]) -> list[list[Any]]:
     return out
 
 
-def cache_entry(b: Any, lib: Any, req: dict[str, Any], maps: list[dict[str, Any]],
-                map_fds: list[int]) -> dict[str, Any]:
+def cache_entry(b: Any, lib: Any, req: dict[str, Any], maps: list[dict[str, Any]], map_fds: list[int],
+                funcs: dict[str, Any], tps: dict[str, int], raws: dict[str, int]) -> dict[str, Any]:
     """What loading this compiled program again takes, without BCC: its maps, and per
-    program its type, bytecode, map relocations and attachment. Raises ValueError
-    naming what it cannot describe."""
+    program (``funcs``, attached to ``tps`` and ``raws``: :func:`_owned`) its type,
+    bytecode, map relocations and attachment. Raises ValueError naming what it cannot
+    describe."""
     import base64
 
     by_fd = {fd: m["name"] for m, fd in zip(maps, map_fds)}
     for m in maps:
         if m["type"] not in CACHEABLE_MAPS:
             raise ValueError(f"map {m['name']} is of type {m['type']}")
-    tps = {k.decode() if isinstance(k, bytes) else k for k in b.tracepoint_fds}
-    raws = {k.decode() if isinstance(k, bytes) else k for k in b.raw_tracepoint_fds}
-    funcs, tps_seen, raws_seen = [], set(), set()
-    for key in b.funcs:
-        name = key.decode() if isinstance(key, bytes) else key
+    out, tps_seen, raws_seen = [], set(), set()
+    for name in funcs:
         attach: list[str] | None = None
         if name in req["funcs"]:
             kind = req["funcs"][name]
@@ -328,14 +419,14 @@ def cache_entry(b: Any, lib: Any, req: dict[str, Any], maps: list[dict[str, Any]
             raws_seen.add(attach[1])
         else:
             raise ValueError(f"program {name} is attached in a way the cache does not know")
-        code = b.dump_func(key)
-        funcs.append({"name": name, "type": kind, "attach": attach, "relocs": relocations(code, by_fd),
-                      "insns": base64.b64encode(code).decode()})
-    if tps_seen != tps or raws_seen != raws:
+        code = b.dump_func(name.encode())
+        out.append({"name": name, "type": kind, "attach": attach, "relocs": relocations(code, by_fd),
+                    "insns": base64.b64encode(code).decode()})
+    if tps_seen != set(tps) or raws_seen != set(raws):
         raise ValueError("a tracepoint is attached to a program the cache does not know")
     return {"format": CACHE_FORMAT, "bcc": req["cache"]["bcc"], "src": os.path.basename(req["src"]),
             "license": (lib.bpf_module_license(b.module) or b"").decode(),
-            "kern_version": lib.bpf_module_kern_version(b.module), "maps": maps, "funcs": funcs}
+            "kern_version": lib.bpf_module_kern_version(b.module), "maps": maps, "funcs": out}
 
 
 def write_entry(path: str, entry: dict[str, Any]) -> None:
@@ -397,12 +488,10 @@ def _event_desc(lib: Any, module: Any, name: bytes) -> list[Any]:
     return ["event", fields, "struct"]
 
 
-def _serve(req: dict[str, Any], reply: socket.socket) -> None:
-    """One worker: compile, attach, answer, and leave without BCC's clean-up (which
-    would disable the perf events the daemon now shares)."""
+def _lib() -> Any:
+    """libbcc, with the signatures of what the worker calls."""
     import ctypes as ct
 
-    from bcc import BPF
     from bcc.libbcc import lib
 
     for f, res, args in (("bpf_num_tables", ct.c_size_t, [ct.c_void_p]),
@@ -421,13 +510,77 @@ def _serve(req: dict[str, Any], reply: socket.socket) -> None:
                          ("bpf_perf_event_field", ct.c_char_p, [ct.c_void_p, ct.c_char_p, ct.c_size_t])):
         getattr(lib, f).restype = res
         getattr(lib, f).argtypes = args
+    return lib
+
+
+def _serve_all(batch: list[tuple[dict[str, Any], socket.socket]]) -> None:
+    """One worker: compile what the loader holds as one unit when it can, else one by
+    one; answer each request on its socket."""
+    lib = _lib()
+    if len(batch) > 1:
+        try:
+            answers = _compile_merged([req for req, _ in batch], lib)
+        except Exception as e:     # BCC raises bare Exception with its own text
+            print(f"cgwatch BPF loader: compiling {len(batch)} programs one by one: "
+                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr, flush=True)
+        else:
+            for (req, reply), (ans, fds, entry) in zip(batch, answers):
+                _answer(req, reply, ans, fds, entry)
+            return
+    for req, reply in batch:
+        _serve(req, reply, lib)
+
+
+def _compile_merged(reqs: list[dict[str, Any]], lib: Any) -> list[tuple[dict[str, Any], list[int], dict[str, Any] | None]]:
+    """Compile, load and attach ``reqs`` as one unit (:func:`merge`) and describe each
+    request's share. Raises when they cannot share a unit or the unit does not compile;
+    nothing stays attached then."""
+    from bcc import BPF
+
+    text, flags, owns = merge(reqs)
+    with _captured_stderr() as said:     # a unit that fails compiles again one by one, and says so then
+        b = BPF(text=text.encode(), cflags=flags)
     try:
-        b = BPF(src_file=req["src"].encode(), cflags=req["cflags"])
-        ans, fds, entry = _describe(b, lib, req)
-    except Exception as e:  # BCC raises bare Exception with its own text
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        reply.send(json.dumps({"error": text}).encode())
-        return
+        tables = {lib.bpf_table_name(b.module, i).decode() for i in range(lib.bpf_num_tables(b.module))}
+        for req in reqs:     # loaded before every name is checked against its owner (BCC loads once)
+            for name, kind in req["funcs"].items():
+                b.load_func(name.encode(), kind)
+        everything = frozenset().union(*owns)
+        stray = sorted((tables | set(_owned(b, None)[0])) - everything)
+        if stray:
+            raise ValueError(f"{', '.join(stray)} belongs to none of the programs")
+        answers = [_describe(b, lib, req, own) for req, own in zip(reqs, owns)]
+        unit = [os.path.basename(req["src"]) for req in reqs]
+        for ans, _, _ in answers:
+            ans["unit"] = unit
+    except BaseException:
+        b.cleanup()
+        raise
+    sys.stderr.write("".join(said))
+    return answers
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """What is written to fd 2 (Clang's diagnostics) inside, collected instead of printed:
+    the list yielded holds it afterwards."""
+    import tempfile
+
+    out: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            out.append(buf.read().decode(errors="replace"))
+
+
+def _answer(req: dict[str, Any], reply: socket.socket, ans: dict[str, Any], fds: list[int],
+            entry: dict[str, Any] | None) -> None:
     socket.send_fds(reply, [json.dumps(ans).encode()], fds)
     reply.close()
     if entry is not None:           # after the answer: the daemon need not wait for the disk
@@ -436,6 +589,46 @@ def _serve(req: dict[str, Any], reply: socket.socket) -> None:
         except OSError as e:
             print(f"cgwatch BPF loader: could not cache {os.path.basename(req['src'])}: {e}",
                   file=sys.stderr, flush=True)
+
+
+def _serve(req: dict[str, Any], reply: socket.socket, lib: Any) -> None:
+    """Compile, attach and answer one request alone, and leave without BCC's clean-up
+    (which would disable the perf events the daemon now shares)."""
+    from bcc import BPF
+
+    try:
+        b = BPF(src_file=req["src"].encode(), cflags=req["cflags"])
+        ans, fds, entry = _describe(b, lib, req)
+    except Exception as e:  # BCC raises bare Exception with its own text
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reply.send(json.dumps({"error": text}).encode())
+        reply.close()
+        return
+    _answer(req, reply, ans, fds, entry)
+
+
+def _big_mappings(maps: str, least: int) -> list[tuple[int, int, str, str]]:
+    """(start, end, permissions, file) of every mapping of a file of at least ``least`` bytes."""
+    try:
+        with open(maps) as f:
+            rows = [line.split(None, 5) for line in f]
+    except OSError:
+        return []
+    sizes: dict[str, int] = {}
+    out = []
+    for r in rows:
+        if len(r) < 6 or not r[5].startswith("/"):
+            continue
+        path = r[5].strip()
+        if path not in sizes:
+            try:
+                sizes[path] = os.stat(path).st_size
+            except OSError:
+                sizes[path] = 0
+        if sizes[path] >= least:
+            lo, _, hi = r[0].partition("-")
+            out.append((int(lo, 16), int(hi, 16), r[1], path))
+    return out
 
 
 def read_ahead(maps: str = "/proc/self/maps", least: int = 1 << 20) -> int:
@@ -450,26 +643,38 @@ def read_ahead(maps: str = "/proc/self/maps", least: int = 1 << 20) -> int:
     >>> read_ahead("/nonexistent")
     0
     """
-    try:
-        with open(maps) as f:
-            paths = {line.split(None, 5)[5].strip() for line in f if line.count(" ") >= 5 and "/" in line}
-    except OSError:
-        return 0
     n = 0
-    for path in sorted(p for p in paths if p.startswith("/")):
+    for path in sorted({m[3] for m in _big_mappings(maps, least)}):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
         try:
-            if os.fstat(fd).st_size >= least:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-                n += 1
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            n += 1
         except OSError:
             pass
         finally:
             os.close(fd)
     return n
+
+
+def _gather(ctl: socket.socket) -> tuple[list[tuple[dict[str, Any], socket.socket]], bool]:
+    """The next requests: one (waiting as long as it takes), then any that follow it
+    within :data:`GATHER_S` of the one before. Also whether the daemon is done."""
+    batch: list[tuple[dict[str, Any], socket.socket]] = []
+    ctl.settimeout(None)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, _MSG, 1)
+        except TimeoutError:
+            return batch, False
+        except OSError:
+            return batch, True
+        if not msg:
+            return batch, True
+        batch.append((json.loads(msg), socket.socket(fileno=fds[0])))
+        ctl.settimeout(GATHER_S)
 
 
 def main(fd: int) -> None:
@@ -480,34 +685,28 @@ def main(fd: int) -> None:
         read_ahead()      # what the compiles will fault in, read now while the daemon starts
     except Exception as e:
         err = f"BCC did not import: {e}"
-    workers: set[int] = set()
-    limit = min(MAX_JOBS, len(os.sched_getaffinity(0)))
-    while True:
-        try:
-            msg, fds, _, _ = socket.recv_fds(ctl, _MSG, 1)
-        except OSError:
-            break
-        if not msg:
-            break
-        reply = socket.socket(fileno=fds[0])
+    done = False
+    while not done:
+        batch, done = _gather(ctl)
         if err:
-            reply.send(json.dumps({"error": err}).encode())
-            reply.close()
+            for _, reply in batch:
+                reply.send(json.dumps({"error": err}).encode())
+                reply.close()
             continue
-        while len(workers) >= limit:
-            workers.discard(os.wait()[0])
+        if not batch:
+            continue
+        # one worker at a time: each holds tens of MB of Clang and LLVM while it compiles
         pid = os.fork()
         if pid == 0:
             try:
                 ctl.close()
-                _serve(json.loads(msg), reply)
+                _serve_all(batch)
             except BaseException as e:     # the daemon sees the socket close and says so
                 print(f"cgwatch BPF loader: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             finally:
                 os._exit(0)
-        reply.close()
-        workers.add(pid)
-    for pid in workers:
+        for _, reply in batch:
+            reply.close()
         os.waitpid(pid, 0)
 
 
