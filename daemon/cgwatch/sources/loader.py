@@ -659,6 +659,33 @@ def read_ahead(maps: str = "/proc/self/maps", least: int = 1 << 20) -> int:
     return n
 
 
+MADV_PAGEOUT = 21
+
+
+def page_out(maps: str = "/proc/self/maps", least: int = 1 << 20) -> int:
+    """Unmap the pages of big libraries that only this process maps and that it never wrote
+    (``MADV_PAGEOUT``, Linux 5.4+; elsewhere nothing happens); returns the bytes asked for.
+
+    Loading LLVM and Clang makes the dynamic linker read some 40 MB of their symbol and
+    relocation tables, which no compile reads again; the loader would otherwise hold them,
+    resident, all through the compile, at the daemon's start-up peak (measured: the loader
+    and its worker 134 MB PSS, 100 MB with this). What a compile does need it faults in
+    again from the page cache (:func:`read_ahead` after this keeps that there).
+
+    >>> page_out("/nonexistent")
+    0
+    """
+    import ctypes as ct
+
+    libc = ct.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ct.c_void_p, ct.c_size_t, ct.c_int]
+    n = 0
+    for lo, hi, perms, _ in _big_mappings(maps, least):
+        if "w" not in perms and libc.madvise(lo, hi - lo, MADV_PAGEOUT) == 0:
+            n += hi - lo
+    return n
+
+
 def _gather(ctl: socket.socket) -> tuple[list[tuple[dict[str, Any], socket.socket]], bool]:
     """The next requests: one (waiting as long as it takes), then any that follow it
     within :data:`GATHER_S` of the one before. Also whether the daemon is done."""
@@ -682,6 +709,7 @@ def main(fd: int) -> None:
     try:
         import bcc  # noqa: F401  (the one import the workers share)
         err = ""
+        page_out()        # what loading LLVM touched and no compile needs
         read_ahead()      # what the compiles will fault in, read now while the daemon starts
     except Exception as e:
         err = f"BCC did not import: {e}"
