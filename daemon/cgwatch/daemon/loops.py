@@ -104,6 +104,7 @@ async def process(queue: asyncio.Queue[Batch], pipeline: Pipeline, view: DaemonV
     """Take batches off the queue: rules, models, alert state, then the view; save models now and then."""
     pruned = time.time()
     p = pipeline
+    told = ""       # the STATUS= systemd has: sent again only when it changes (systemd handles each)
     while True:
         now, samples, events = await queue.get()
         out = p.process(now, samples, events)
@@ -111,7 +112,8 @@ async def process(queue: asyncio.Queue[Batch], pipeline: Pipeline, view: DaemonV
         p.counters.ticks += 1
         if p.counters.ticks == 1:
             p.counters.ready = True
-        notifier.send(STATUS=status())
+        if notifier.enabled and (line := status()) != told and notifier.send(STATUS=line):
+            told = line
         if saver.due(now):
             p.anomaly.baselines.evict_idle(now)
             await saver.save_async(p.anomaly.baselines, now)
