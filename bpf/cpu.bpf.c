@@ -54,6 +54,7 @@
 #ifndef CGW_NCPUS
 #define CGW_NCPUS 1024
 #endif
+#define CGW_FRESH_NS 2000000ULL
 
 /* One per cgroup, per CPU. The run-queue fields exist only when it is built
  * with -DCGW_RUNQ (user space reads the width from the map). Defined here, not
@@ -70,12 +71,17 @@ struct cgw_cpu {
 #endif
 };
 
+/* User space reads the first three fields (sources/cpu.py, stale_cpus()) to
+ * tell which CPUs it must make switch before a read. */
 struct cpu_state {
     u64 last_ns;         /* this CPU's previous switch */
     u64 flushed_ns;      /* when `pend` last went into cpu_stats */
+    u64 idle;            /* 1: the previous switch went to the idle task, and
+                            flushed; nothing is pending here until the next */
     u64 cgid;            /* whose counts `pend` holds (0: nobody's) */
     u64 wait_ns;         /* run-queue latency of the task switched in ... */
     u64 wait_task;       /* ... which is this one (an opaque pointer) */
+    u64 idle_task;       /* this CPU's idle task (an opaque pointer), once seen */
     struct cgw_cpu pend;
 };
 
@@ -115,7 +121,11 @@ static __always_inline struct cpu_state *account(u64 now, int involuntary)
         return 0;
     u64 last = st->last_ns;
     st->last_ns = now;
-    if ((u32)bpf_get_current_pid_tgid() == 0 || last == 0)   /* the idle task: nobody's work */
+    if ((u32)bpf_get_current_pid_tgid() == 0) {   /* the idle task: nobody's work */
+        st->idle_task = bpf_get_current_task();
+        return st;
+    }
+    if (last == 0)
         return st;
     u64 cgid = bpf_get_current_cgroup_id();
     if (cgid != st->cgid || now - st->flushed_ns >= CGW_FLUSH_NS) {
@@ -126,6 +136,18 @@ static __always_inline struct cpu_state *account(u64 now, int involuntary)
     st->pend.switches += 1;
     st->pend.involuntary += involuntary;
     return st;
+}
+
+/* After a switch: whether it went to the idle task. If so, hand on what is
+ * pending unless it was handed on within CGW_FRESH_NS (FRESH_NS in
+ * sources/cpu.py): nothing is charged on this CPU until its next switch, so
+ * user space need not make it switch to read it up to date, and a task that
+ * sleeps and wakes a thousand times a second costs no flush at each sleep. */
+static __always_inline void note_idle(struct cpu_state *st, u64 now, int to_idle)
+{
+    st->idle = to_idle;
+    if (to_idle && now - st->flushed_ns >= CGW_FRESH_NS)
+        flush(st, now);
 }
 
 /* Task states: anything in the low byte means the task went to sleep (or
@@ -247,10 +269,11 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     involuntary |= ((u32)ctx->args[3] & CGW_SLEEP_MASK) == 0;
 #endif
     struct cpu_state *st = account(now, involuntary);
-#ifdef CGW_RUNQ
     if (!st)
         return 0;
-    u64 prev = ctx->args[1], next = ctx->args[2];
+    u64 next = ctx->args[2];
+#ifdef CGW_RUNQ
+    u64 prev = ctx->args[1];
     /* the outgoing task waited st->wait_ns before it ran: charge it now that
      * its cgroup is the current one (account() just made st->cgid that) */
     if (st->wait_task == prev && prev != 0) {
@@ -277,13 +300,17 @@ RAW_TRACEPOINT_PROBE(sched_switch)
         ts->ns = 0;
     }
 #endif
+    note_idle(st, now, next == st->idle_task && next != 0);
     return 0;
 }
 
 #else
 TRACEPOINT_PROBE(sched, sched_switch)
 {
-    account(bpf_ktime_get_ns(), (args->prev_state & CGW_SLEEP_MASK) == 0);
+    u64 now = bpf_ktime_get_ns();
+    struct cpu_state *st = account(now, (args->prev_state & CGW_SLEEP_MASK) == 0);
+    if (st)
+        note_idle(st, now, args->next_pid == 0);
     return 0;
 }
 #endif

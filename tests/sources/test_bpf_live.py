@@ -155,3 +155,35 @@ def test_without_exit_codes_signal_deaths_still_count(cgroups):
         assert exits == [(0, "SIGSEGV")]
     finally:
         col.close()
+
+
+def test_on_cpu_time_of_a_task_that_keeps_its_cpu_arrives_every_interval(collector, cgroups):
+    """On-CPU time reaches the map when a task is switched out, and a busy loop alone on
+    its CPU may not be for seconds. Before each read the source makes the CPUs that have
+    not switched lately switch (and leaves alone those that did, or idle): each interval's
+    BPF time of a loop pinned to one CPU agrees with the kernel's accounting of it."""
+    import os
+
+    from cgwatch.sources.cpu import CpuSource, flush_cpus
+
+    src = next(s for s in collector.sources if isinstance(s, CpuSource))
+    cid = hexid()
+    busy = cgroups(f"system.slice/docker-{cid}.scope")
+    p = busy.run(burner())
+    os.sched_setaffinity(p.pid, {max(os.sched_getaffinity(0))})
+    settle(collector)
+
+    def read() -> tuple[float, int]:
+        flush_cpus(src._stale_cpus())
+        cs, d, _ = src.delta_rows("cpu_stats", time.time())
+        mine = [float(row[0]) for c, row in zip(cs, d) if c.id == cid]
+        return (mine[0] if mine else 0.0), busy.usage_usec()
+
+    _, u0 = read()
+    for _ in range(4):
+        time.sleep(0.5)
+        bpf_ns, u1 = read()
+        kernel_ns = (u1 - u0) * 1000.0
+        u0 = u1
+        assert kernel_ns > 0.2e9, "the loop did not get its CPU"
+        assert bpf_ns == pytest.approx(kernel_ns, abs=20e6, rel=0.05)
