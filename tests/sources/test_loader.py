@@ -162,22 +162,14 @@ def _comparable(entry: Path) -> dict:
 
 
 def _load_together(ld: loader.Loader, asks: list[tuple[str, list[str]]], cache: Path) -> list:
-    """``asks`` (program, flags) loaded from as many threads at once, each recorded in ``cache``."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
+    """``asks`` (program, flags) sent one after the other, then waited for, each recorded
+    in ``cache``."""
     from cgwatch.sources import progcache
 
-    go = threading.Barrier(len(asks))
-
-    def one(ask: tuple[str, list[str]]):  # type: ignore[no-untyped-def]
-        name, flags = ask
-        go.wait()
-        return ld.load(str(bpf.bpf_dir() / f"{name}.bpf.c"), [f"-I{bpf.bpf_dir()}", *flags],
-                       cache={"path": str(cache / f"{name}.json"), "bcc": progcache.bcc_version()})
-
-    with ThreadPoolExecutor(len(asks)) as pool:
-        return list(pool.map(one, asks))
+    sent = [ld.ask(str(bpf.bpf_dir() / f"{name}.bpf.c"), [f"-I{bpf.bpf_dir()}", *flags],
+                   cache={"path": str(cache / f"{name}.json"), "bcc": progcache.bcc_version()})
+            for name, flags in asks]
+    return [s.result() for s in sent]
 
 
 #: programs with flags of their own, some the same macro with other values (proc's and mem's
@@ -201,7 +193,8 @@ def test_programs_asked_together_compile_as_one_unit_into_what_each_compiles_alo
         with loader.session() as ld:
             _load_together(ld, [ask], alone)[0].close()
     assert not any("one unit" in r.getMessage() for r in caplog.records)
-    # a loader that starts with the first request: the others arrive while BCC imports
+    # a loader that starts with the first request: the others are sent before it could
+    # even have imported BCC
     ld = loader.Loader(start=False)
     try:
         progs = _load_together(ld, TOGETHER, together)
@@ -228,9 +221,6 @@ def test_programs_asked_together_compile_as_one_unit_into_what_each_compiles_alo
 def test_a_unit_that_cannot_compile_falls_back_to_one_by_one(tmp_path, trouble):
     """Asked together with a program that breaks the unit, the others still load, and the
     broken one gets its own one-line error, as when it compiles alone."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
     other = tmp_path / "other.bpf.c"
     if trouble == "a compile error":
         other.write_text("int broken(void *ctx) { return undeclared_thing; }\n")
@@ -238,19 +228,16 @@ def test_a_unit_that_cannot_compile_falls_back_to_one_by_one(tmp_path, trouble):
         other.write_text((bpf.bpf_dir() / "cgroup.bpf.c").read_text())
     flags = [f"-I{bpf.bpf_dir()}", f"-I{tmp_path}"]
     srcs = [str(bpf.bpf_dir() / "cgroup.bpf.c"), str(other), str(bpf.bpf_dir() / "net.bpf.c")]
-    go = threading.Barrier(len(srcs))
 
-    def one(src: str):  # type: ignore[no-untyped-def]
-        go.wait()
+    def result(asked: loader.Asked):  # type: ignore[no-untyped-def]
         try:
-            return ld.load(src, flags)
+            return asked.result()
         except loader.LoadError as e:
             return e
 
     ld = loader.Loader(start=False)
     try:
-        with ThreadPoolExecutor(len(srcs)) as pool:
-            got = list(pool.map(one, srcs))
+        got = [result(a) for a in [ld.ask(src, flags) for src in srcs]]
     finally:
         ld.close()
     try:

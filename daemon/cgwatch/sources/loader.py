@@ -58,6 +58,42 @@ class LoadError(Exception):
     """A program did not load; the message is BCC's first line."""
 
 
+class Asked:
+    """A request sent to the loader: :meth:`result` waits for its answer."""
+
+    def __init__(self, src: str, sock: socket.socket) -> None:
+        self.src, self._sock = src, sock
+
+    def result(self) -> Any:
+        """The program (a :class:`~.bpfsys.Program`); raises LoadError with the loader's
+        one line when it did not load."""
+        from .bpfsys import Func, Map, Program
+
+        with self._sock:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self._sock, _MSG, MAX_FDS)
+            except OSError as e:
+                raise LoadError(f"no answer from the BPF loader ({e.strerror})") from None
+        name = os.path.basename(self.src)
+        if not msg:
+            raise LoadError("the BPF loader died while compiling (see the messages above)")
+        ans = json.loads(msg)
+        if "error" in ans:
+            for fd in fds:
+                os.close(fd)
+            raise LoadError(ans["error"])
+        if "uncached" in ans:
+            log.debug("%s: not cached: %s", name, ans["uncached"])
+        if "unit" in ans:
+            log.debug("%s: compiled in one unit with %s", name, ", ".join(ans["unit"]))
+        it = iter(fds)
+        maps = {m["name"]: Map(m["name"], next(it), m["type"], m["key_size"], m["leaf_size"],
+                               m["max_entries"], m["key_desc"], m["leaf_desc"]) for m in ans["maps"]}
+        progs = {f: Func(f, next(it)) for f in ans["funcs"]}
+        links = list(it)
+        return Program(name, maps, progs, links)
+
+
 class Loader:
     """The daemon's side: one loader process, many requests (thread-safe)."""
 
@@ -94,47 +130,34 @@ class Loader:
              cache: dict[str, str] | None = None) -> Any:
         """Compile, load and attach ``src``; returns a :class:`~.bpfsys.Program`.
         ``cache``: where and for which BCC the worker records it (see the module's doc)."""
-        from .bpfsys import Func, Map, Program
+        return self.ask(src, cflags, funcs, cache).result()
 
+    def ask(self, src: str, cflags: list[str], funcs: dict[str, int] | None = None,
+            cache: dict[str, str] | None = None) -> Asked:
+        """Send the request for ``src`` and return at once: :meth:`Asked.result` waits for
+        the program. Requests asked together compile together (see the module's doc)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with mine:
-            body: dict[str, Any] = {"src": src, "cflags": cflags, "funcs": funcs or {}}
-            if cache is not None:
-                body["cache"] = cache
-            req = json.dumps(body).encode()
-            try:
-                with self._lock:
-                    if self._closed:
-                        raise LoadError("the BPF loader was already closed")
-                    if self._proc is None:
-                        self._start()
-                    self._used = True
-                    socket.send_fds(self._ctl, [req], [theirs.fileno()])
-            except OSError as e:
-                raise LoadError(f"the BPF loader is gone ({e.strerror})") from None
-            finally:
-                theirs.close()
-            try:
-                msg, fds, _, _ = socket.recv_fds(mine, _MSG, MAX_FDS)
-            except OSError as e:
-                raise LoadError(f"no answer from the BPF loader ({e.strerror})") from None
-        if not msg:
-            raise LoadError("the BPF loader died while compiling (see the messages above)")
-        ans = json.loads(msg)
-        if "error" in ans:
-            for fd in fds:
-                os.close(fd)
-            raise LoadError(ans["error"])
-        if "uncached" in ans:
-            log.debug("%s: not cached: %s", os.path.basename(src), ans["uncached"])
-        if "unit" in ans:
-            log.debug("%s: compiled in one unit with %s", os.path.basename(src), ", ".join(ans["unit"]))
-        it = iter(fds)
-        maps = {m["name"]: Map(m["name"], next(it), m["type"], m["key_size"], m["leaf_size"],
-                               m["max_entries"], m["key_desc"], m["leaf_desc"]) for m in ans["maps"]}
-        progs = {f: Func(f, next(it)) for f in ans["funcs"]}
-        links = list(it)
-        return Program(os.path.basename(src), maps, progs, links)
+        body: dict[str, Any] = {"src": src, "cflags": cflags, "funcs": funcs or {}}
+        if cache is not None:
+            body["cache"] = cache
+        req = json.dumps(body).encode()
+        try:
+            with self._lock:
+                if self._closed:
+                    raise LoadError("the BPF loader was already closed")
+                if self._proc is None:
+                    self._start()
+                self._used = True
+                socket.send_fds(self._ctl, [req], [theirs.fileno()])
+        except OSError as e:
+            mine.close()
+            raise LoadError(f"the BPF loader is gone ({e.strerror})") from None
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        return Asked(src, mine)
 
     def close(self) -> None:
         """Tell the loader we are done and reap it (its workers have answered by now)."""
