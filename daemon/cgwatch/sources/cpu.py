@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -306,7 +305,7 @@ def flush_cpus(cpus: Iterable[int] | None = None) -> None:
 FRESH_NS = 2_000_000
 #: struct cpu_state (cpu.bpf.c): last_ns, flushed_ns, idle, then cgid, wait_ns, wait_task,
 #: idle_task, and the pending counts, on-CPU time first
-_STATE, _PENDING_AT = struct.Struct("=QxxxxxxxxQ"), 7 * 8
+_STATE, _PENDING, _PENDING_AT = struct.Struct("=QxxxxxxxxQ"), struct.Struct("=Q"), 7 * 8
 
 
 def _sched_getcpu() -> int:
@@ -338,7 +337,7 @@ def stale_cpus(state: bytes, stride: int, cpus: Sequence[int], now_ns: int, here
     on what is pending: a read there visits few CPUs or none. A CPU one task keeps to
     itself is visited every interval, as is one whose idle task is not known yet.
 
-    >>> def cpu(last, idle=0, pending=0): return _STATE.pack(last, idle) + bytes(32) + pending.to_bytes(8, "little")
+    >>> def cpu(last, idle=0, pending=0): return _STATE.pack(last, idle) + bytes(32) + _PENDING.pack(pending)
     >>> four = cpu(9_000_000) + cpu(1_000_000) + cpu(1_000_000, idle=1) + cpu(9_500_000, pending=3_000_000)
     >>> stale_cpus(four, 64, [0, 1, 2, 3], 10_000_000)     # CPU 1 has run one task for 9 ms
     [1, 3]
@@ -348,7 +347,7 @@ def stale_cpus(state: bytes, stride: int, cpus: Sequence[int], now_ns: int, here
     out = []
     for i, cpu in enumerate(cpus):
         last, idle = _STATE.unpack_from(state, i * stride)
-        pending = int.from_bytes(state[i * stride + _PENDING_AT:i * stride + _PENDING_AT + 8], sys.byteorder)
+        (pending,) = _PENDING.unpack_from(state, i * stride + _PENDING_AT)
         if not idle and cpu != here:
             pending += now_ns - last
         if pending >= FRESH_NS:
