@@ -132,10 +132,12 @@ class CpuSource(KernelSource):
     def _stale_cpus(self) -> list[int] | None:
         """The CPUs to flush before this read (None: all of them, when the program's
         per-CPU state cannot be read)."""
+        if self.bpf is None or "cpu_state" not in self.bpf:
+            return None
+        m = self.bpf["cpu_state"]
         try:
-            m = self.bpf["cpu_state"]
             state = m.lookup(0)
-        except (AttributeError, KeyError, OSError):   # AttributeError: a source made without its program
+        except OSError:
             return None
         if state is None:
             return None
@@ -275,7 +277,7 @@ def _ncpus() -> int:
     return max(possible_cpus(), default=1023) + 1
 
 
-def flush_cpus(cpus: Iterable[int] | None = None) -> None:
+def flush_cpus(cpus: Sequence[int] | None = None) -> None:
     """Make every CPU we may run on (of ``cpus``, when given) switch once, so running
     slices are charged.
 
@@ -285,6 +287,8 @@ def flush_cpus(cpus: Iterable[int] | None = None) -> None:
     whatever runs there to us, which charges the running slice up to now.
     It costs two context switches per CPU visited.
     """
+    if cpus is not None and not cpus:
+        return                          # nothing to visit: not even the affinity syscall
     allowed = os.sched_getaffinity(0)
     visit = sorted(allowed if cpus is None else allowed & set(cpus))
     if not visit:

@@ -46,6 +46,8 @@ class KernelSource:
 
     name = "kernel"
     program = ""
+    #: the loaded program (None only in a source built without one, as unit tests build them)
+    bpf: Any = None
     tables: tuple[str, ...] = ()
     probes: tuple[Probe, ...] = ()
     metrics: tuple[str, ...] = ()
