@@ -668,8 +668,8 @@ def test_the_fault_count_is_read_as_a_full_parse_of_memory_stat_reads_it():
     ``key value`` lines (the key anywhere, or absent), it gives what a full parse gives."""
     import random
 
-    full = {"pgmajfault": cgroupfs._pick(pgmajfault="major_faults"),
-            "total_pgmajfault": cgroupfs._pick(total_pgmajfault="major_faults")}
+    full = {"pgmajfault": cgroupfs.pick(pgmajfault="major_faults"),
+            "total_pgmajfault": cgroupfs.pick(total_pgmajfault="major_faults")}
     fast = {"pgmajfault": cgroupfs._V2_FAULTS, "total_pgmajfault": cgroupfs._V1_FAULTS}
     texts = [p.read_text() for p in TD.rglob("memory.stat")]
     texts += [p.read_text() for p in (Path("/sys/fs/cgroup/memory/memory.stat"),

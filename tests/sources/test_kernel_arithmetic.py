@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from cgwatch.model import HOST, Container
-from cgwatch.sources.base import Rates
 from cgwatch.sources.cpu import CpuSource, hist_quantile, hist_quantiles
 from cgwatch.sources.kernel import KernelSource
 from cgwatch.sources.mem import MemSource
@@ -83,7 +82,7 @@ def source(cls: type, resolver: FakeResolver, tables: tuple[str, ...], t0: float
     s.clock = Clock(t0)
     s._read_at = dict.fromkeys(tables, t0)
     if isinstance(s, CpuSource):
-        s.cgroup2, s._files, s._usage = None, None, Rates()
+        s.cgroup2, s._files, s._usage, s._paths = None, None, {}, {}
     return s
 
 

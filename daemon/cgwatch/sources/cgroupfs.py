@@ -27,7 +27,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..model import Container, Event, Frame
-from .cgroupfs_layout import CPU_STAT, V1_CONTROLLERS, FileCache, Layout, fd_budget, read_file, read_text, resolve_v1
+from .cgroupfs_layout import (
+    CPU_STAT,
+    V1_CONTROLLERS,
+    FileCache,
+    Layout,
+    fd_budget,
+    parse_cpu_stat,
+    pick,
+    read_file,
+    read_text,
+    resolve_v1,
+)
 
 __all__ = ["CgroupfsSource", "Layout", "V1_CONTROLLERS", "read_cgroup", "resolve_v1"]
 
@@ -136,21 +147,6 @@ class _Dir:
 _NO_DIR = _Dir(None)
 
 
-def _pick(**names: str) -> Parse:
-    """Some ``key value`` lines (cpu.stat, memory.events, ...), renamed."""
-    def parse(text: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            f = line.split()
-            if f:
-                k, v = f          # not two words: malformed (ValueError), whichever the key
-                key = names.get(k)
-                if key is not None:
-                    out[key] = float(int(v))
-        return out
-    return parse
-
-
 def _key(name: str, key: str) -> Parse:
     """The value of one ``name value`` line of a long file (memory.stat: about 40 lines, one
     wanted), found without splitting the others; {} when the file has no such line.
@@ -239,17 +235,16 @@ def _read_text_kept(path: str) -> str | None:
 
 
 # the parsers, made once (not per container per interval)
-_PERIODS = {"nr_periods": "nr_periods", "nr_throttled": "nr_throttled"}
-_V2_CPU_STAT = _pick(usage_usec="cpu_usage_usec", **_PERIODS)
-_V1_CPU_STAT = _pick(**_PERIODS)
+_V2_CPU_STAT = parse_cpu_stat
+_V1_CPU_STAT = pick(nr_periods="nr_periods", nr_throttled="nr_throttled")
 _V1_USAGE = _num("cpu_usage_usec", 1e-3)
 _LIMIT = _num("cpu_limit_cores")
 _QUOTA, _PERIOD = _num("q"), _num("p")
 _MEM_USAGE, _MEM_LIMIT = _num("mem_usage_bytes"), _num("mem_limit_bytes")
-_OOM = _pick(oom_kill="oom_kills")
+_OOM = pick(oom_kill="oom_kills")
 _V2_FAULTS, _V1_FAULTS = _key("pgmajfault", "major_faults"), _key("total_pgmajfault", "major_faults")
 _TASKS = _num("tasks")
-_DESCENDANTS = _pick(nr_descendants="n")
+_DESCENDANTS = pick(nr_descendants="n")
 _PSI = tuple((f"{res}.pressure", _psi_some(f"psi_{res}_some_usec")) for res in ("cpu", "memory", "io"))
 _PSI_PARSERS = frozenset(parse for _, parse in _PSI)
 #: how often (s) a container's PSI files are read, at most: the kernel's own PSI clock (its
@@ -443,11 +438,12 @@ class _Plan:
         for path, parse, d in steps:
             if parse is _V2_CPU_STAT and shared is not None:
                 try:
-                    text, at = CPU_STAT.read(path, shared[0], read, shared[1])
+                    text, figures, at = CPU_STAT.read(path, shared[0], read, shared[1])
                 except OSError:
                     return None
-                got = _parsed(path, parse, text)
-                got["cpu_read_at"] = at
+                out.update(_malformed(path, text) if figures is None else figures)   # shared: not to be changed
+                out["cpu_read_at"] = at
+                continue
             elif parse is _THREADS_TOP:       # the step is the cgroup's own cgroup.threads
                 try:
                     out["tasks"] = float(len(read(path).split()))

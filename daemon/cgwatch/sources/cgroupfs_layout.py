@@ -91,43 +91,79 @@ class FileCache:
 
 
 class SharedReads:
-    """A file two sources read every interval, read once per tick and handed to both
-    with the time of that read.
+    """A file two sources read every interval, read and parsed once per tick and handed to
+    both with the time of that read.
 
     A cgroup's ``cpu.stat`` gives the cpu source its usage and the cgroupfs source its
     usage and throttling. Every rate is over the times of its own two readings, so
     two sources can share one reading exactly; whichever asks first in a tick reads.
+    A reading is ``(text, figures, time)``: ``figures`` is ``parse(text)``, or None when
+    the text is malformed (each source says so its own way); neither may change it.
 
     >>> import itertools, tempfile
     >>> f = tempfile.NamedTemporaryFile("w", delete=False); _ = f.write("usage_usec 5"); f.close()
-    >>> clock, shared = itertools.count().__next__, SharedReads()
+    >>> clock, shared = itertools.count().__next__, SharedReads(parse_cpu_stat)
     >>> shared.read(f.name, 1.0, read_file, clock), shared.read(f.name, 1.0, read_file, clock)
-    (('usage_usec 5', 0.5), ('usage_usec 5', 0.5))
+    (('usage_usec 5', {'cpu_usage_usec': 5.0}, 0.5), ('usage_usec 5', {'cpu_usage_usec': 5.0}, 0.5))
     >>> shared.read(f.name, 2.0, read_file, clock)      # the next tick reads again
-    ('usage_usec 5', 2.5)
+    ('usage_usec 5', {'cpu_usage_usec': 5.0}, 2.5)
     """
 
-    __slots__ = ("_tick", "_got")
+    __slots__ = ("_tick", "_got", "_parse")
 
-    def __init__(self) -> None:
+    def __init__(self, parse: Callable[[str], dict[str, float]]) -> None:
         self._tick: float | None = None
-        self._got: dict[str, tuple[str, float]] = {}
+        self._got: dict[str, tuple[str, dict[str, float] | None, float]] = {}
+        self._parse = parse
 
     def read(self, path: str, tick: float, read: Callable[[str], str],
-             clock: Callable[[], float]) -> tuple[str, float]:
-        """The text of ``path`` this tick and when it was read (the middle of the read)."""
+             clock: Callable[[], float]) -> tuple[str, dict[str, float] | None, float]:
+        """The text of ``path`` this tick, its figures (None: malformed) and when it was read
+        (the middle of the read)."""
         if tick != self._tick:
             self._tick, self._got = tick, {}
         hit = self._got.get(path)
         if hit is None:
             t0 = clock()
             text = read(path)
-            hit = self._got[path] = (text, (t0 + clock()) / 2)
+            at = (t0 + clock()) / 2
+            try:
+                figures: dict[str, float] | None = self._parse(text)
+            except (ValueError, IndexError):
+                figures = None
+            hit = self._got[path] = (text, figures, at)
         return hit
 
 
+def pick(**names: str) -> Callable[[str], dict[str, float]]:
+    """A parser of some ``key value`` lines (cpu.stat, memory.events, ...), renamed.
+
+    >>> pick(usage_usec="u")("usage_usec 7\\nuser_usec 5\\n")
+    {'u': 7.0}
+    >>> pick(usage_usec="u")("usage_usec 7 8\\n")
+    Traceback (most recent call last):
+    ...
+    ValueError: too many values to unpack (expected 2)
+    """
+    def parse(text: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            f = line.split()
+            if f:
+                k, v = f          # not two words: malformed (ValueError), whichever the key
+                key = names.get(k)
+                if key is not None:
+                    out[key] = float(int(v))
+        return out
+    return parse
+
+
+#: a cgroup2 ``cpu.stat``: usage and throttling
+parse_cpu_stat = pick(usage_usec="cpu_usage_usec", nr_periods="nr_periods", nr_throttled="nr_throttled")
+
+
 #: the cgroup2 ``cpu.stat`` readings the host's cpu and cgroupfs sources share
-CPU_STAT = SharedReads()
+CPU_STAT = SharedReads(parse_cpu_stat)
 
 
 def _pread_all(fd: int) -> str:

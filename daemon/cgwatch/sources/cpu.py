@@ -20,8 +20,7 @@ the cgroupfs source pays as well.
 
 Every rate here is over the time between *its own* two reads, not between
 two ticks' ``now`` (see :mod:`.kernel`): the map's through
-:meth:`KernelSource.deltas`, each container's ``cpu.stat`` through
-:class:`~.base.Rates` fed with the time of that read. A 0.5-core container
+:meth:`KernelSource.deltas`, each container's ``cpu.stat`` over the times of those reads. A 0.5-core container
 read 0.3 s late after an on-time read used to show 0.65 and then 0.35 cores.
 
 Run-queue latency comes from a log2 histogram per cgroup; its p99 is
@@ -43,10 +42,9 @@ from typing import Any
 import numpy as np
 
 from ..model import Container, Frame
-from .base import Rates
 from .bpf import Probe, kernel_version, raw_tracepoints, tracepoint_exists
 from .bpfsys import possible_cpus
-from .cgroupfs_layout import CPU_STAT, FileCache, Layout
+from .cgroupfs_layout import CPU_STAT, FileCache, Layout, parse_cpu_stat
 from .kernel import KernelSource, row_samples, with_idle
 
 log = logging.getLogger("cgwatch.sources")
@@ -104,8 +102,10 @@ class CpuSource(KernelSource):
     #: the cgroup2 mount, whose cpu.stat files give containers' usage (None: BPF only)
     cgroup2: Path | None = None
     _files: FileCache | None = None
-    #: (container id,) -> (time of the read, usage_usec)
-    _usage: Rates | None = None
+    #: container id -> (time of its previous read, usage_usec)
+    _usage: dict[str, tuple[float, float]] | None = None
+    #: cgroup (as the Container says it) -> its cpu.stat
+    _paths: dict[str, str] | None = None
     #: on the host's own cgroupfs, cpu.stat readings are shared with the cgroupfs source
     _shared = False
     #: the possible CPUs, in the order of per-CPU map values
@@ -117,7 +117,7 @@ class CpuSource(KernelSource):
         self._shared = cgroup2 is None
         self.cgroup2 = Layout.detect().unified if cgroup2 is None else cgroup2
         self._files = FileCache(USAGE_FILES)
-        self._usage = Rates()
+        self._usage, self._paths = {}, {}
         self.probes = (Probe("sched", "sched_switch", "CGW_HAVE_SWITCH", self.metrics),)
         if runq:
             self.probes += (
@@ -194,31 +194,43 @@ class CpuSource(KernelSource):
         went backwards (the cgroup was made anew), is left out: BPF's figure stands.
         """
         out: dict[str, float] = {}
-        rates, files, clock = self._usage, self._files, self.clock
-        shared = self._shared
-        if self.cgroup2 is None or files is None or rates is None:
+        prev, files, clock = self._usage, self._files, self.clock
+        paths = self._paths
+        if self.cgroup2 is None or files is None or prev is None or paths is None:
             return out
-        alive = set()
+        read = CPU_STAT.read if self._shared else None
+        top = str(self.cgroup2)
+        seen: dict[str, tuple[float, float]] = {}
         for c in containers:
-            rel = c.cgroup.strip("/")
-            if c.runtime == "host" or not rel:
+            if c.runtime == "host":
                 continue
-            alive.add(c.id)
-            path = f"{self.cgroup2}/{rel}/cpu.stat"
+            path = paths.get(c.cgroup)
+            if path is None:
+                rel = c.cgroup.strip("/")
+                if not rel:
+                    continue
+                path = paths[c.cgroup] = f"{top}/{rel}/cpu.stat"
+            cid = c.id
+            before = prev.get(cid)
             try:
-                if shared:
-                    text, t = CPU_STAT.read(path, now, files.read, clock)
+                if read is not None:
+                    _, figures, t = read(path, now, files.read, clock)
                 else:
                     t0 = clock()
                     text = files.read(path)
                     t = (t0 + clock()) / 2
-                usec = _usage_usec(text)
-            except (OSError, ValueError):
+                    figures = parse_cpu_stat(text)
+                usec = figures["cpu_usage_usec"]    # type: ignore[index]
+            except (OSError, ValueError, IndexError, KeyError, TypeError):   # TypeError: malformed (None)
+                if before is not None:      # the next good read's rate spans the gap
+                    seen[cid] = before
                 continue
-            r = rates.rate((c.id,), t, usec)
-            if r is not None:
-                out[c.id] = r / 1e6
-        rates.forget_except(alive)
+            seen[cid] = (t, usec)
+            if before is not None and t > before[0] and usec >= before[1]:
+                out[cid] = (usec - before[1]) / (t - before[0]) / 1e6
+        self._usage = seen
+        if len(paths) > 2 * len(seen) + 64:     # many containers gone: their paths are made again
+            self._paths = {}
         return out
 
     def close(self) -> None:
