@@ -194,7 +194,8 @@ class Frame(Sequence[Sample]):
     def __init__(self, rows: Iterable[Row] = ()) -> None:
         """``rows``, if given, are of distinct containers (or times); empty ones are left out."""
         self.rows: list[Row] = [r for r in rows if r[2]]
-        self._n = sum(len(r[2]) for r in self.rows)
+        #: how many values, counted when asked (-1: not since the rows changed)
+        self._n = -1
         #: (container id, time) -> that row's values, made when a row may have to take more
         self._at: dict[tuple[str, float], dict[str, float]] | None = None
 
@@ -217,23 +218,21 @@ class Frame(Sequence[Sample]):
         at = self._at
         if at is None:
             at = self._at = {(r[0].id, r[1]): r[2] for r in self.rows}
-        mine, n = self.rows, self._n
+        mine = self.rows
         for r in rows:
-            c, ts, values = r
-            key = (c.id, ts)
+            key = (r[0].id, r[1])
             row = at.get(key)
             if row is None:
-                if values:
-                    at[key] = values
+                if r[2]:
+                    at[key] = r[2]
                     mine.append(r)
-                    n += len(values)
             else:
-                k = len(row)
-                row.update(values)
-                n += len(row) - k
-        self._n = n
+                row.update(r[2])
+        self._n = -1
 
     def __len__(self) -> int:
+        if self._n < 0:
+            self._n = sum(map(len, [r[2] for r in self.rows]))
         return self._n
 
     def __eq__(self, other: object) -> bool:
