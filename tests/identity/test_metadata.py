@@ -518,10 +518,11 @@ def test_runtime_absent_warns_once_after_warn_after(
     assert not md.settled(c)
 
 
-def test_an_id_warned_of_is_looked_for_once_a_minute_and_named_when_its_state_comes(
+def test_an_unnamed_id_is_looked_for_ever_less_often_up_to_once_a_minute_and_named_when_its_state_comes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the warning, hundreds of unnamed cgroups cost a lookup a minute each, not one
-    every ``retry_after``; a runtime that comes back still names its container."""
+    """The waits between looks grow with the time an id has stayed unnamed, up to a minute:
+    hundreds of unnamed cgroups cost a lookup a minute each, not one every ``retry_after``;
+    a runtime that comes back still names its container within that minute."""
     import cgwatch.identity.metadata as metadata
 
     looks: list[float] = []
@@ -533,13 +534,13 @@ def test_an_id_warned_of_is_looked_for_once_a_minute_and_named_when_its_state_co
     for t in range(0, 241, 10):
         now = float(t)
         md.enrich(c, now)
-    assert looks == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 180.0, 240.0]
+    assert looks == [0.0, 10.0, 20.0, 40.0, 80.0, 140.0, 200.0]
     docker(tmp_path)
     for t in range(250, 301, 10):
         now = float(t)
         named = md.enrich(c, now)
     assert named.name == "web-1" and md.settled(c)
-    assert looks[-1] == 300.0
+    assert looks[-1] == 260.0
 
 
 def test_container_gone_before_it_was_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -97,7 +97,8 @@ class Metadata:
     root:
         Where the host's file system is (``/``; a test's tmp dir).
     retry_after:
-        Seconds between two looks for an id whose state was missing or bad.
+        Seconds before an id whose state was missing or bad is looked for again; later
+        waits grow with the time it has stayed unnamed, up to ``warn_after``.
 
     Examples
     --------
@@ -199,12 +200,21 @@ class Metadata:
         return bool(self.pods is not None and c.pod) or self._due(c.id, now)
 
     def _due(self, cid: str, now: float) -> bool:
-        """Whether the state of ``cid`` may be looked for again at ``now`` (never tried, or
-        ``retry_after`` since the last try, ``warn_after`` once warned of; a clock that went
-        back makes it due)."""
+        """Whether the state of ``cid`` may be looked for again at ``now``: never tried, or
+        long enough since the last try, which is ``retry_after`` at first and then as long
+        as the id has stayed unnamed, up to ``warn_after`` (a runtime whose state is not
+        where we look is not asked 500 times a minute); a clock that went back makes it due.
+
+        >>> md = Metadata(Path("/nonexistent"), retry_after=10.0, warn_after=60.0)
+        >>> c = Container(id="ab" * 32, name="x", runtime="docker")
+        >>> [t for t in range(0, 300) if md.may_change(c, t) and md.enrich(c, t) is c]
+        [0, 10, 20, 40, 80, 140, 200, 260]
+        """
         last = self._tried.get(cid)
-        pace = max(self.retry_after, self.warn_after) if cid in self._warned else self.retry_after
-        return last is None or not 0 <= now - last < pace
+        if last is None:
+            return True
+        pace = min(max(self.retry_after, last - self._first.get(cid, last)), max(self.retry_after, self.warn_after))
+        return not 0 <= now - last < pace
 
     def forget(self, cid: str) -> None:
         """Drop what is cached for a container id (call when it stopped).
