@@ -499,42 +499,71 @@ def test_rates_are_over_each_containers_own_reads(unified, monkeypatch):
 def test_psi_is_read_every_two_seconds_in_turns_and_each_reading_is_exact(unified, monkeypatch):
     """At a 1 s interval a container's PSI files are read every other tick (the kernel's own
     PSI clock is 2 s), about half of the containers each tick; each reading is the stall share
-    since that container's previous one. Everything else comes every tick; at a 2 s interval
-    PSI does too."""
+    since that container's previous one. A file whose counter did not move at its last reading
+    is read every 10 s instead, until a reading finds a stall. Everything else comes every
+    tick; at a 2 s interval PSI does too (quiet files every fifth tick)."""
     others = [f"docker/{ch * 64}" for ch in "bcd"]
     for rel in others:
         plant(TD / "v2", unified / rel)
     t, reads = [0.0], []
     real = cgroupfs.read_file
+    memory_stalls = [0.0]        # from this time on, web's memory.pressure moves: 5 % of the time
 
     def steady(path: str) -> str:        # the files as the kernel would make them at t[0]
         if path.endswith(".pressure"):
-            reads.append(path)
+            reads.append((t[0], path))
+        if path.endswith(f"{REL}/memory.pressure") and memory_stalls[0] and t[0] > memory_stalls[0]:
+            base = int(re.search(r"^some .*total=(\d+)", real(path), re.M)[1])
+            total = base + round(5e4 * (t[0] - memory_stalls[0]))
+            return f"some avg10=0 avg60=0 avg300=0 total={total}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
         return steady_file(path.rsplit("/", 1)[1], t[0]) or real(path)
 
     monkeypatch.setattr(cgroupfs, "read_file", steady)
     src = CgroupfsSource(Layout(unified=unified), clock=lambda: t[0])
     cs = [container(), *(container(rel=rel, cid=rel[-64:]) for rel in others)]
-    seen: dict[str, list[float]] = {c.id: [] for c in cs}
-    for now in [100.0 + i for i in range(9)] + [110.0 + 2 * i for i in range(3)]:
-        t[0], reads[:] = now, []
-        got = {(s.container.id, s.metric): s.value for s in src.collect(now, cs)}
-        if now == 100.0:
-            assert len(reads) == 3 * len(cs)          # the first read of each is a full one
-            continue
-        for c in cs:
+    web = cs[0]
+    ticks = [100.0 + i for i in range(40)] + [140.0 + 2 * i for i in range(1, 11)]
+    got_at: dict[float, dict] = {}
+    for now in ticks:
+        if now == 120.0:
+            memory_stalls[0] = now
+        t[0] = now
+        got = got_at[now] = {(s.container.id, s.metric): s.value for s in src.collect(now, cs)}
+        for c in cs if now > 100.0 else ():      # the first reading gives no rates
             assert got[(c.id, "cpu.cgroup_usage_cores")] == pytest.approx(0.5)
             if (c.id, "psi.cpu_some") in got:
                 assert got[(c.id, "psi.cpu_some")] == pytest.approx(10.0)
-                seen[c.id].append(now)
-        if now <= 108.0:
-            assert len(reads) == 3 * len(cs) // 2, now    # half of them, each with its 3 files
-        else:
-            assert len(reads) == 3 * len(cs), now         # 2 s apart: every one
-    for c in cs:
-        one_s = [b - a for a, b in zip(seen[c.id], seen[c.id][1:]) if b <= 108.0]
-        assert one_s and set(one_s) == {2.0}, seen[c.id]
-        assert {110.0, 112.0, 114.0} <= set(seen[c.id])
+
+    def times(c, res: str, lo: float, hi: float) -> list[float]:
+        path = str(unified / c.cgroup / f"{res}.pressure")
+        return [at for at, p in reads if p == path and lo <= at <= hi]
+
+    def gaps(xs: list[float]) -> set[float]:
+        return {b - a for a, b in zip(xs, xs[1:])}
+
+    assert len(reads) >= 3 * len(cs)
+    assert {p for at, p in reads if at == 100.0} == {str(unified / c.cgroup / f"{res}.pressure")
+                                                   for c in cs for res in ("cpu", "memory", "io")}
+    for c in cs:      # cpu.pressure moves: every 2 s, in turns (half of the containers a tick)
+        assert gaps(times(c, "cpu", 101.0, 139.0)) == {2.0}, times(c, "cpu", 101.0, 139.0)
+        assert gaps(times(c, "cpu", 140.0, 160.0)) == {2.0}      # a 2 s interval: every tick
+    for now in range(104, 139):
+        assert len([p for at, p in reads if at == now and p.endswith("cpu.pressure")]) == len(cs) // 2
+    for c in cs[1:]:  # memory and io stall on nothing: after the reading that shows it, every 10 s
+        for res in ("memory", "io"):
+            assert gaps(times(c, res, 105.0, 139.0)) == {10.0}, (res, times(c, res, 100.0, 160.0))
+            assert gaps(times(c, res, 141.0, 160.0)) == {10.0}, (res, times(c, res, 100.0, 160.0))
+            quiet = [got[(c.id, f"psi.{res}_some")] for got in got_at.values() if (c.id, f"psi.{res}_some") in got]
+            assert quiet and set(quiet) == {0.0}
+    mem = times(web, "memory", 100.0, 160.0)          # web's memory starts to stall at 120
+    first = next(at for at in mem if at > 120.0)
+    assert first <= 130.0
+    assert got_at[first][(web.id, "psi.memory_some")] == pytest.approx(5.0 * (first - 120.0) / (first - max(
+        at for at in mem if at < first)))        # the exact share since its previous reading
+    assert gaps([at for at in mem if first <= at < 140.0]) <= {2.0}    # loud: every 2 s again
+    for at in mem:
+        if first < at < 140.0:
+            assert got_at[at][(web.id, "psi.memory_some")] == pytest.approx(5.0)
 
 
 # -- read plans: after a full read, only the files that were there ----------------

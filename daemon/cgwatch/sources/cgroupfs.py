@@ -250,6 +250,11 @@ _PSI_PARSERS = frozenset(parse for _, parse in _PSI)
 #: how often (s) a container's PSI files are read, at most: the kernel's own PSI clock (its
 #: averages move every 2 s); each reading gives the exact stall share since the one before
 PSI_PERIOD_S = 2.0
+#: how often (s) a PSI file whose counter did not move at its last reading is read: most
+#: containers stall on nothing most of the time (a file that moves is read every PSI_PERIOD_S)
+QUIET_PSI_PERIOD_S = 10.0
+#: (metric, its file's parser) of each PSI file
+_PSI_METRICS = tuple((f"psi.{name.split('.')[0]}_some", parse) for name, parse in _PSI)
 
 
 def _nested(v2: _Dir) -> bool:
@@ -393,29 +398,34 @@ class _Plan:
     walks the subtree only if it had children then); any read that fails makes this
     read a full one, which tells a vanished cgroup from a vanished file as before.
 
-    A planned read may leave the PSI files out (``psi=False``: see
-    :class:`CgroupfsSource`); a full read reads them all.
+    A planned read may leave the PSI files out (``psi=0``), or those whose counter did
+    not move at their last reading (``psi=1``, :attr:`quiet`; see :class:`CgroupfsSource`);
+    a full read reads them all.
     """
 
-    __slots__ = ("layout", "rel", "v1", "vouched", "dirs", "steps", "no_psi", "until", "phase")
+    __slots__ = ("layout", "rel", "v1", "vouched", "dirs", "steps", "no_psi", "loud", "quiet", "until", "phase")
 
     def __init__(self, layout: Layout, rel: str, v1: dict[str, Path], vouched: bool, phase: int = 0) -> None:
         self.layout, self.rel, self.v1, self.vouched = layout, rel, v1, vouched
         self.dirs = _dirs(layout, rel, v1)
         self.steps: list[tuple[str, Parse, _Dir]] | None = None
-        #: the steps without the PSI files
+        #: the steps without the PSI files, and without the quiet ones
         self.no_psi: list[tuple[str, Parse, _Dir]] = []
+        self.loud: list[tuple[str, Parse, _Dir]] = []
+        #: the parsers of the PSI files whose counter did not move at their last reading
+        self.quiet: frozenset[Parse] = frozenset()
         self.until = 0.0
         #: which ticks read this container's PSI (see :meth:`CgroupfsSource.collect`)
         self.phase = phase
 
     def read(self, now: float, shared: tuple[float, Callable[[], float]] | None = None,
-             psi: bool = True) -> tuple[dict[str, float] | None, bool]:
-        """As :func:`_read_raw`, from the plan while it lasts. With ``shared`` (the tick
-        and the clock), the cgroup2 ``cpu.stat`` is the tick's :data:`CPU_STAT` reading,
-        whose time is ``cpu_read_at``."""
+             psi: int = 2) -> tuple[dict[str, float] | None, bool]:
+        """As :func:`_read_raw`, from the plan while it lasts: with the PSI files (``psi=2``),
+        the PSI files not :attr:`quiet` (1), or none (0). With ``shared`` (the tick and the
+        clock), the cgroup2 ``cpu.stat`` is the tick's :data:`CPU_STAT` reading, whose time
+        is ``cpu_read_at``."""
         if self.steps is not None and now < self.until:
-            out = self._planned(now, shared, self.steps if psi else self.no_psi)
+            out = self._planned(now, shared, self.steps if psi == 2 else self.loud if psi else self.no_psi)
             if out is not None:
                 return out, False
         trace: list[tuple[str, Parse, _Dir]] = []
@@ -425,7 +435,21 @@ class _Plan:
         else:
             self.steps, self.until = trace, now + ABSENT_RETRY_S
             self.no_psi = [step for step in trace if step[1] not in _PSI_PARSERS]
+            self.loud = [step for step in trace if step[1] not in self.quiet]
         return raw, stale
+
+    def hush(self, values: dict[str, float]) -> None:
+        """Note which PSI files this reading's ``values`` (rates) found still: a 0 makes a
+        file quiet, any stall makes it loud; a file not read, or read for the first time,
+        stays as it was."""
+        quiet = self.quiet
+        for metric, parse in _PSI_METRICS:
+            v = values.get(metric)
+            if v is not None and (v == 0.0) != (parse in quiet):
+                quiet = quiet | {parse} if v == 0.0 else quiet - {parse}
+        if quiet is not self.quiet:
+            self.quiet = quiet
+            self.loud = [step for step in self.steps or () if step[1] not in quiet]
 
     def _planned(self, now: float, shared: tuple[float, Callable[[], float]] | None,
                  steps: list[tuple[str, Parse, _Dir]]) -> dict[str, float] | None:
@@ -524,12 +548,15 @@ class CgroupfsSource:
     PSI is read every ``psi_period`` seconds (default :data:`PSI_PERIOD_S`, the
     kernel's own PSI clock), not every interval when the interval is shorter:
     reading the three ``*.pressure`` files cost a quarter of the daemon's CPU
-    at 100 containers and a 1 s interval (docs/performance.md). Each reading
-    gives the exact stall share since the container's previous one, so nothing
-    is averaged away that the kernel counted; between two readings the metric
-    is absent for that interval, and rules go on seeing its last value, as for
-    any metric. Containers take turns, so each tick reads about the same number
-    of files.
+    at 100 containers and a 1 s interval (docs/performance.md). A file whose
+    counter did not move at its last reading (no stall: most of them, most of
+    the time) is read every ``quiet_psi_period`` seconds (default
+    :data:`QUIET_PSI_PERIOD_S`) instead, until a reading finds a stall. Each
+    reading gives the exact stall share since the container's previous one, so
+    nothing is averaged away that the kernel counted; between two readings the
+    metric is absent for that interval, and rules go on seeing its last value,
+    as for any metric. Containers take turns, so each tick reads about the same
+    number of files.
 
     >>> import shutil, tempfile
     >>> root = Path(tempfile.mkdtemp()); (root / "web").mkdir()
@@ -546,11 +573,12 @@ class CgroupfsSource:
                *(m for m, _, _ in _RATES))
 
     def __init__(self, layout: Layout | None = None, *, proc_root: Path | str = "/proc",
-                 clock: Callable[[], float] = time.monotonic, psi_period: float = PSI_PERIOD_S) -> None:
+                 clock: Callable[[], float] = time.monotonic, psi_period: float = PSI_PERIOD_S,
+                 quiet_psi_period: float = QUIET_PSI_PERIOD_S) -> None:
         self.layout = Layout.detect() if layout is None else layout
         self.proc_root = Path(proc_root)
         self.clock = clock
-        self.psi_period = psi_period
+        self.psi_period, self.quiet_psi_period = psi_period, quiet_psi_period
         #: ticks so far, the previous tick's ``now``, and the plans made (each plan's turn for PSI)
         self._ticks, self._last_now, self._plans_made = 0, None, 0
         #: on the host's own cgroupfs, cpu.stat readings are shared with the cpu source
@@ -573,15 +601,16 @@ class CgroupfsSource:
         >>> list(src.collect(1.0, [Container(id="x", name="x", runtime="docker", cgroup="x")]))
         []
         """
-        out = Frame()
+        rows: list[tuple[Container, float, dict[str, float]]] = []
         alive: set[str] = set()
         clock, paths, layout = self.clock, self._paths, self.layout
         mono = time.monotonic()
-        every, tick = self._psi_every(now), self._ticks
+        (every, quiet_every), tick = self._psi_every(now), self._ticks
+        shared = (now, clock) if self._shared else None
         for c in containers:
-            if c.runtime == "host":  # the root's figures include every container
-                continue
             cid = c.id
+            if c.runtime == "host" or cid in alive:  # the root's figures include every container
+                continue
             alive.add(cid)
             rel = c.cgroup.strip("/")
             p = paths.get(cid)
@@ -589,31 +618,38 @@ class CgroupfsSource:
                 v1, vouched = resolve_v1(layout, rel, self.proc_root)
                 self._plans_made += 1
                 p = paths[cid] = _Plan(layout, rel, v1, vouched, self._plans_made)
+            turn = tick + p.phase
             t0 = clock()
-            raw, stale = p.read(mono, (now, clock) if self._shared else None, (tick + p.phase) % every == 0)
+            raw, stale = p.read(mono, shared, 2 if turn % quiet_every == 0 else 1 if turn % every == 0 else 0)
             if raw is None or stale:  # resolve again next time
                 del paths[cid]
             if raw:
-                out.add(c, now, self._values(c, raw, (t0 + clock()) / 2))
+                values = self._values(c, raw, (t0 + clock()) / 2)
+                p.hush(values)
+                rows.append((c, now, values))
         for cid in self._prev.keys() - alive:     # containers gone: forget them
             del self._prev[cid]
         for cid in paths.keys() - alive:
             del paths[cid]
-        return out
+        return Frame(rows)     # one row per container (each read once); empty ones are left out
 
-    def _psi_every(self, now: float) -> int:
-        """Every how many ticks a container's PSI is read, from the time since the last tick
-        (1 when the interval is ``psi_period`` or longer, or unknown); counts this tick.
+    def _psi_every(self, now: float) -> tuple[int, int]:
+        """Every how many ticks a container's PSI files are read, and those of them that are
+        quiet, from the time since the last tick (1 and the quiet period's share of it when the
+        interval is ``psi_period`` or longer, or unknown); counts this tick. The second is a
+        multiple of the first, so a container's quiet files are read on one of its turns.
 
         >>> src = CgroupfsSource(Layout(unified=Path("/nonexistent")))
-        >>> [src._psi_every(t) for t in (10.0, 11.0, 12.0, 12.5, 22.5)]
-        [1, 2, 2, 4, 1]
+        >>> [src._psi_every(t) for t in (10.0, 11.0, 12.0, 12.5, 22.5, 52.5)]
+        [(1, 1), (2, 10), (2, 10), (4, 20), (1, 1), (1, 1)]
         """
         last, self._last_now = self._last_now, now
         self._ticks += 1
         if last is None or not now > last:
-            return 1
-        return max(1, round(self.psi_period / (now - last)))
+            return 1, 1
+        dt = now - last
+        every = max(1, round(self.psi_period / dt))
+        return every, every * max(1, round(self.quiet_psi_period / (every * dt)))
 
     def _values(self, c: Container, raw: dict[str, float], read_at: float) -> dict[str, float]:
         """Gauges, and rates over the time since this container's previous read (``read_at``).
