@@ -67,6 +67,8 @@ MAX_WINDOW_SAMPLES = 100_000
 FOR_SLACK = 0.25
 
 INACTIVE, PENDING, FIRING = 0, 1, 2
+#: sets of changed metrics whose rules are remembered, at most (then the memory starts again)
+RULES_OF_MAX = 4096
 
 
 class Series:
@@ -228,6 +230,8 @@ class Engine:
                 self._anomaly[r.name] = (i, vkey)
                 by_metric.setdefault(vkey, []).append(i)
         self._by_metric = {m: tuple(v) for m, v in by_metric.items()}
+        #: a set of changed metrics -> the rules that read them, in rule order (see :meth:`flush`)
+        self._rules_of: dict[frozenset[str], tuple[int, ...]] = {}
         #: rule index -> the metrics its condition cannot hold without (see Compiled.needs)
         self._needs = [r.expr.needs if r.expr is not None else frozenset() for r in self.rules]
         self._by_event = {k: tuple(v) for k, v in by_event.items()}
@@ -318,15 +322,18 @@ class Engine:
         self._slack = FOR_SLACK * (now - prev) if prev is not None and now > prev else 0.0
         out: list[Alert] = []
         done: set[tuple[int, str]] = set()
-        needs = self._needs
+        needs, rules_of = self._needs, self._rules_of
         for cid, ser in self._dirty.items():
             ser.now = now
-            todo: set[int] = set()
-            for m in ser.dirty:
-                todo.update(self._by_metric[m])
+            key = frozenset(ser.dirty)      # the same few sets of metrics change, interval after interval
+            todo = rules_of.get(key)
+            if todo is None:
+                if len(rules_of) >= RULES_OF_MAX:
+                    rules_of.clear()
+                todo = rules_of[key] = tuple(sorted({i for m in key for i in self._by_metric[m]}))
             ser.dirty.clear()
             have = ser._last.keys()
-            for i in sorted(todo):
+            for i in todo:
                 done.add((i, cid))
                 need = needs[i]
                 if need and not have >= need:
