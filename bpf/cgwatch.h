@@ -17,11 +17,26 @@
 #ifndef CGW_MAX_PIDS
 #define CGW_MAX_PIDS 65536
 #endif
-/* log2 histogram slots of run-queue latency in microseconds: slot i holds
- * latencies in [2^i, 2^(i+1)) us, slot 0 also holds < 1 us. */
-#define CGW_RUNQ_SLOTS 26
+/* log2 histogram slots of latencies in microseconds (run-queue, block I/O):
+ * slot i holds latencies in [2^i, 2^(i+1)) us, slot 0 also holds < 1 us. */
+#define CGW_HIST_SLOTS 26
+#define CGW_RUNQ_SLOTS CGW_HIST_SLOTS
 #define CGW_COMM_LEN 16
 #define CGW_PATH_LEN 128
+
+/* the histogram slot of a latency of `us` microseconds */
+static __always_inline int cgw_hist_slot(u64 us)
+{
+    int slot = 0;
+#pragma unroll
+    for (int i = 0; i < CGW_HIST_SLOTS - 1; i++) {
+        if (us >= 2) {
+            us >>= 1;
+            slot++;
+        }
+    }
+    return slot;
+}
 
 /* proc.bpf.c */
 struct cgw_proc {

@@ -164,19 +164,6 @@ struct runnable {
 };
 BPF_TABLE("lru_hash", u64, struct runnable, wakeup_ns, CGW_MAX_PIDS);
 
-static __always_inline int log2_slot(u64 us)
-{
-    int slot = 0;
-#pragma unroll
-    for (int i = 0; i < CGW_RUNQ_SLOTS - 1; i++) {
-        if (us >= 2) {
-            us >>= 1;
-            slot++;
-        }
-    }
-    return slot;
-}
-
 static __always_inline void mark_runnable(u64 task, u64 now)
 {
     struct runnable r = {now, bpf_get_smp_processor_id()};
@@ -278,7 +265,7 @@ RAW_TRACEPOINT_PROBE(sched_switch)
      * its cgroup is the current one (account() just made st->cgid that) */
     if (st->wait_task == prev && prev != 0) {
         u64 ns = st->wait_ns;
-        int slot = log2_slot(ns / 1000);
+        int slot = cgw_hist_slot(ns / 1000);
         if (slot < CGW_RUNQ_SLOTS)
             st->pend.runq_slots[slot] += 1;
         st->pend.runq_count += 1;

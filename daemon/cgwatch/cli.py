@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--interval", type=_duration, default=1.0, metavar="D",
                         help="collection interval (default 1s)")
         sp.add_argument("--sources", type=_sources, default=None, metavar="LIST",
-                        help="comma-separated sources (default: cpu,proc,mem,net,cgroupfs)")
+                        help="comma-separated sources (default: cpu,proc,mem,net,cgroupfs; io on request)")
         sp.add_argument("--metadata-root", default="/", metavar="DIR",
                         help="where runtimes keep their state (default /)")
         sp.add_argument("--no-exit-codes", dest="exit_codes", action="store_false",
@@ -316,11 +316,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from .collect import SOURCE_NAMES, open_collector
+    from .collect import DEFAULT_SOURCES, open_collector
     from .record import write_interval
 
     out = _open_output(args.output)
-    col = open_collector(args.sources or SOURCE_NAMES, args.metadata_root, args.exit_codes)
+    col = open_collector(args.sources or DEFAULT_SOURCES, args.metadata_root, args.exit_codes)
     lines = 0
     try:
         with _stop_on_signals() as stopped:
@@ -342,10 +342,10 @@ def cmd_top(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from .collect import SOURCE_NAMES, open_collector
+    from .collect import DEFAULT_SOURCES, open_collector
     from .top import render, snapshot
 
-    col = open_collector(args.sources or SOURCE_NAMES, args.metadata_root, args.exit_codes)
+    col = open_collector(args.sources or DEFAULT_SOURCES, args.metadata_root, args.exit_codes)
     console = Console()
     if not console.is_terminal:     # a pipe or file: no wrapping at 80 columns
         console = Console(width=200)

@@ -20,7 +20,7 @@ from .identity.kubelet import PodIndex
 from .identity.metadata import Metadata
 from .identity.workloads import Workloads
 from .model import Event, Frame
-from .sources import SOURCES, loader
+from .sources import DEFAULT_SOURCES, SOURCES, loader
 from .sources.base import Source
 from .sources.bpf import SetupError, check_host
 from .sources.cgroups import CgroupFeed
@@ -113,7 +113,7 @@ class Collector:
             self.feed = None
 
 
-def open_collector(names: Sequence[str] = SOURCE_NAMES, metadata_root: str = "/",
+def open_collector(names: Sequence[str] = DEFAULT_SOURCES, metadata_root: str = "/",
                    exit_codes: bool = True, pods: PodIndex | None = None) -> Collector:
     """Check the host, build identity and load every named source.
 
@@ -173,7 +173,7 @@ def parse_sources(text: str) -> list[str]:
     >>> parse_sources("cpu,gpu")
     Traceback (most recent call last):
     ...
-    ValueError: unknown source 'gpu' (known: cpu, proc, mem, net, cgroupfs)
+    ValueError: unknown source 'gpu' (known: cpu, proc, mem, net, io, cgroupfs)
     """
     out = [n.strip() for n in text.split(",") if n.strip()]
     for n in out:

@@ -12,8 +12,8 @@ Keys and defaults (no file at all means all defaults):
 the config file; default the shipped pack: ``rules/`` beside the package in a
 source checkout, else ``/usr/share/cgwatch/rules``) · ``state_dir``
 (``/var/lib/cgwatch``) · ``listen`` (``127.0.0.1:9477``) · ``host`` (this
-host's name; ``${VAR}`` from the environment) · ``collectors`` (source name -> true/false, all on by default;
-names: cpu, proc, mem, net, cgroupfs, and exit_codes) · ``notify`` (sink name
+host's name; ``${VAR}`` from the environment) · ``collectors`` (source name -> true/false, all on by default but io;
+names: cpu, proc, mem, net, io, cgroupfs, and exit_codes) · ``notify`` (sink name
 -> ``{type: ..., ...}``; default ``{journal: {type: journald}}``, since the
 daemon runs under systemd; ``notify: {}`` sends nothing) · ``auth``
 (``{token: ...}`` or ``{token_file: PATH}``; the dashboard and API then need
@@ -56,7 +56,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .files import check_small_file, read_small_file
 from .rules.document import RuleError, Source, compose, read_source
 from .sinks.base import SINKS, Duration, SinkConfig, sink_class
-from .sources import SOURCES
+from .sources import OPT_IN, SOURCES
 
 DEFAULT_PATH = "/etc/cgwatch/config.yaml"
 SYSTEM_RULES = "/usr/share/cgwatch/rules"
@@ -273,7 +273,7 @@ class Config(BaseModel):
         >>> Config(collectors={"net": False}, host="h").sources()
         ['cpu', 'proc', 'mem', 'cgroupfs']
         """
-        return [n for n in SOURCES if self.collectors.get(n, True)]
+        return [n for n in SOURCES if self.collectors.get(n, n not in OPT_IN)]
 
     @property
     def exit_codes(self) -> bool:
