@@ -239,19 +239,6 @@ class CpuSource(KernelSource):
         super().close()
 
 
-def _usage_usec(text: str) -> int:
-    """``usage_usec`` of a cgroup2 cpu.stat.
-
-    >>> _usage_usec("usage_usec 1500\\nuser_usec 1000\\nsystem_usec 500\\n")
-    1500
-    """
-    for line in text.splitlines():
-        k, _, v = line.partition(" ")
-        if k == "usage_usec":
-            return int(v)
-    raise ValueError("no usage_usec")
-
-
 def refill_flags(kallsyms: str = "/proc/kallsyms") -> list[str]:
     """-D flags that let cpu.bpf.c end throttled waits at quota refills, or [].
 

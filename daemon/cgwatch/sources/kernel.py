@@ -11,7 +11,7 @@ read timed as it happens (:meth:`KernelSource.delta_rows`), never over two ticks
 ``now``: a tick's reads come some time after ``now`` (identity, ring buffers,
 the collecting thread waiting for the GIL or a CPU), and that lag changes from
 tick to tick. The cgroupfs source and the cpu source's ``cpu.stat`` do the same
-per container (:class:`~cgwatch.sources.base.Rates` fed with read times).
+per container (each counter over the times of that container's own two reads).
 """
 
 from __future__ import annotations
