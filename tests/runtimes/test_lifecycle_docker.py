@@ -55,6 +55,8 @@ def test_memory_pause_restart_and_kill_of_a_real_container(docker) -> None:
         assert s.last(cid, "mem.limit_bytes") == LIMIT
         s.until(lambda: (s.last(cid, "mem.usage_ratio") or 0) > 0.2, "20 MiB of 64 in use")
         assert s.last(cid, "mem.usage_ratio") < 1.0
+        ws, usage = s.last(cid, "mem.working_set_bytes"), s.last(cid, "mem.usage_bytes")
+        assert ws is not None and 20 * 2**20 <= ws <= usage    # the 20 MiB in /dev/shm is not reclaimable
         [c] = {x.container for x in s.samples if x.container.id == cid}
         assert (c.runtime, c.name) == ("docker", docker.inspect(cid)["Name"].lstrip("/"))
         assert s.lifecycle(cid) == [("container_start", 0)]

@@ -148,6 +148,7 @@ def test_unified_first_collect_gives_gauges_only(unified):
         "mem.usage_bytes": 412315648.0,
         "mem.limit_bytes": 1073741824.0,
         "mem.usage_ratio": pytest.approx(412315648 / 1073741824),
+        "mem.working_set_bytes": 412315648.0 - 83886080.0,     # memory.stat's inactive_file left out
         "proc.count": 23.0,
     }
     assert set(got) <= set(src.metrics)
@@ -183,6 +184,7 @@ def test_unified_second_collect_gives_rates(unified):
     assert got["psi.io_some"] == pytest.approx(2.5)
     assert got["mem.usage_bytes"] == 536870912.0
     assert got["mem.usage_ratio"] == pytest.approx(0.5)
+    assert got["mem.working_set_bytes"] == 536870912.0 - 83886080.0       # less inactive_file (memory.stat)
     assert set(got) == set(src.metrics)
 
 
@@ -352,6 +354,7 @@ def test_hybrid_collects_v1_gauges_then_rates(hybrid):
         "mem.usage_bytes": 24702976.0,
         "mem.limit_bytes": 64 * 2**20,
         "mem.usage_ratio": pytest.approx(24702976 / 2**26),
+        "mem.working_set_bytes": 24702976.0 - 8884224.0,       # v1: the hierarchical total_inactive_file
         "proc.count": 4.0,
     }
     bump(root / "unified" / REL / "cpu.stat", r"^usage_usec (\d+)", 2_000_000)
@@ -691,22 +694,23 @@ def test_the_cpu_and_cgroupfs_sources_share_one_cpu_stat_reading_per_tick(unifie
     files.close()
 
 
-def test_the_fault_count_is_read_as_a_full_parse_of_memory_stat_reads_it():
+def test_memory_stat_s_two_figures_are_read_as_a_full_parse_reads_them():
     """memory.stat (about 40 lines) is searched for its one wanted line instead of split
     line by line: on the real files kept here, on this host's own, and on random files of
     ``key value`` lines (the key anywhere, or absent), it gives what a full parse gives."""
     import random
 
-    full = {"pgmajfault": cgroupfs.pick(pgmajfault="major_faults"),
-            "total_pgmajfault": cgroupfs.pick(total_pgmajfault="major_faults")}
-    fast = {"pgmajfault": cgroupfs._V2_FAULTS, "total_pgmajfault": cgroupfs._V1_FAULTS}
+    full = {"pgmajfault": cgroupfs.pick(pgmajfault="major_faults", inactive_file="inactive_file"),
+            "total_pgmajfault": cgroupfs.pick(total_pgmajfault="major_faults", total_inactive_file="inactive_file")}
+    fast = {"pgmajfault": cgroupfs._V2_MEMSTAT, "total_pgmajfault": cgroupfs._V1_MEMSTAT}
     texts = [p.read_text() for p in TD.rglob("memory.stat")]
     texts += [p.read_text() for p in (Path("/sys/fs/cgroup/memory/memory.stat"),
                                       Path("/sys/fs/cgroup/unified/memory.stat"),
                                       Path("/sys/fs/cgroup/memory.stat")) if p.exists()]
     assert len(texts) >= 2
     rng = random.Random(3)
-    keys = ["cache", "rss", "pgmajfault", "total_pgmajfault", "pgmajfault_x", "x_pgmajfault", "total_cache"]
+    keys = ["cache", "rss", "pgmajfault", "total_pgmajfault", "pgmajfault_x", "x_pgmajfault", "total_cache",
+            "inactive_file", "total_inactive_file", "active_file"]
     for _ in range(500):
         lines = [f"{k} {rng.randrange(10**12)}" for k in rng.sample(keys, rng.randint(0, len(keys)))]
         texts.append("\n".join(lines) + rng.choice(["", "\n"]))

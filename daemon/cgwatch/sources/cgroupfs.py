@@ -171,6 +171,22 @@ def _key(name: str, key: str) -> Parse:
     return parse
 
 
+def _keys(*pairs: tuple[str, str]) -> Parse:
+    """:func:`_key` for each ``(name, key)``: the figures of those lines that are there.
+
+    >>> _keys(("pgmajfault", "f"), ("inactive_file", "i"))("cache 1\\ninactive_file 4096\\npgmajfault 2\\n")
+    {'f': 2.0, 'i': 4096.0}
+    """
+    parts = [_key(name, key) for name, key in pairs]
+
+    def parse(text: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for part in parts:
+            out.update(part(text))
+        return out
+    return parse
+
+
 def _num(key: str, scale: float = 1.0) -> Parse:
     """One number, or ``quota period`` (cpu.max); ``max``, -1 and v1's huge number: {}."""
     def parse(text: str) -> dict[str, float]:
@@ -242,7 +258,9 @@ _LIMIT = _num("cpu_limit_cores")
 _QUOTA, _PERIOD = _num("q"), _num("p")
 _MEM_USAGE, _MEM_LIMIT = _num("mem_usage_bytes"), _num("mem_limit_bytes")
 _OOM = pick(oom_kill="oom_kills")
-_V2_FAULTS, _V1_FAULTS = _key("pgmajfault", "major_faults"), _key("total_pgmajfault", "major_faults")
+#: memory.stat: the major faults, and the page cache the kernel would reclaim first (v1: hierarchical total_*)
+_V2_MEMSTAT = _keys(("pgmajfault", "major_faults"), ("inactive_file", "inactive_file"))
+_V1_MEMSTAT = _keys(("total_pgmajfault", "major_faults"), ("total_inactive_file", "inactive_file"))
 _TASKS = _num("tasks")
 _DESCENDANTS = pick(nr_descendants="n")
 _PSI = tuple((f"{res}.pressure", _psi_some(f"psi_{res}_some_usec")) for res in ("cpu", "memory", "io"))
@@ -327,7 +345,7 @@ def _read_raw(layout: Layout, rel: str, v1_dirs: dict[str, Path],
     _first(out, (v2, "memory.current", _MEM_USAGE), (mem, "memory.usage_in_bytes", _MEM_USAGE))
     _first(out, (v2, "memory.max", _MEM_LIMIT), (mem, "memory.limit_in_bytes", _MEM_LIMIT))
     _first(out, (v2, "memory.events", _OOM), (mem, "memory.oom_control", _OOM))
-    _first(out, (v2, "memory.stat", _V2_FAULTS), (mem, "memory.stat", _V1_FAULTS))  # v1: hierarchical total_*
+    _first(out, (v2, "memory.stat", _V2_MEMSTAT), (mem, "memory.stat", _V1_MEMSTAT))
     tasks = v2.get("pids.current", _TASKS)
     if tasks is None:
         tasks = pids.get("pids.current", _TASKS)
@@ -502,7 +520,7 @@ def read_cgroup(layout: Layout, cgroup_rel_path: str, v1_dirs: dict[str, Path] |
     Counters (cumulative): ``cpu_usage_usec``, ``nr_periods``,
     ``nr_throttled``, ``io_read_bytes``, ``io_write_bytes``, ``oom_kills``,
     ``major_faults``, ``psi_{cpu,memory,io}_some_usec``. Gauges:
-    ``mem_usage_bytes``, ``mem_limit_bytes``, ``cpu_limit_cores``, ``tasks``. A figure this host
+    ``mem_usage_bytes``, ``mem_limit_bytes``, ``inactive_file``, ``cpu_limit_cores``, ``tasks``. A figure this host
     does not keep, or a malformed file, leaves its key out. ``v1_dirs``
     (from :func:`resolve_v1`) is resolved here when not given.
 
@@ -569,7 +587,7 @@ class CgroupfsSource:
     """
 
     name = "cgroupfs"
-    metrics = (*(m for m, _ in _GAUGES), "cpu.throttled_ratio", "mem.usage_ratio",
+    metrics = (*(m for m, _ in _GAUGES), "cpu.throttled_ratio", "mem.usage_ratio", "mem.working_set_bytes",
                *(m for m, _, _ in _RATES))
 
     def __init__(self, layout: Layout | None = None, *, proc_root: Path | str = "/proc",
@@ -668,6 +686,8 @@ class CgroupfsSource:
                 out["cpu.throttled_ratio"] = min(1.0, dt / dp)
         if raw.get("mem_limit_bytes", 0) > 0 and "mem_usage_bytes" in raw:
             out["mem.usage_ratio"] = raw["mem_usage_bytes"] / raw["mem_limit_bytes"]
+        if "inactive_file" in raw and "mem_usage_bytes" in raw:
+            out["mem.working_set_bytes"] = max(0.0, raw["mem_usage_bytes"] - raw["inactive_file"])
         cpu_at = raw.get("cpu_read_at", read_at)     # a shared reading's own time (CPU_STAT)
         for m, k, scale in _RATES:
             v = raw.get(k)
