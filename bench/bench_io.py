@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import os
 import shutil
 import statistics
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
+
+from bench_probes import process_progs  # noqa: E402  (bench/ is the script's directory)
 
 from cgwatch.collect import open_collector  # noqa: E402
 from cgwatch.sources.bpf import set_cache_dir  # noqa: E402
@@ -44,18 +45,6 @@ def writes(path: Path, n: int) -> float:
     subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=4k", f"count={n}", "oflag=direct", "conv=notrunc"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
-
-
-def prog_stats() -> dict[str, tuple[int, int]]:
-    """run_time_ns and run_cnt of each BPF program this process holds."""
-    out = {}
-    for f in glob.glob("/proc/self/fdinfo/*"):
-        with contextlib.suppress(OSError):
-            text = Path(f).read_text()
-            if "prog_type" in text and "run_cnt" in text:
-                d = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
-                out[f] = (int(d["run_time_ns"]), int(d["run_cnt"]))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(STATS).write_text("1\n")
         col = open_collector(["io"])
         try:
-            before = prog_stats()
+            before = process_progs(os.getpid())
             writes(data, args.writes)
-            after = prog_stats()
+            after = process_progs(os.getpid())
         finally:
             col.close()
         ns = sum(after[k][0] - before.get(k, (0, 0))[0] for k in after)

@@ -41,6 +41,15 @@ def test_moving_pressure_is_read_every_two_ticks_and_still_pressure_every_ten(do
     cs = [Container(id=cid, name=cid[:12], runtime="docker", cgroup=f"docker/{cid}") for cid in (*busy, idle)]
     files = {c.id: layout.unified / c.cgroup / "cpu.pressure" for c in cs}
     wait_until(lambda: all(f.exists() for f in files.values()), 30, "the containers' cgroups")
+    # the idle one's start (its shell, then sleep) may wait for a CPU on a busy host: its
+    # pressure is still once two readings half a second apart agree
+    settled = [some_total_us(files[idle])]
+
+    def idle_still() -> bool:
+        settled.append(some_total_us(files[idle]))
+        return settled[-1] == settled[-2]
+
+    wait_until(idle_still, 30, "the idle container to settle", step=0.5)
     src = CgroupfsSource()
     still = some_total_us(files[idle])
     seen: dict[str, list[tuple[int, float]]] = {c.id: [] for c in cs}

@@ -16,7 +16,7 @@ SOURCES = {
 
 #: sources that run only when asked for (``collectors: {io: true}``, ``--sources``): io
 #: traces every block request (about 1.3 us of BPF time each, docs/performance.md), which
-#: on a host doing 100,000 requests a second is a tenth of a CPU
+#: on a host doing 100,000 requests a second is about a seventh of one CPU
 OPT_IN = frozenset({"io"})
 #: what runs when nothing says otherwise
 DEFAULT_SOURCES = tuple(n for n in SOURCES if n not in OPT_IN)
