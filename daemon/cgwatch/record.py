@@ -12,8 +12,10 @@ machine's memory.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
@@ -142,13 +144,15 @@ def parse_line(text: str, cache: dict[tuple[Any, ...], Container]) -> Sample | E
 def read_recording(path: str, out_of_order_slack: float = 0.0,
                    on_error: Callable[[int, str], None] | None = None,
                    max_containers: int = MAX_CONTAINERS) -> Iterator[Sample | Event]:
-    """The Samples and Events of a JSONL recording, in order.
+    """The Samples and Events of a JSONL recording, in order (gzip-compressed when the
+    name ends in ``.gz``).
 
     Raises RecordingError("FILE:LINE: problem") at the first bad line: a
     replay of a damaged file would give alerts nobody could trust. With
     ``on_error``, a bad line (not JSON, not a Sample or Event, not UTF-8, out
     of order) is instead passed to ``on_error(line_number, reason)`` and
-    skipped; a file that cannot be opened still raises.
+    skipped, and a compressed file cut short ends there, said the same way;
+    a file that cannot be opened still raises.
 
     Only the first ``max_containers`` distinct containers (workloads) are kept:
     a line of any further one is dropped, and passed to ``on_error`` if given;
@@ -171,7 +175,8 @@ def read_recording(path: str, out_of_order_slack: float = 0.0,
     last = float("-inf")
     try:
         # tolerant: undecodable bytes become surrogates, found per line below
-        f = open(path, encoding="utf-8", errors="surrogateescape" if on_error else "strict")
+        f = (gzip.open if str(path).endswith(".gz") else open)(
+            path, "rt", encoding="utf-8", errors="surrogateescape" if on_error else "strict")
     except OSError as e:
         raise RecordingError(f"{path}: cannot read: {e.strerror}") from None
     with f:
@@ -211,6 +216,10 @@ def read_recording(path: str, out_of_order_slack: float = 0.0,
                 yield item
         except UnicodeDecodeError:
             raise RecordingError(f"{path}:{n + 1}: not UTF-8 text") from None
+        except (EOFError, OSError, zlib.error) as e:      # a gzip file cut short or damaged
+            if on_error is None:
+                raise RecordingError(f"{path}:{n + 1}: cannot read: {e}") from None
+            on_error(n + 1, f"cannot read this line or any after it: {e}")
         if dropped and on_error is None:
             log.warning("%s: %d lines of containers beyond the first %d were dropped", path, dropped,
                         max_containers)

@@ -174,3 +174,28 @@ def test_any_json_line_is_an_item_or_a_value_error(obj: object) -> None:
     assert 0 <= item.ts <= MAX_TS and isinstance(item.container.id, str)
     assert all(isinstance(v, str) for v in item.container.labels.values())
     hash(item.container)
+
+
+def test_a_gzip_recording_replays_as_the_plain_one_and_one_cut_short_is_one_line(tmp_path: Path,
+                                                                                 rules: Path) -> None:
+    import gzip
+
+    lines = [line(T0 + i, value=0.9 if 3 <= i < 8 else 0.1) for i in range(12)]
+    plain, packed, cut = tmp_path / "rec.jsonl", tmp_path / "rec.jsonl.gz", tmp_path / "cut.jsonl.gz"
+    plain.write_text("\n".join(lines) + "\n")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    cut.write_bytes(packed.read_bytes()[:-12])          # the end marker and the last bytes missing
+    a, b = cgwatch("replay", "-r", str(rules), "-i", str(plain)), cgwatch("replay", "-r", str(rules), "-i", str(packed))
+    assert a.returncode == b.returncode == 0, b.stderr
+    assert b.stdout == a.stdout and [json.loads(x)["state"] for x in b.stdout.splitlines()] == ["firing", "resolved"]
+
+    p = cgwatch("replay", "-r", str(rules), "-i", str(cut))
+    no_traceback(p)
+    assert p.returncode == 2 and p.stderr.startswith(f"cgwatch: {cut}:") and "cannot read" in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1, p.stderr
+
+    out = tmp_path / "r.md"
+    p = cgwatch("report", "-r", str(rules), "-i", str(cut), "-o", str(out))
+    no_traceback(p)
+    assert p.returncode == 0 and "cannot read this line or any after it" in p.stderr, p.stderr
+    assert "**1 line skipped**" in out.read_text()
