@@ -121,6 +121,22 @@ rules:
     assert run(rules, with_limit)[0] == (0.0, "near-limit", "web-1", "firing")
 
 
+def test_a_summary_shows_every_metric_its_condition_reads(tmp_path):
+    rules = rules_from(tmp_path, """
+rules:
+  - name: near-limit
+    expr: cpu.usage_cores > 0.9 * cpu.limit_cores
+    severity: warning
+    summary: "{{ container }} used {{ value }} of {{ values['cpu.limit_cores'] }} cores {{ values | list }}"
+""")
+    items = sorted(series(WEB, "cpu.usage_cores", [1.0, 1.9, 1.95]) + series(WEB, "cpu.limit_cores", [2.0] * 3)
+                   + series(WEB, "cpu.limit_cores", [float("nan")], start=3.0), key=lambda x: x.ts)
+    alerts = list(Judged(rules).feed(items))
+    assert [(a.state, a.summary) for a in alerts] == [
+        ("firing", "web-1 used 1.9 of 2.0 cores ['cpu.limit_cores', 'cpu.usage_cores']"),
+        ("resolved", "web-1 used 1.95 of None cores ['cpu.limit_cores', 'cpu.usage_cores']")]   # NaN: none
+
+
 def test_stale_data_resolves_and_container_stop_resolves(tmp_path):
     rules = rules_from(tmp_path, HOT.replace("for: 10s", "for: 0s"))
     items = series(WEB, "cpu.usage_cores", [1.0] * 3) + series(DB, "cpu.usage_cores", [1.0] * 3)

@@ -402,14 +402,14 @@ class Engine:
                 st[2], st[3] = value, verdict
             if st[0] == PENDING and now - st[1] >= r.for_s - self._slack and (now > st[1] or not r.for_s):
                 st[0] = FIRING
-                out.append(self._alert(r, ser.container, now, "firing", value, verdict=verdict))
+                out.append(self._alert(r, ser.container, now, "firing", value, verdict=verdict, ser=ser))
         elif st is not None:
             del self._active[key]
             if st[0] == FIRING:
                 if r.anomaly is None:
                     value = r.expr.value(ser, now)   # stale data has none: keep the last one seen
                 out.append(self._alert(r, ser.container, now, "resolved", st[2] if value is None else value,
-                                       verdict=verdict or st[3]))
+                                       verdict=verdict or st[3], ser=ser))
 
     def _anomalous(self, i: int, ser: Series) -> tuple[bool, float | None, Verdict | None]:
         """Whether the rule's latest verdict for this container is alerting, the value it
@@ -458,13 +458,14 @@ class Engine:
                 st = self._active.pop(key)
                 if st[0] == FIRING and ser is not None:
                     out.append(self._alert(self.rules[key[0]], ser.container, now, "resolved", st[2],
-                                           verdict=st[3]))
+                                           verdict=st[3], ser=ser))
         return out
 
     def _alert(self, r: Any, c: Container, ts: float, state: str, value: float | None,
-               event: Mapping[str, Any] | None = None, verdict: Verdict | None = None) -> Alert:
+               event: Mapping[str, Any] | None = None, verdict: Verdict | None = None,
+               ser: Series | None = None) -> Alert:
         return Alert(ts, r.name, c, state, r.severity, value,
-                     summarize(r, c, value, event, verdict), dict(r.labels))
+                     summarize(r, c, value, event, verdict, read_values(r, ser)), dict(r.labels))
 
     def firing_count(self) -> int:
         """How many of :meth:`alerts` are firing, without writing their summaries."""
@@ -476,8 +477,9 @@ class Engine:
         out = []
         for (i, cid), st in self._active.items():
             if st[0] == FIRING:
-                r, c = self.rules[i], self._series[cid].container
-                out.append((r.name, c, r.severity, summarize(r, c, st[2], None, st[3]), st[2]))
+                r, ser = self.rules[i], self._series[cid]
+                c = ser.container
+                out.append((r.name, c, r.severity, summarize(r, c, st[2], None, st[3], read_values(r, ser)), st[2]))
         return out
 
     def alerts(self) -> list[tuple[Any, Container, str, float, float | None, str]]:
@@ -488,7 +490,7 @@ class Engine:
             if ser is not None:
                 r = self.rules[i]
                 out.append((r, ser.container, "firing" if st[0] == FIRING else "pending", st[1], st[2],
-                            summarize(r, ser.container, st[2], None, st[3])))
+                            summarize(r, ser.container, st[2], None, st[3], read_values(r, ser))))
         return out
 
     def adopt(self, old: Engine, now: float) -> list[Alert]:
@@ -567,8 +569,20 @@ WHY = {"range": "beyond its recent range", "daily": "unlike this time on earlier
        "local": "a sudden change", "global": "far from its long-run mean"}
 
 
+def read_values(r: Any, ser: Series | None) -> dict[str, float | None]:
+    """The container's latest value of each metric the rule's condition reads (None where it
+    has none now): a summary's ``values``, so that it can show more than the left-hand side."""
+    if ser is None or r.expr is None or r.summary is None:
+        return {}
+    out: dict[str, float | None] = {}
+    for m in sorted(r.expr.metrics):
+        v = ser.last(m)
+        out[m] = v if v == v else None          # NaN: none
+    return out
+
+
 def summarize(r: Any, c: Container, value: float | None, event: Mapping[str, Any] | None,
-              verdict: Verdict | None = None) -> str:
+              verdict: Verdict | None = None, values: Mapping[str, float | None] | None = None) -> str:
     """The alert's one-line summary: the rule's template, or a plain default.
 
     An anomaly rule's says what was seen and what the model took as normal:
@@ -579,7 +593,7 @@ def summarize(r: Any, c: Container, value: float | None, event: Mapping[str, Any
         return str(r.summary.render({
             "container": c.name, "id": c.id, "image": c.image, "runtime": c.runtime,
             "labels": dict(c.labels), "value": value, "rule": r.name, "severity": r.severity,
-            "event": dict(event or {}), **a,
+            "event": dict(event or {}), "values": dict(values or {}), **a,
         }))
     if r.anomaly is not None:
         metric, shown = " and ".join(r.anomaly.metrics), _shown(a["metric"], value)

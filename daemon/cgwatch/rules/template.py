@@ -79,7 +79,7 @@ log = logging.getLogger("cgwatch.rules")
 #: the variables a summary may use
 #: what an anomaly rule's model says (None in other rules): see ``engine.anomaly_context``
 ANOMALY_VARIABLES = ("metric", "score", "low", "high", "normal", "over", "why")
-VARIABLES = ("container", "value", "rule", "labels", "event", "id", "image", "runtime", "severity",
+VARIABLES = ("container", "value", "values", "rule", "labels", "event", "id", "image", "runtime", "severity",
              *ANOMALY_VARIABLES)
 #: a rendered summary is at most this many characters, TRUNCATED included
 MAX_OUTPUT = 2000
