@@ -9,7 +9,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "daemon" / "cgwatch"
 
 # earlier first; a module's stage is its first path component under cgwatch/
-STAGES = ["model", "units", "sources", "identity", "collect", "profile", "record", "top", "anomaly", "rules",
+STAGES = ["model", "units", "sources", "identity", "collect", "profile", "record", "top", "forecast", "anomaly", "rules",
           "alerts", "sinks", "config", "web", "report", "daemon", "cli_notify", "cli_profile", "cli", "__main__"]
 
 

@@ -108,7 +108,7 @@ async def process(queue: asyncio.Queue[Batch], pipeline: Pipeline, view: DaemonV
     while True:
         now, samples, events = await queue.get()
         out = p.process(now, samples, events)
-        view.update(now, samples, events, out.alerts, out.verdicts)
+        view.update(now, out.samples, events, out.alerts, out.verdicts)
         p.counters.ticks += 1
         if p.counters.ticks == 1:
             p.counters.ready = True

@@ -1,9 +1,9 @@
-"""The daemon's middle: one interval's Samples and Events through the anomaly
-stage and the rules engine into the alert manager.
+"""The daemon's middle: one interval's Samples and Events through the forecast, the
+anomaly stage and the rules engine into the alert manager.
 
 :class:`Pipeline` is fed one batch per interval (:meth:`~Pipeline.process`,
-which returns the alert changes and the anomaly verdicts); it owns the anomaly
-stage, the engine and the alert manager and counts what the ``/metrics`` page
+which returns the alert changes, the anomaly verdicts and the samples with the
+forecasts added); it owns the forecast, the anomaly stage, the engine and the alert manager and counts what the ``/metrics`` page
 reports. ``replay`` runs the same stages in the same order. It knows nothing of the web side:
 the daemon hands each batch and its alert changes on to
 :class:`~cgwatch.daemon.view.DaemonView`, which is what the dashboard reads.
@@ -25,6 +25,7 @@ from ..alerts.notification import Notification
 from ..alerts.state import AlertManager, fingerprint
 from ..alerts.store import StoreError
 from ..anomaly.stage import AnomalyStage
+from ..forecast import Forecast
 from ..model import Alert, Container, Event, Sample, Verdict
 from ..rules.engine import Engine
 
@@ -58,18 +59,22 @@ class Counters:
 
 
 class Outcome(NamedTuple):
-    """What one interval changed: the alert state changes and the anomaly verdicts."""
+    """What one interval changed: the alert state changes, the anomaly verdicts, and the
+    interval's samples as the rules saw them (the forecasts added)."""
 
     alerts: list[Alert]
     verdicts: list[Verdict]
+    samples: Sequence[Sample]
 
 
 class Pipeline:
     """Rules, models and alert state for the live daemon."""
 
     def __init__(self, engine: Engine, manager: AlertManager | None, interval_s: float = 1.0,
-                 anomaly: AnomalyStage | None = None) -> None:
+                 anomaly: AnomalyStage | None = None, forecast: Forecast | None = None) -> None:
         self.engine = engine
+        #: time to the memory limit, worked out first: rules and models read it like any metric
+        self.forecast = Forecast() if forecast is None else forecast
         #: the anomaly rules' models, scored before the engine
         self.anomaly = AnomalyStage.for_rules(engine.rules) if anomaly is None else anomaly
         self.manager = manager
@@ -88,14 +93,15 @@ class Pipeline:
 
     def process(self, now: float, samples: Sequence[Sample], events: Sequence[Event]) -> Outcome:
         """One interval: the models judge, the rules evaluate, the notices are queued; returns the
-        alert changes and the verdicts (what the dashboard shows of this interval besides the batch)."""
+        alert changes, the verdicts and the samples with the forecasts (what the dashboard shows)."""
+        samples = self.forecast.step(now, samples, events)
         verdicts = self.anomaly.step(now, samples) if self.anomaly else []
         alerts = self.engine.step(now, samples, events, verdicts)
         c = self.counters
         if self.manager is None:      # replay without --config: the alert changes are the output
             c.samples += len(samples)
             c.events += len(events)
-            return Outcome(alerts, verdicts)
+            return Outcome(alerts, verdicts, samples)
         self.handle(alerts, now)
         if not self._reconciled and c.ticks + 1 >= self.reconcile_after:
             try:
@@ -107,7 +113,7 @@ class Pipeline:
                     c.store_error = str(e)
         c.samples += len(samples)
         c.events += len(events)
-        return Outcome(alerts, verdicts)
+        return Outcome(alerts, verdicts, samples)
 
     def handle(self, alerts: Sequence[Alert], now: float) -> None:
         """Queue the notices for these alert changes (one transaction), then repeats due at ``now``.

@@ -13,10 +13,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import IO
 
+from ..forecast import METRICS as FORECASTS
 from .load import Rule, load
 
 #: metrics that come from cgwatch itself rather than a source
-DERIVED_METRICS = frozenset({"anomaly.score"})
+DERIVED_METRICS = frozenset({"anomaly.score", *FORECASTS})
 
 
 def unknown_metric_warnings(rules: Sequence[Rule]) -> list[str]:
