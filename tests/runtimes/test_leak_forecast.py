@@ -70,4 +70,5 @@ def test_a_real_leak_is_forecast_before_its_oom_kill_and_flat_memory_is_not(dock
     left = killed_at - alert.ts
     assert 0.5 * left <= alert.value <= 2.0 * left, (alert.value, left)
     assert alert.summary.startswith(f"{leak} will reach its memory limit in about ")
-    assert all(conf >= 0.8 for ts, _, conf in forecasts[leak] if ts >= alert.ts)
+    # while it forecast (a withdrawn forecast is NaN, for one interval: at the kill's drop)
+    assert all(conf >= 0.8 for ts, _, conf in forecasts[leak] if ts >= alert.ts and conf == conf)
