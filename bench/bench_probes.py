@@ -75,6 +75,7 @@ TARGET_SWITCH_NS = 250.0        # cgwatch cpu (on-CPU + switches): ns added per 
 TARGET_SWITCH_RATIO = 0.35      # ... and at most this much of bpftrace doing the same
 TARGET_OTHER_RATIO = 0.5        # every other probe vs its bpftrace equivalent
 TARGET_AGREEMENT = 0.02         # |bpf / cgroupfs - 1|
+TARGET_BLAME_NS = 100.0         # who waited behind whom (CGW_BLAME): ns added per switch over the default without it
 
 # --------------------------------------------------------------------------- workloads
 WORKLOAD_C = r"""
@@ -313,8 +314,10 @@ def make_cases() -> list[Case]:
     return [
         Case("cgw_cpu", "cgwatch cpu: on-CPU + switches (runq=False)", "switch", "cgwatch",
              sources=("cpu",)),
-        Case("cgw_cpu_runq", "cgwatch cpu + run-queue latency (default)", "switch", "cgwatch",
-             sources=("cpu_runq",)),
+        Case("cgw_cpu_runq", "cgwatch cpu + run-queue latency + blame (default)", "switch",
+             "cgwatch", sources=("cpu_runq",)),
+        Case("cgw_cpu_noblame", "cgwatch cpu + run-queue latency, without CGW_BLAME", "switch", "cgwatch",
+             sources=("cpu_noblame",)),
         Case("bt_cpu", "bpftrace: on-CPU + switches per cgroup", "switch", "bpftrace",
              script=BT_CPU, check_map="switches"),
         Case("bt_runq", "bpftrace: + run-queue latency per cgroup", "switch", "bpftrace",
@@ -346,6 +349,19 @@ WORKLOAD_TITLES = {
     "fault": "per user page fault (mmap + touch every 4 KiB page)",
     "timer": "per hrtimer expiry (1 us clock_nanosleep loop, 1 ns slack)",
 }
+
+
+def attach_points(prog: Any) -> list[tuple[str, bytes, str]]:
+    """(kind, tracepoint, program name) of each probe of a loaded program (the loader's
+    :class:`~cgwatch.sources.bpfsys.Program`), from BCC's names for its programs."""
+    out = []
+    for fn in prog.funcs:
+        if fn.startswith("raw_tracepoint__"):
+            out.append(("raw", fn[len("raw_tracepoint__"):].encode(), fn))
+        elif fn.startswith("tracepoint__"):
+            group, _, event = fn[len("tracepoint__"):].partition("__")
+            out.append(("tp", f"{group}:{event}".encode(), fn))
+    return out
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -483,6 +499,10 @@ class _ByCgroup:
     def alive(self, cgid: int) -> bool:
         return True
 
+    @property
+    def generation(self) -> int:
+        return len(self._c)       # moves when a cgroup is seen first
+
 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
@@ -595,6 +615,7 @@ class Bench:
         makers: dict[str, Any] = {
             "cpu": lambda: CpuSource(r, runq=False),
             "cpu_runq": lambda: CpuSource(r),
+            "cpu_noblame": lambda: CpuSource(r, blame=False),
             "proc": lambda: ProcSource(r),
             "mem": lambda: MemSource(r),
             "net": lambda: NetSource(r),
@@ -608,23 +629,25 @@ class Bench:
             t = time.time()
             src = make()
             self.sources[name] = src
-            b = src.bpf
-            pts = [("tp", tp, b"tracepoint__" + tp.replace(b":", b"__")) for tp in b.tracepoint_fds]
-            pts += [("raw", tp, b"raw_tracepoint__" + tp) for tp in b.raw_tracepoint_fds]
-            self.attach_points[name] = pts
+            self.attach_points[name] = attach_points(src.bpf)
             self.attached.add(name)
             self._detach(name)
             log(f"bench: loaded {name:8s} {' '.join(getattr(src, 'cflags', []))}  ({time.time() - t:.2f} s)")
 
     def _attach(self, name: str, only: tuple[bytes, ...] = ()) -> None:
+        from cgwatch.sources.bpf import tracefs
+        from cgwatch.sources.bpfsys import attach_raw_tracepoint, attach_tracepoint
+
         b = self.sources[name].bpf
         for kind, tp, fn in self.attach_points[name]:
             if only and tp not in only:
                 continue
+            fd = b.funcs[fn].fd
             if kind == "tp":
-                b.attach_tracepoint(tp=tp, fn_name=fn)
+                group, _, event = tp.decode().partition(":")
+                b.links.append(attach_tracepoint(fd, str(tracefs() / "events"), group, event))
             else:
-                b.attach_raw_tracepoint(tp=tp, fn_name=fn)
+                b.links.append(attach_raw_tracepoint(fd, tp.decode()))
         self.attached.add(name)
 
     def _detach(self, *names: str) -> None:
@@ -638,13 +661,13 @@ class Bench:
             if name not in self.attached:
                 continue
             b = self.sources[name].bpf
-            for kind, tp, _ in self.attach_points[name]:
-                jobs.append((b.detach_tracepoint if kind == "tp" else b.detach_raw_tracepoint, tp))
+            jobs += b.links             # closing a link detaches its probe
+            b.links = []
             self.attached.discard(name)
 
-        def one(job: tuple[Any, bytes]) -> None:
-            with contextlib.suppress(Exception):
-                job[0](job[1])
+        def one(fd: int) -> None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
         if len(jobs) <= 1:
             for j in jobs:
@@ -836,7 +859,7 @@ class Bench:
             for fname, fn in self.sources[s].bpf.funcs.items():
                 st = fdinfo_stats("self", fn.fd)
                 if st:
-                    out[f"{s}:{fname.decode()}"] = (st[1], st[2])
+                    out[f"{s}:{fname}"] = (st[1], st[2])
         return out
 
     def _our_counts(self, names: tuple[str, ...]) -> dict[str, int]:
@@ -999,6 +1022,9 @@ class Bench:
         r = ratio("cgw_cpu_runq")
         out.append({"what": "cpu + run-queue latency x bpftrace", "value": r,
                     "target": f"<= {TARGET_OTHER_RATIO}", "pass": r <= TARGET_OTHER_RATIO})
+        blame = c["cgw_cpu_runq"].median - c["cgw_cpu_noblame"].median
+        out.append({"what": "who waited behind whom (CGW_BLAME): added ns per switch", "value": blame,
+                    "target": f"<= {TARGET_BLAME_NS:.0f} ns", "pass": blame <= TARGET_BLAME_NS})
         r = ratio("cgw_mem")
         out.append({"what": "mem page faults x bpftrace", "value": r,
                     "target": f"<= {TARGET_OTHER_RATIO}", "pass": r <= TARGET_OTHER_RATIO})

@@ -45,6 +45,18 @@
  *                         without it (< 6.2: the timer unthrottles every CPU
  *                         itself) a refill is stamped for all CPUs
  *   -DCGW_NCPUS=N         CPU ids are below N (default 1024)
+ *   -DCGW_BLAME           with CGW_RUNQ: who each wait was behind (below)
+ *
+ * Blame (noisy neighbours). When a waiting task gets its CPU, the task it
+ * takes the CPU from is `current`: its cgroup is the one that held the CPU at
+ * the end of the wait (0 when the CPU was idle: a wake-up's own latency). The
+ * wait is charged to the pair {waiter's cgroup, that cgroup} once the waiter's
+ * cgroup is known (at its own switch-out, as its latency is), and the part of
+ * a wait that a quota refill ended (see CGW_REFILL) to {waiter, CGW_QUOTA}:
+ * its own quota's doing, not a neighbour's. The last holder stands for the
+ * whole wait; over many waits the shares follow who keeps the CPU. Each CPU
+ * sums its pairs in CGW_PAIR_SLOTS slots of its own state and adds them to
+ * the shared pair_wait hash when the slots are full or CGW_FLUSH_NS passed.
  */
 #include "cgwatch.h"
 
@@ -73,6 +85,30 @@ struct cgw_cpu {
 
 /* User space reads the first three fields (sources/cpu.py, stale_cpus()) to
  * tell which CPUs it must make switch before a read. */
+#ifdef CGW_BLAME
+#define CGW_PAIR_SLOTS 4
+/* the culprit of the part of a wait the waiter's own CPU quota imposed */
+#define CGW_QUOTA 0xffffffffffffffffULL
+struct cgw_pair_key {
+    u64 victim;
+    u64 culprit;
+};
+struct cgw_pair {
+    u64 victim;
+    u64 culprit;
+    u64 ns;
+    u64 count;
+};
+struct cgw_wait {
+    u64 ns;
+    u64 count;
+};
+#ifndef CGW_MAX_PAIRS
+#define CGW_MAX_PAIRS 16384
+#endif
+BPF_HASH(pair_wait, struct cgw_pair_key, struct cgw_wait, CGW_MAX_PAIRS);
+#endif
+
 struct cpu_state {
     u64 last_ns;         /* this CPU's previous switch */
     u64 flushed_ns;      /* when `pend` last went into cpu_stats */
@@ -83,6 +119,12 @@ struct cpu_state {
     u64 wait_task;       /* ... which is this one (an opaque pointer) */
     u64 idle_task;       /* this CPU's idle task (an opaque pointer), once seen */
     struct cgw_cpu pend;
+#ifdef CGW_BLAME
+    u64 wait_culprit;    /* the cgroup the waiter took its CPU from (0: idle) */
+    u64 wait_quota_ns;   /* the part of its wait its own quota imposed */
+    u64 pairs_flushed_ns;
+    struct cgw_pair pairs[CGW_PAIR_SLOTS];
+#endif
 };
 
 BPF_PERCPU_ARRAY(cpu_state, struct cpu_state, 1);
@@ -232,6 +274,57 @@ static __always_inline u64 wait_start(u64 from, u32 cpu, u64 now)
 }
 #endif
 
+#ifdef CGW_BLAME
+static __always_inline void flush_pairs(struct cpu_state *st, u64 now)
+{
+    st->pairs_flushed_ns = now;
+#pragma unroll
+    for (int i = 0; i < CGW_PAIR_SLOTS; i++) {
+        struct cgw_pair *p = &st->pairs[i];
+        if (!p->count)
+            break;
+        struct cgw_pair_key k = {p->victim, p->culprit};
+        struct cgw_wait *w = pair_wait.lookup(&k);
+        if (w) {
+            __sync_fetch_and_add(&w->ns, p->ns);
+            __sync_fetch_and_add(&w->count, p->count);
+        } else {
+            struct cgw_wait v = {p->ns, p->count};
+            pair_wait.update(&k, &v);
+        }
+        p->count = 0;
+    }
+}
+
+/* add a wait of `ns` by `victim` behind `culprit` to this CPU's slots */
+static __always_inline void blame(struct cpu_state *st, u64 victim, u64 culprit, u64 ns, u64 now)
+{
+    if (now - st->pairs_flushed_ns >= CGW_FLUSH_NS)
+        flush_pairs(st, now);
+#pragma unroll
+    for (int i = 0; i < CGW_PAIR_SLOTS; i++) {
+        struct cgw_pair *p = &st->pairs[i];
+        if (!p->count) {
+            p->victim = victim;
+            p->culprit = culprit;
+            p->ns = ns;
+            p->count = 1;
+            return;
+        }
+        if (p->victim == victim && p->culprit == culprit) {
+            p->ns += ns;
+            p->count += 1;
+            return;
+        }
+    }
+    flush_pairs(st, now);
+    st->pairs[0].victim = victim;
+    st->pairs[0].culprit = culprit;
+    st->pairs[0].ns = ns;
+    st->pairs[0].count = 1;
+}
+#endif
+
 /* raw: (struct task_struct *p) */
 RAW_TRACEPOINT_PROBE(sched_wakeup)
 {
@@ -270,6 +363,11 @@ RAW_TRACEPOINT_PROBE(sched_switch)
             st->pend.runq_slots[slot] += 1;
         st->pend.runq_count += 1;
         st->pend.runq_sum_ns += ns;
+#ifdef CGW_BLAME
+        blame(st, st->cgid, st->wait_culprit, ns, now);
+        if (st->wait_quota_ns)
+            blame(st, st->cgid, CGW_QUOTA, st->wait_quota_ns, now);
+#endif
     }
     st->wait_task = 0;
     if (involuntary && (u32)bpf_get_current_pid_tgid() != 0)   /* back on the run queue */
@@ -283,9 +381,19 @@ RAW_TRACEPOINT_PROBE(sched_switch)
         if (now > from) {
             st->wait_ns = now - from;
             st->wait_task = next;
+#ifdef CGW_BLAME
+            /* the task leaving is current: its cgroup held the CPU (none if idle) */
+            st->wait_culprit = (u32)bpf_get_current_pid_tgid() ? bpf_get_current_cgroup_id() : 0;
+            st->wait_quota_ns = from - ts->ns;
+#endif
         }
         ts->ns = 0;
     }
+#ifdef CGW_BLAME
+    /* going idle: hand on the pairs too, unless they were just handed on */
+    if (next == st->idle_task && next != 0 && st->pairs[0].count && now - st->pairs_flushed_ns >= CGW_FRESH_NS)
+        flush_pairs(st, now);
+#endif
 #endif
     note_idle(st, now, next == st->idle_task && next != 0);
     return 0;

@@ -33,7 +33,7 @@ def test_default_pack_unit_tests_pass():
     files = sorted(str(p) for p in (RULES / "tests").glob("*.test.yaml"))
     assert run_test_files(files, out=out, err=err, anomaly=AnomalyStage.for_rules) == 0, \
         out.getvalue() + err.getvalue()
-    assert out.getvalue().strip().endswith("11 passed, 0 failed")
+    assert out.getvalue().strip().endswith("12 passed, 0 failed")
 
 
 def test_a_failing_rule_test_shows_what_differs(tmp_path):

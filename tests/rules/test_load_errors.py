@@ -100,7 +100,7 @@ RULE_CASES = {
     "an unknown event": (
         "    event: oom\n    severity: info\n",
         lines("r.yaml:3:12: event must be one of exec, exit, oom_kill, signal, container_start, container_stop, "
-              "got 'oom'",
+              "neighbours, got 'oom'",
               "    event: oom",
               "           ^~~")),
     "an unbalanced [ in a glob": (

@@ -64,7 +64,7 @@ def check(paths: Sequence[str | os.PathLike[str]], out: IO[str] | None = None, e
     (0, 1)
     >>> print(text)
     ok.yaml: 1 rule OK
-    bad.yaml:2:24: event must be one of exec, exit, oom_kill, signal, container_start, container_stop, got 'oom'
+    bad.yaml:2:24: event must be one of exec, exit, oom_kill, signal, container_start, container_stop, neighbours, got 'oom'
       - {name: oom, event: oom, severity: critical}
                            ^~~
     1 error in 1 file

@@ -60,6 +60,8 @@ log = logging.getLogger("cgwatch.rules")
 
 #: a metric is stale (has no value) this long after its last sample, as in Prometheus
 STALE_AFTER = 300.0
+#: a ``neighbours`` event speaks for the container's waits this long (they come every 10-60 s)
+NEIGHBOURS_FRESH_S = 120.0
 #: no window keeps more samples than this, whatever the interval
 MAX_WINDOW_SAMPLES = 100_000
 #: ``for:`` is met this share of an interval early: ticks jitter by milliseconds, and
@@ -76,7 +78,7 @@ class Series:
     context of threshold expressions."""
 
     __slots__ = ("container", "key", "now", "stale_after", "_last", "_hist", "_keep", "_unsorted", "_nonzero",
-                 "dirty", "selected", "stopped", "epoch")
+                 "dirty", "selected", "stopped", "epoch", "neighbours")
 
     def __init__(self, container: Container, keep: Mapping[str, float], stale_after: float) -> None:
         self.container = container
@@ -100,6 +102,8 @@ class Series:
         #: moves when the rules must see this container anew (renamed, started again, a reload's
         #: new rules): each metric's first value after that is dirty whatever it is
         self.epoch = 0
+        #: the latest ``neighbours`` event's (time, text): who it waited behind for a CPU
+        self.neighbours: tuple[float, str] | None = None
 
     def push(self, metric: str, ts: float, value: float) -> None:
         """Take a value; mark the metric dirty unless it cannot change what a rule reading it says
@@ -297,6 +301,10 @@ class Engine:
             out += self._stop(e.container, e.ts)
         elif e.kind == "container_start":
             self._start(e.container)
+        elif e.kind == "neighbours":
+            ser = self._series.get(e.container.workload)
+            if ser is not None:
+                ser.neighbours = (e.ts, str(e.fields.get("text", "")))
         rules = self._by_event.get(e.kind, ())
         if rules:
             ctx = EventContext(e)
@@ -465,7 +473,7 @@ class Engine:
                event: Mapping[str, Any] | None = None, verdict: Verdict | None = None,
                ser: Series | None = None) -> Alert:
         return Alert(ts, r.name, c, state, r.severity, value,
-                     summarize(r, c, value, event, verdict, read_values(r, ser)), dict(r.labels))
+                     summarize(r, c, value, event, verdict, read_values(r, ser), told(ser, ts)), dict(r.labels))
 
     def firing_count(self) -> int:
         """How many of :meth:`alerts` are firing, without writing their summaries."""
@@ -479,7 +487,8 @@ class Engine:
             if st[0] == FIRING:
                 r, ser = self.rules[i], self._series[cid]
                 c = ser.container
-                out.append((r.name, c, r.severity, summarize(r, c, st[2], None, st[3], read_values(r, ser)), st[2]))
+                out.append((r.name, c, r.severity,
+                            summarize(r, c, st[2], None, st[3], read_values(r, ser), told(ser, ser.now)), st[2]))
         return out
 
     def alerts(self) -> list[tuple[Any, Container, str, float, float | None, str]]:
@@ -490,7 +499,8 @@ class Engine:
             if ser is not None:
                 r = self.rules[i]
                 out.append((r, ser.container, "firing" if st[0] == FIRING else "pending", st[1], st[2],
-                            summarize(r, ser.container, st[2], None, st[3], read_values(r, ser))))
+                            summarize(r, ser.container, st[2], None, st[3], read_values(r, ser),
+                                      told(ser, ser.now))))
         return out
 
     def adopt(self, old: Engine, now: float) -> list[Alert]:
@@ -581,8 +591,18 @@ def read_values(r: Any, ser: Series | None) -> dict[str, float | None]:
     return out
 
 
+def told(ser: Series | None, now: float) -> str | None:
+    """Who the container waited behind for a CPU, as its latest ``neighbours`` event said
+    within :data:`NEIGHBOURS_FRESH_S` of ``now`` (a summary's ``neighbours``), else None."""
+    if ser is None or ser.neighbours is None:
+        return None
+    ts, text = ser.neighbours
+    return text if text and now - ts <= NEIGHBOURS_FRESH_S else None
+
+
 def summarize(r: Any, c: Container, value: float | None, event: Mapping[str, Any] | None,
-              verdict: Verdict | None = None, values: Mapping[str, float | None] | None = None) -> str:
+              verdict: Verdict | None = None, values: Mapping[str, float | None] | None = None,
+              neighbours: str | None = None) -> str:
     """The alert's one-line summary: the rule's template, or a plain default.
 
     An anomaly rule's says what was seen and what the model took as normal:
@@ -593,7 +613,7 @@ def summarize(r: Any, c: Container, value: float | None, event: Mapping[str, Any
         return str(r.summary.render({
             "container": c.name, "id": c.id, "image": c.image, "runtime": c.runtime,
             "labels": dict(c.labels), "value": value, "rule": r.name, "severity": r.severity,
-            "event": dict(event or {}), "values": dict(values or {}), **a,
+            "event": dict(event or {}), "values": dict(values or {}), "neighbours": neighbours, **a,
         }))
     if r.anomaly is not None:
         metric, shown = " and ".join(r.anomaly.metrics), _shown(a["metric"], value)

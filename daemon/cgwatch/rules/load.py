@@ -58,7 +58,7 @@ from .macros import Expander, MacroError
 from .template import Template, TemplateError, compile_template
 
 SEVERITIES = ("info", "warning", "critical")
-EVENTS = ("exec", "exit", "oom_kill", "signal", "container_start", "container_stop")
+EVENTS = ("exec", "exit", "oom_kill", "signal", "container_start", "container_stop", "neighbours")
 RULE_KEYS = ("name", "description", "severity", "select", "expr", "event", "anomaly", "where", "for",
              "summary", "notify", "repeat", "enabled", "labels", "profile")
 MAX_FOR = 7 * 86400.0

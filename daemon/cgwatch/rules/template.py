@@ -79,8 +79,8 @@ log = logging.getLogger("cgwatch.rules")
 #: the variables a summary may use
 #: what an anomaly rule's model says (None in other rules): see ``engine.anomaly_context``
 ANOMALY_VARIABLES = ("metric", "score", "low", "high", "normal", "over", "why")
-VARIABLES = ("container", "value", "values", "rule", "labels", "event", "id", "image", "runtime", "severity",
-             *ANOMALY_VARIABLES)
+VARIABLES = ("container", "value", "values", "neighbours", "rule", "labels", "event", "id", "image", "runtime",
+             "severity", *ANOMALY_VARIABLES)
 #: a rendered summary is at most this many characters, TRUNCATED included
 MAX_OUTPUT = 2000
 #: how a summary that was cut (or stopped by a bound) ends

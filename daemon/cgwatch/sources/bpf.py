@@ -235,7 +235,8 @@ def load(name: str, cflags: Iterable[str] = (), funcs: dict[str, int] | None = N
 
 
 class PerCpuTable:
-    """Read a BPF per-CPU hash of ``u64 cgroup id -> struct of u64`` in batches.
+    """Read a BPF per-CPU hash of ``u64 cgroup id -> struct of u64`` in batches (or a plain
+    hash, as one CPU; or keys of several u64, as rows of them).
 
     Values are summed over CPUs with numpy, so one read costs a handful of
     syscalls and no per-entry Python objects beyond the result dict. Kernels
@@ -250,16 +251,17 @@ class PerCpuTable:
         self.fd = table.map_fd
         self.ncpu = table.ncpu
         leaf = ct.sizeof(table.sLeaf)
-        if leaf % 8:
-            raise ValueError("per-CPU leaves must be made of u64 fields")
+        if leaf % 8 or table.key_size % 8:
+            raise ValueError("keys and leaves must be made of u64 fields")
         self.nfields = leaf // 8
+        self.kwords = table.key_size // 8
         self._chunk = chunk
         self._alloc(chunk)
         self._batch = True
 
     def _alloc(self, chunk: int) -> None:
         self._chunk = chunk
-        self._keys = (ct.c_uint64 * chunk)()
+        self._keys = (ct.c_uint64 * (chunk * self.kwords))()
         self._vals = (ct.c_uint64 * (chunk * self.ncpu * self.nfields))()
 
     def read(self) -> dict[int, Any]:
@@ -268,8 +270,9 @@ class PerCpuTable:
         return dict(zip(keys.tolist(), sums))
 
     def read_rows(self) -> tuple[Any, Any]:
-        """The cgroup ids (uint64, in the map's order) and their fields summed over
-        CPUs (one row each): two arrays, no Python object per entry."""
+        """The cgroup ids (uint64, in the map's order; a row of them per key when keys are
+        wider) and their fields summed over CPUs (one row each): two arrays, no Python
+        object per entry."""
         if self._batch:
             try:
                 return self._read_batch()
@@ -296,7 +299,7 @@ class PerCpuTable:
             if n:
                 vals = np.frombuffer(self._vals, dtype=np.uint64, count=n * self.ncpu * self.nfields)
                 sums.append(vals.reshape(n, self.ncpu, self.nfields).sum(axis=1))
-                keys.append(np.frombuffer(self._keys, dtype=np.uint64, count=n).copy())
+                keys.append(self._shape(np.frombuffer(self._keys, dtype=np.uint64, count=n * self.kwords).copy()))
             if res != 0:
                 if err == errno.ENOENT:
                     return self._rows(keys, sums)
@@ -307,12 +310,15 @@ class PerCpuTable:
             in_b.value = out_b.value
             first = False
 
+    def _shape(self, keys: Any) -> Any:
+        return keys if self.kwords == 1 else keys.reshape(-1, self.kwords)
+
     def _rows(self, keys: list[Any], sums: list[Any]) -> tuple[Any, Any]:
         np = self._np
         if len(keys) == 1:
             return keys[0], sums[0]
         if not keys:
-            return np.zeros(0, dtype=np.uint64), np.zeros((0, self.nfields), dtype=np.uint64)
+            return self._shape(np.zeros(0, dtype=np.uint64)), np.zeros((0, self.nfields), dtype=np.uint64)
         return np.concatenate(keys), np.concatenate(sums)
 
     def _read_walk(self) -> tuple[Any, Any]:
@@ -322,7 +328,7 @@ class PerCpuTable:
             raw = self.table.lookup(k)
             if raw is None:          # deleted since the walk saw it
                 continue
-            keys.append(np.array([k.value], dtype=np.uint64))
+            keys.append(self._shape(np.frombuffer(bytes(k), dtype=np.uint64).copy()))
             sums.append(np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, self.nfields).sum(axis=0)[None, :])
         return self._rows(keys, sums)
 

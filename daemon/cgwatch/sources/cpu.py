@@ -41,8 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from ..model import Container, Frame
-from .bpf import Probe, kernel_version, raw_tracepoints, tracepoint_exists
+from ..model import Container, Event, Frame
+from .blame import METRIC as BLAME_METRIC
+from .blame import QUOTA, Blame
+from .bpf import PerCpuTable, Probe, kernel_version, raw_tracepoints, tracepoint_exists
 from .bpfsys import possible_cpus
 from .cgroupfs_layout import CPU_STAT, FileCache, Layout, parse_cpu_stat
 from .kernel import KernelSource, row_samples, with_idle
@@ -97,8 +99,12 @@ class CpuSource(KernelSource):
         "cpu.involuntary_ctx_switches",
         "cpu.runq_latency_avg_ms",
         "cpu.runq_latency_p99_ms",
+        BLAME_METRIC,
     )
     RUNQ_METRICS = ("cpu.runq_latency_avg_ms", "cpu.runq_latency_p99_ms")
+    #: who each container waited behind (sources/blame.py), with CGW_BLAME
+    _blame: Blame | None = None
+    _pairs: PerCpuTable | None = None
     #: the cgroup2 mount, whose cpu.stat files give containers' usage (None: BPF only)
     cgroup2: Path | None = None
     _files: FileCache | None = None
@@ -112,8 +118,9 @@ class CpuSource(KernelSource):
     _possible: list[int] | None = None
 
     def __init__(self, resolver, cflags: Iterable[str] = (), runq: bool = True,  # type: ignore[no-untyped-def]
-                 cgroup2: Path | None = None) -> None:
+                 cgroup2: Path | None = None, blame: bool = True) -> None:
         self.runq = runq
+        self.blame = blame
         self._shared = cgroup2 is None
         self.cgroup2 = Layout.detect().unified if cgroup2 is None else cgroup2
         self._files = FileCache(USAGE_FILES)
@@ -128,6 +135,10 @@ class CpuSource(KernelSource):
         super().__init__(resolver, cflags)
         if not self.runq_enabled:
             self.absent |= set(self.RUNQ_METRICS)
+        if "-DCGW_BLAME" in self.cflags and "pair_wait" in self.bpf:
+            self._blame, self._pairs = Blame(resolver.container), PerCpuTable(self.bpf["pair_wait"])
+        else:
+            self.absent.add(BLAME_METRIC)
 
     def _stale_cpus(self) -> list[int] | None:
         """The CPUs to flush before this read (None: all of them, when the program's
@@ -157,6 +168,8 @@ class CpuSource(KernelSource):
             flags.append("-DCGW_SWITCH_STATE")
         if self.runq and {"-DCGW_HAVE_WAKEUP", "-DCGW_HAVE_WAKEUP_NEW"} <= set(have):
             flags.append("-DCGW_RUNQ")
+            if self.blame:
+                flags.append("-DCGW_BLAME")
             flags += refill_flags()
         return flags
 
@@ -184,7 +197,33 @@ class CpuSource(KernelSource):
             cols["cpu.runq_latency_avg_ms"] = _runq_avg_ms(d)
             cols["cpu.runq_latency_p99_ms"] = _runq_p99_ms(d)
         names = [m for m in cols if m not in self.absent]
-        return row_samples(now, cs, names, list(zip(*(cols[m] for m in names))))
+        frame = row_samples(now, cs, names, list(zip(*(cols[m] for m in names))))
+        if self._blame is not None and self._blame.due(now):
+            for c, ts, values in self.read_blame(now):
+                frame.add(c, ts, values)
+        return frame
+
+    def read_blame(self, now: float) -> list[tuple[Container, float, dict[str, float]]]:
+        """One read of ``pair_wait``: the rows of the neighbours' share (its events wait for
+        :meth:`events`); pairs of cgroups that are gone are deleted from the map."""
+        assert self._blame is not None and self._pairs is not None
+        keys, vals = self._pairs.read_rows()
+        pairs, counts = keys.tolist(), vals.tolist()
+        rows, events = self._blame.read(now, pairs, counts)
+        self._pending += events
+        alive = self.resolver.alive
+        dead = [k for k in pairs if not alive(k[0]) or (k[1] not in (0, QUOTA) and not alive(k[1]))]
+        for k in dead:
+            try:
+                del self._pairs.table[self._pairs.table.Key(*k)]
+            except KeyError:
+                pass
+        return rows
+
+    def events(self) -> list[Event]:
+        """The neighbours events of the last read of ``pair_wait`` (the program has no ring)."""
+        out, self._pending = self._pending, []
+        return out
 
     def cgroup_usage(self, containers: Iterable[Container], now: float) -> dict[str, float]:
         """Cores each container used since its previous read, from its cgroup2 ``cpu.stat``
