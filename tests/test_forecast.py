@@ -143,3 +143,18 @@ def test_a_recorded_real_leak_fires_the_shipped_rule_5_minutes_before_its_oom_ki
     ahead = kills[0].ts - fired[0].ts
     assert ahead >= 300, ahead
     assert 0.5 * ahead <= fired[0].value <= 2.0 * ahead, (fired[0].value, ahead)
+
+
+def test_tasks_toward_the_pids_limit_are_forecast_and_an_oom_kill_does_not_start_them_again() -> None:
+    f = Forecast()
+    got = {}
+    for t in range(900):
+        row = {"proc.count": 10.0 + t / 4, "proc.limit": 512.0,       # a task every 4 s, toward 512
+               "mem.working_set_bytes": 50 * MiB + 0.25 * MiB * t, "mem.limit_bytes": 1024 * MiB,
+               "mem.oom_kills": 1.0 if t == 600 else 0.0}
+        frame = f.step(float(t), Frame([(WEB, float(t), row)]), [])
+        got[t] = {m: v for m, v in frame.rows[0][2].items() if m.endswith(("time_to_limit_s",)) and v == v}
+    assert set(got[599]) == {TIME_TO_LIMIT, "proc.time_to_limit_s"}
+    assert set(got[620]) == {"proc.time_to_limit_s"}           # memory starts again at the kill, tasks go on
+    truth = (512 - (10 + 620 / 4)) * 4
+    assert abs(got[620]["proc.time_to_limit_s"] - truth) <= 0.1 * truth

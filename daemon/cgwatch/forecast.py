@@ -1,10 +1,14 @@
-"""Time to the limit: when a container's memory reaches its limit, at its recent trend.
+"""Time to the limit: when a container's memory (or its task count) reaches its limit, at
+its recent trend.
 
 :class:`Forecast` is a stage between the collector and the anomaly stage; each interval it
 reads every container's ``mem.working_set_bytes`` and ``mem.limit_bytes`` and adds
 ``mem.time_to_limit_s`` and ``mem.time_to_limit_confidence`` to that container's values
-when, and only when, its memory grows steadily toward a limit. It runs in the daemon and
-in ``replay`` alike (recordings hold what the sources measured; the forecast is made again).
+when, and only when, its memory grows steadily toward a limit; the same for ``proc.count``
+toward ``proc.limit`` (``pids.max``) as ``proc.time_to_limit_s`` and
+``proc.time_to_limit_confidence`` (below, "the working set" reads "the task count" there;
+an OOM kill does not start a task count's series again). It runs in the daemon and in
+``replay`` alike (recordings hold what the sources measured; the forecast is made again).
 
 How (docs/metrics.md, "Time to the limit"):
 
@@ -61,8 +65,6 @@ from .model import Event, Frame, Sample, new_sample, rows_of
 
 WORKING_SET, LIMIT = "mem.working_set_bytes", "mem.limit_bytes"
 TIME_TO_LIMIT, CONFIDENCE = "mem.time_to_limit_s", "mem.time_to_limit_confidence"
-#: what the stage adds (docs/metrics.md)
-METRICS = (TIME_TO_LIMIT, CONFIDENCE)
 _OOM = "mem.oom_kills"
 _NAN = math.nan
 _RESTARTS = "proc.restarts"
@@ -211,46 +213,77 @@ class Trend:
         return None if ttl > HORIZON * self.span else (ttl, f.r2)
 
 
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """What is forecast: ``value`` growing toward ``limit`` (both metrics of a row), given as
+    ``ttl`` and ``confidence``; ``oom`` whether an OOM kill starts its series again."""
+
+    value: str
+    limit: str
+    ttl: str
+    confidence: str
+    oom: bool
+
+
+#: memory (its working set) toward its limit, and tasks toward the pids limit
+RESOURCES = (Resource(WORKING_SET, LIMIT, TIME_TO_LIMIT, CONFIDENCE, True),
+             Resource("proc.count", "proc.limit", "proc.time_to_limit_s", "proc.time_to_limit_confidence", False))
+#: what the stage adds (docs/metrics.md)
+METRICS = tuple(m for r in RESOURCES for m in (r.ttl, r.confidence))
+
+
 class Forecast:
-    """The stage: one :class:`Trend` per container whose memory has a limit."""
+    """The stage: one :class:`Trend` per container and resource that has a limit."""
 
     def __init__(self, pace: Pace = SHIPPED) -> None:
         self.pace = pace
-        self.trends: dict[str, Trend] = {}
+        #: (container id, index in RESOURCES) -> its trend
+        self.trends: dict[tuple[str, int], Trend] = {}
 
     def step(self, now: float, samples: Sequence[Sample], events: Sequence[Event]) -> Sequence[Sample]:
         """The interval's samples with the forecasts added: a :class:`Frame` gets them in its
         rows, any other sequence comes back as a new list that ends with them."""
         trends = self.trends
         for e in events:
-            if e.kind in ("container_start", "oom_kill"):
-                tr = trends.get(e.container.id)
-                if tr is not None:
-                    tr.restart()
-            elif e.kind == "container_stop":
-                trends.pop(e.container.id, None)
+            if e.kind in ("container_start", "oom_kill", "container_stop"):
+                for i, r in enumerate(RESOURCES):
+                    key = (e.container.id, i)
+                    tr = trends.get(key)
+                    if tr is None:
+                        continue
+                    if e.kind == "container_stop":
+                        del trends[key]
+                    elif e.kind == "container_start" or r.oom:
+                        tr.restart()
         out: list[tuple[object, float, dict[str, float]]] = []
         for c, ts, values in rows_of(samples):
-            ws = values.get(WORKING_SET)
-            if ws is None:
-                continue
-            limit = values.get(LIMIT)
-            tr = trends.get(c.id)
-            if limit is None:          # no limit (any more): nothing to reach
-                if tr is not None:
-                    del trends[c.id]
-                continue
-            if tr is None:
-                tr = trends[c.id] = Trend(self.pace)
-            elif values.get(_OOM, 0.0) > 0.0 or values.get(_RESTARTS, 0.0) > 0.0:
-                tr.restart()
-            tr.add(ts, ws)
-            got = tr.forecast(ts, ws, limit)
-            if got is not None:
-                out.append((c, ts, {TIME_TO_LIMIT: got[0], CONFIDENCE: got[1]}))
-            elif tr.shown:           # withdrawn: said once, so that a rule on it resolves now
-                out.append((c, ts, {TIME_TO_LIMIT: _NAN, CONFIDENCE: _NAN}))
-            tr.shown = got is not None
+            found: dict[str, float] | None = None
+            for i, r in enumerate(RESOURCES):
+                v = values.get(r.value)
+                if v is None:
+                    continue
+                limit = values.get(r.limit)
+                key = (c.id, i)
+                tr = trends.get(key)
+                if limit is None:          # no limit (any more): nothing to reach
+                    if tr is not None:
+                        del trends[key]
+                    continue
+                if tr is None:
+                    tr = trends[key] = Trend(self.pace)
+                elif (r.oom and values.get(_OOM, 0.0) > 0.0) or values.get(_RESTARTS, 0.0) > 0.0:
+                    tr.restart()
+                tr.add(ts, v)
+                got = tr.forecast(ts, v, limit)
+                if got is not None:
+                    found = found if found is not None else {}
+                    found[r.ttl], found[r.confidence] = got
+                elif tr.shown:           # withdrawn: said once, so that a rule on it resolves now
+                    found = found if found is not None else {}
+                    found[r.ttl] = found[r.confidence] = _NAN
+                tr.shown = got is not None
+            if found:
+                out.append((c, ts, found))
         if not out:
             return samples
         if isinstance(samples, Frame):

@@ -150,6 +150,7 @@ def test_unified_first_collect_gives_gauges_only(unified):
         "mem.usage_ratio": pytest.approx(412315648 / 1073741824),
         "mem.working_set_bytes": 412315648.0 - 83886080.0,     # memory.stat's inactive_file left out
         "proc.count": 23.0,
+        "proc.limit": 4096.0,
     }
     assert set(got) <= set(src.metrics)
 
@@ -212,7 +213,7 @@ def test_no_new_periods_means_no_throttled_ratio(unified):
 
 def test_missing_controllers_are_absent_not_zero(unified):
     d = unified / REL
-    for name in ("memory.current", "memory.max", "memory.events", "memory.stat", "pids.current",
+    for name in ("memory.current", "memory.max", "memory.events", "memory.stat", "pids.current", "pids.max",
                  "io.stat", "cpu.max", "memory.pressure"):
         (d / name).unlink()
     (d / "cpu.stat").write_text("usage_usec 100\nuser_usec 60\nsystem_usec 40\n")
@@ -376,7 +377,7 @@ def test_hybrid_collects_v1_gauges_then_rates(hybrid):
     assert second["psi.memory_some"] == 0.0
     assert second["mem.oom_kills"] == pytest.approx(0.1)
     assert second["mem.major_faults"] == pytest.approx(2.0)
-    assert set(second) == set(src.metrics)
+    assert set(second) == set(src.metrics) - {"proc.limit"}         # pids.max is "max": no limit
 
 
 def test_hybrid_without_members_guesses_same_path_then_resolves(hybrid):

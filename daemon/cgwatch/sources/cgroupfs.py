@@ -262,6 +262,8 @@ _OOM = pick(oom_kill="oom_kills")
 _V2_MEMSTAT = _keys(("pgmajfault", "major_faults"), ("inactive_file", "inactive_file"))
 _V1_MEMSTAT = _keys(("total_pgmajfault", "major_faults"), ("total_inactive_file", "inactive_file"))
 _TASKS = _num("tasks")
+#: pids.max: read when a container's plan is made (limits change seldom), kept in between
+_PIDS_LIMIT = _num("tasks_limit")
 _DESCENDANTS = pick(nr_descendants="n")
 _PSI = tuple((f"{res}.pressure", _psi_some(f"psi_{res}_some_usec")) for res in ("cpu", "memory", "io"))
 _PSI_PARSERS = frozenset(parse for _, parse in _PSI)
@@ -349,6 +351,11 @@ def _read_raw(layout: Layout, rel: str, v1_dirs: dict[str, Path],
     tasks = v2.get("pids.current", _TASKS)
     if tasks is None:
         tasks = pids.get("pids.current", _TASKS)
+    lim = v2.get("pids.max", _PIDS_LIMIT)
+    if lim is None:
+        lim = pids.get("pids.max", _PIDS_LIMIT)
+    if lim:
+        out.update(lim)
     if tasks:
         out.update(tasks)
     elif v2.path:
@@ -415,13 +422,16 @@ class _Plan:
     did, and so does what it knows of children (the task count from cgroup.threads
     walks the subtree only if it had children then); any read that fails makes this
     read a full one, which tells a vanished cgroup from a vanished file as before.
+    ``pids.max`` is read only by the full read that makes the plan; planned reads give
+    the figure it found (a changed pids limit shows within :data:`ABSENT_RETRY_S`).
 
     A planned read may leave the PSI files out (``psi=0``), or those whose counter did
     not move at their last reading (``psi=1``, :attr:`quiet`; see :class:`CgroupfsSource`);
     a full read reads them all.
     """
 
-    __slots__ = ("layout", "rel", "v1", "vouched", "dirs", "steps", "no_psi", "loud", "quiet", "until", "phase")
+    __slots__ = ("layout", "rel", "v1", "vouched", "dirs", "steps", "no_psi", "loud", "quiet", "until", "phase",
+                 "kept")
 
     def __init__(self, layout: Layout, rel: str, v1: dict[str, Path], vouched: bool, phase: int = 0) -> None:
         self.layout, self.rel, self.v1, self.vouched = layout, rel, v1, vouched
@@ -435,6 +445,8 @@ class _Plan:
         self.until = 0.0
         #: which ticks read this container's PSI (see :meth:`CgroupfsSource.collect`)
         self.phase = phase
+        #: figures read only when the plan is made (pids.max), given with every planned read
+        self.kept: dict[str, float] = {}
 
     def read(self, now: float, shared: tuple[float, Callable[[], float]] | None = None,
              psi: int = 2) -> tuple[dict[str, float] | None, bool]:
@@ -451,6 +463,8 @@ class _Plan:
         if raw is None or stale:
             self.steps = None
         else:
+            trace = [step for step in trace if step[1] is not _PIDS_LIMIT]
+            self.kept = {"tasks_limit": raw["tasks_limit"]} if "tasks_limit" in raw else {}
             self.steps, self.until = trace, now + ABSENT_RETRY_S
             self.no_psi = [step for step in trace if step[1] not in _PSI_PARSERS]
             self.loud = [step for step in trace if step[1] not in self.quiet]
@@ -510,6 +524,8 @@ class _Plan:
             out.update(got)
         if "q" in out or "p" in out:
             _v1_limit(out)
+        if self.kept:
+            out.update(self.kept)
         return out
 
 
@@ -520,7 +536,7 @@ def read_cgroup(layout: Layout, cgroup_rel_path: str, v1_dirs: dict[str, Path] |
     Counters (cumulative): ``cpu_usage_usec``, ``nr_periods``,
     ``nr_throttled``, ``io_read_bytes``, ``io_write_bytes``, ``oom_kills``,
     ``major_faults``, ``psi_{cpu,memory,io}_some_usec``. Gauges:
-    ``mem_usage_bytes``, ``mem_limit_bytes``, ``inactive_file``, ``cpu_limit_cores``, ``tasks``. A figure this host
+    ``mem_usage_bytes``, ``mem_limit_bytes``, ``inactive_file``, ``cpu_limit_cores``, ``tasks``, ``tasks_limit``. A figure this host
     does not keep, or a malformed file, leaves its key out. ``v1_dirs``
     (from :func:`resolve_v1`) is resolved here when not given.
 
@@ -542,7 +558,7 @@ def read_cgroup(layout: Layout, cgroup_rel_path: str, v1_dirs: dict[str, Path] |
 
 #: gauges: (metric, reading)
 _GAUGES = (("cpu.limit_cores", "cpu_limit_cores"), ("mem.usage_bytes", "mem_usage_bytes"),
-           ("mem.limit_bytes", "mem_limit_bytes"), ("proc.count", "tasks"))
+           ("mem.limit_bytes", "mem_limit_bytes"), ("proc.count", "tasks"), ("proc.limit", "tasks_limit"))
 #: per-second rates of counters: (metric, reading, scale); PSI µs/s x 1e-4 = percent
 _RATES = (("cpu.cgroup_usage_cores", "cpu_usage_usec", 1e-6), ("mem.oom_kills", "oom_kills", 1.0),
           ("mem.major_faults", "major_faults", 1.0),
