@@ -186,3 +186,28 @@ def test_an_alert_that_resolves_while_its_profile_runs_sends_firing_then_resolve
     due = m.store.take("list", m.store.clock() + 1.0, 10)          # both go now, the firing first
     assert [r.notification.id for r in due] == [held.id, gone.id]
     assert not m.attach_profile(held.fingerprint, held.id, {"id": "late", "top": []})
+
+
+def test_a_first_notice_waits_for_its_card_and_goes_with_it(tmp_path):
+    """With cards on, a first firing notice is held (at most ``card_hold_s``) until its card is
+    attached, then goes at once carrying it; one that also waits for a profile keeps waiting."""
+    hot = Rule("cpu-hot", "warning", profile_s=10.0)
+    m = manager(tmp_path, rules=[hot, Rule("plain", "warning")])
+    m.profile_grace_s, m.card_hold_s = 5.0, 5.0
+    clock = m.store.clock
+    t = clock()
+    [plain] = m.handle(fire("plain", box(1), ts=100.0))
+    [both] = m.handle(fire("cpu-hot", box(1), ts=100.0))
+    assert m.store.take("list", t + 1.0, 10) == []                   # both held for their cards
+    card = {"changed": [{"metric": "mem.usage_bytes", "before": 1.0, "now": 9.0, "z": 40.0}], "events": [],
+            "neighbours": None, "missing": []}
+    assert m.attach_card(plain.fingerprint, plain.id, card) == "attached"
+    assert m.attach_card(both.fingerprint, both.id, card) == "attached"
+    due = m.store.take("list", clock() + 0.5, 10)
+    assert [r.notification.id for r in due] == [plain.id]            # the profile's one waits on
+    assert due[0].notification.card == card
+    assert due[0].notification.card_lines() == ["changed: mem.usage_bytes 1B → 9B (z 40)"]
+    assert m.store.get_alert(both.fingerprint)[0].card == card       # what the dashboard shows too
+    assert m.attach_card(both.fingerprint, "another-notice", card) == "gone"
+    m.store.mark_sent([r.seq for r in due])
+    assert m.attach_card(plain.fingerprint, plain.id, card) == "late"   # every sink had it: counted as late

@@ -98,6 +98,17 @@ def test_one_entry_per_notification_with_fields(journald: None) -> None:
     assert b["CGWATCH_STATE"] == "resolved" and b["CONTAINER_NAME"] == "web-2"
 
 
+def test_a_card_is_two_fields_of_its_entry(journald: None) -> None:
+    from tests.sinks.test_payloads import CARD
+
+    sink = build_sinks({"j": {"type": "journald"}})["j"]
+    tag = uuid.uuid4().hex
+    assert send(sink, [note(1, id=f"{tag}-c", card=CARD)]).ok  # type: ignore[arg-type]
+    (c,) = read_back(f"{tag}-c")
+    assert c["CGWATCH_CARD"].splitlines()[0] == "changed: mem.usage_bytes 100.00MiB → 300.00MiB (z 27)"
+    assert json.loads(c["CGWATCH_CARD_JSON"]) == CARD
+
+
 @pytest.mark.parametrize("severity,priority", [("critical", "2"), ("warning", "4"), ("info", "6")])
 def test_priority_follows_severity(journald: None, severity: str, priority: str) -> None:
     sink = build_sinks({"j": {"type": "journald"}})["j"]

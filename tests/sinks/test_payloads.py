@@ -137,6 +137,28 @@ def test_a_profile_reaches_every_http_sink_in_its_own_shape(receiver: Receiver) 
     assert "profile" not in json.loads(receiver.requests[-1].body)[0]["annotations"]
 
 
+CARD = {"changed": [{"metric": "mem.usage_bytes", "before": 104857600.0, "now": 314572800.0, "z": 27.0}],
+        "events": [{"ts": 1732492790.0, "kind": "exit", "fields": {"code": 3, "comm": "app"}}],
+        "neighbours": "80% behind batch-7", "missing": []}
+
+
+def test_a_card_reaches_every_http_sink_in_its_own_shape(receiver: Receiver) -> None:
+    sinks = build_sinks({"w": {"type": "webhook", "url": receiver.url("/w")},
+                         "s": {"type": "slack", "url": receiver.url("/s")},
+                         "a": {"type": "alertmanager", "url": receiver.url("/am")}})
+    n = note(1, card=CARD)
+    for name in ("w", "s", "a"):
+        assert send(sinks[name], [n]).ok  # type: ignore[arg-type]
+    by_path = {r.path: json.loads(r.body) for r in receiver.requests}
+    assert by_path["/w"]["alerts"][0]["card"] == CARD                 # the webhook: a field
+    lines = ["changed: mem.usage_bytes 100.00MiB → 300.00MiB (z 27)", "events: exit (code=3 comm=app)",
+             "waited behind: 80% behind batch-7"]
+    blocks = json.dumps(by_path["/s"]["blocks"])                       # Slack: a short block
+    assert "Around the onset" in blocks and all(json.dumps(x)[1:-1] in blocks for x in lines), blocks
+    [am] = by_path["/am/api/v2/alerts"]                                # Alertmanager: an annotation
+    assert am["annotations"]["card"] == "\n".join(lines)
+
+
 def test_alertmanager_cluster_every_member_gets_each_alert_and_one_is_enough(receiver: Receiver) -> None:
     """As Prometheus does: the same alerts to each member; the cluster deduplicates. A member
     refusing connections or failing costs nothing while another takes the group."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..profile.formats import top_text
+from ..units import human_bytes
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
@@ -67,6 +68,10 @@ class Notification:
     profile: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
     """The CPU profile taken when it fired: ``id``, ``url``, ``samples``, ``partial`` and
     ``top`` (``[{"function", "share"}]``, inclusive share 0..1), where the rule asked for one."""
+    card: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+    """What changed around the onset (first firing notices): ``changed`` (``[{metric, before,
+    now, z}]``), ``events`` (``[{ts, kind, fields}]``), ``neighbours`` and ``missing``
+    (``cgwatch.daemon.card``)."""
 
     def to_json(self) -> dict[str, Any]:
         """DESIGN.md's alert line (ts, rule, container, state, severity, value,
@@ -100,6 +105,35 @@ class Notification:
             out["repeat"] = self.repeat
         if self.profile:
             out["profile"] = dict(self.profile)
+        if self.card:
+            out["card"] = dict(self.card)
+        return out
+
+    def card_lines(self) -> list[str]:
+        """The card as short lines for text sinks ([] without a card).
+
+        >>> n = Notification(id="a", fingerprint="r/c", ts=0.0, rule="r", state="firing", severity="info",
+        ...                  value=None, summary="s", container="c", container_id="c", runtime="docker",
+        ...                  starts_at=0.0, host="h", card={"changed": [{"metric": "mem.usage_bytes",
+        ...                  "before": 104857600.0, "now": 314572800.0, "z": 27.0}], "events": [{"ts": 0.0,
+        ...                  "kind": "exit", "fields": {"code": 3, "comm": "app"}}], "neighbours": None, "missing": []})
+        >>> n.card_lines()
+        ['changed: mem.usage_bytes 100.00MiB → 300.00MiB (z 27)', 'events: exit (code=3 comm=app)']
+        """
+        card = self.card
+        if not card:
+            return []
+        out = []
+        changed = [f"{c['metric']} {_shown(c['metric'], c['before'])} → {_shown(c['metric'], c['now'])} "
+                   f"(z {float(c['z']):.3g})" for c in card.get("changed", ())]
+        if changed:
+            out.append("changed: " + "; ".join(changed))
+        events = [e["kind"] + (" (" + " ".join(f"{k}={v}" for k, v in dict(e.get("fields") or {}).items()) + ")"
+                               if e.get("fields") else "") for e in card.get("events", ())]
+        if events:
+            out.append("events: " + "; ".join(events))
+        if card.get("neighbours"):
+            out.append(f"waited behind: {card['neighbours']}")
         return out
 
     def profile_text(self) -> str:
@@ -114,6 +148,10 @@ class Notification:
         if not self.profile:
             return ""
         return top_text((str(t["function"]), float(t["share"])) for t in self.profile.get("top", ()))
+
+
+def _shown(metric: str, v: float) -> str:
+    return human_bytes(v) if metric.endswith("_bytes") else f"{v:.3g}"
 
 
 @dataclass(slots=True, frozen=True)

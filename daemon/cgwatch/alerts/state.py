@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -99,6 +100,9 @@ class AlertManager:
         #: set by the daemon when it can profile: the first notice of an alert whose rule asks
         #: for a profile waits up to the profile's length plus this grace for it (:meth:`attach_profile`)
         self.profile_grace_s: float | None = None
+        #: set by the daemon when it builds root-cause cards: a first firing notice waits up to
+        #: this long for its card (:meth:`attach_card` sends it as soon as the card is on it)
+        self.card_hold_s = 0.0
 
     def batch(self) -> AbstractContextManager[object]:
         """One SQLite transaction for many :meth:`handle` calls (a tick's worth); much faster.
@@ -118,12 +122,16 @@ class AlertManager:
         names = r.notify if r is not None and r.notify else self.sinks
         return [s for s in names if s in self.sinks and self.sinks[s].policy.admits(severity)]
 
-    def hold_s(self, rule: str) -> float:
+    def profile_hold_s(self, rule: str) -> float:
         """How long the first firing notice of ``rule`` waits for its profile (0: not at all)."""
         r = self.rules.get(rule)
         if self.profile_grace_s is None or r is None or not getattr(r, "profile_s", 0.0):
             return 0.0
         return float(r.profile_s) + self.profile_grace_s
+
+    def hold_s(self, rule: str) -> float:
+        """How long the first firing notice of ``rule`` waits for its profile and its card."""
+        return max(self.profile_hold_s(rule), self.card_hold_s)
 
     def attach_profile(self, fingerprint: str, notice_id: str, profile: Mapping[str, Any]) -> bool:
         """Add a profile to the firing notice ``notice_id`` (its top 3 functions to the summary too,
@@ -138,6 +146,20 @@ class AlertManager:
         self.store.rewrite(n, self.store.clock())
         self.delivery.wake()
         return True
+
+    def attach_card(self, fingerprint: str, notice_id: str, card: Mapping[str, Any]) -> str:
+        """Add the root-cause card to the first notice ``notice_id`` where it waits (held up to
+        :attr:`card_hold_s` for it) and send it, unless it waits for a profile too.
+        ``attached``; ``late`` when every sink had it already (the record gets the card all the
+        same); ``gone`` when that notice is no longer the alert's."""
+        current = self.store.get_alert(fingerprint)
+        if current is None or current[0].id != notice_id:
+            return "gone"
+        n = replace(current[0], card=dict(card))
+        # it goes now, unless it also waits for a profile (which sends it, or its hold's end)
+        waiting = self.store.rewrite(n, math.inf if self.profile_hold_s(n.rule) else self.store.clock())
+        self.delivery.wake()
+        return "attached" if waiting else "late"
 
     def release_held(self, notice_id: str) -> None:
         """Send the firing notice ``notice_id`` now, without the profile it was held for.

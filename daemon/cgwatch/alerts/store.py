@@ -108,7 +108,7 @@ def from_row(body: str) -> Notification:
         container_id=d["container_id"], runtime=d["runtime"], starts_at=d["starts_at"], host=d["host"],
         ends_at=d.get("ends_at"), description=d.get("description", ""), image=d.get("image", ""),
         labels=d.get("labels", {}), container_labels=d.get("container_labels", {}), repeat=d.get("repeat", 0),
-        profile=d.get("profile"))
+        profile=d.get("profile"), card=d.get("card"))
 
 
 @dataclass(slots=True, frozen=True)

@@ -6,7 +6,8 @@ starts them once everything is open and cancels them first at shutdown.
 * :func:`process` takes batches off it: the pipeline, then the web view, then
   systemd's STATUS=; now and then the models are saved and alerts.db pruned.
 * :func:`profiles` starts the CPU profiles alerts ask for and attaches each to
-  its alert when it ends.
+  its alert when it ends; :func:`cards` builds the root-cause card of each first
+  firing notice and attaches it.
 * :func:`kubelet` re-reads the kubelet's pod list; :func:`watch_files` turns a
   changed config or rule file into a reload; :func:`watchdog` keeps systemd's
   watchdog fed while collection keeps up.
@@ -31,6 +32,7 @@ from ..config import Config
 from ..identity.kubelet import PodIndex
 from ..profile.formats import top_functions, top_json
 from ..profile.profiler import Profiler
+from .card import build_card
 from .host import trim_heap, watched
 from .pipeline import Counters, Pipeline
 from .sdnotify import Notifier
@@ -49,6 +51,10 @@ PRUNE_EVERY_S = 3600.0
 WATCH_EVERY_S = 5.0
 #: running profiles fold what the kernel counted this often
 PROFILE_POLL_S = 1.0
+#: firing notices are looked at for cards this often
+CARD_POLL_S = 0.25
+#: a first firing notice waits at most this long for its card (it goes as soon as it has it)
+CARD_HOLD_S = 5.0
 #: objects the youngest GC generation may hold before it is collected (CPython's default: 700)
 GC_YOUNG = 20_000
 
@@ -160,6 +166,35 @@ def _attach(manager: AlertManager, done: Any, dashboard_url: str) -> None:
         return
     if not attached:
         log.info("profile %s: its alert resolved before it ended; it is kept on the dashboard", pr.id)
+
+
+async def cards(pipeline: Pipeline, view: DaemonView) -> None:
+    """Build the root-cause card of each first firing notice (from what the dashboard keeps of
+    its container: :func:`~cgwatch.daemon.card.build_card`) and attach it while the notice is
+    held for it (:data:`CARD_HOLD_S` at most; then it goes without). Off the sample path; one
+    card per firing; each outcome is counted (``cgwatch_cards_total``)."""
+    p = pipeline
+    while True:
+        requests, p.card_requests = p.card_requests, []
+        for n, container, onset in requests:
+            try:
+                card = build_card(view.hub.history, container.id, onset, n.ts, skip=_own_metrics(p, n.rule))
+                outcome = p.manager.attach_card(n.fingerprint, n.id, card)
+            except StoreError as e:
+                log.warning("card of %s on %s: not attached: %s", n.rule, n.container, e)
+                outcome = "failed"
+            except Exception:       # a card is a help, never a reason to stop carding
+                log.exception("card of %s on %s could not be built", n.rule, n.container)
+                outcome = "failed"
+            p.counters.cards[outcome] = p.counters.cards.get(outcome, 0) + 1
+        await asyncio.sleep(CARD_POLL_S)
+
+
+def _own_metrics(p: Pipeline, rule: str) -> frozenset[str]:
+    """The metrics the rule itself reads: the alert already says those moved."""
+    r = p.manager.rules.get(rule)
+    expr = getattr(r, "expr", None)
+    return frozenset(getattr(expr, "metrics", ()) or ())
 
 
 async def kubelet(pods: PodIndex, every: float) -> None:

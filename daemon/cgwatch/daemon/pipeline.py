@@ -56,6 +56,8 @@ class Counters:
     queue_drops: dict[str, int] = field(default_factory=dict)
     event_drops: dict[str, int] = field(default_factory=dict)
     bpf_maps: dict[str, int] = field(default_factory=dict)
+    #: root-cause cards by outcome (attached, late, gone, failed)
+    cards: dict[str, int] = field(default_factory=dict)
 
 
 class Outcome(NamedTuple):
@@ -82,6 +84,10 @@ class Pipeline:
         self.counters = Counters()
         #: firing notices waiting for a CPU profile, and their containers (the daemon takes them)
         self.profile_requests: list[tuple[Notification, Container]] = []
+        #: with ``cards`` on (the daemon's), first firing notices waiting for their root-cause
+        #: card: the notice, its container and when its condition began to hold
+        self.cards = False
+        self.card_requests: list[tuple[Notification, Container, float]] = []
         #: alert changes not yet in alerts.db because writing it failed (tried again each interval)
         self._unrecorded: list[Alert] = []
         self._reconciled = False
@@ -125,16 +131,22 @@ class Pipeline:
         """
         m = self.manager
         pending = self._unrecorded + list(alerts) if self._unrecorded else alerts
-        requests = len(self.profile_requests)
+        requests, cards = len(self.profile_requests), len(self.card_requests)
         try:
             with m.batch():
                 for a in pending:
                     for n in m.handle(a):
-                        if n.state == "firing" and n.repeat == 0 and m.hold_s(n.rule) > 0:
+                        if n.state != "firing" or n.repeat != 0:
+                            continue
+                        if m.profile_hold_s(n.rule) > 0:
                             self.profile_requests.append((n, a.container))
+                        rule = m.rules.get(n.rule)
+                        if self.cards and getattr(rule, "event", None) is None:    # event alerts: not yet
+                            self.card_requests.append((n, a.container, a.ts - float(getattr(rule, "for_s", 0.0) or 0.0)))
                 m.tick(now)
         except StoreError as e:
             del self.profile_requests[requests:]
+            del self.card_requests[cards:]
             self._unrecorded = list(pending[-UNRECORDED_MAX:])
             lost = len(pending) - len(self._unrecorded)
             self.counters.store_errors += 1
@@ -185,6 +197,7 @@ class Pipeline:
         undelivered notices stay in the outbox for sinks that still exist."""
         old = self.manager
         manager.profile_grace_s = old.profile_grace_s      # firing alerts still wait for their profile
+        manager.card_hold_s = old.card_hold_s              # and for their card
         self.manager = manager
         manager.start()
         await old.close(successor=manager)                 # sinks both use (only host: changed) stay open

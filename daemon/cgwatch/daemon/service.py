@@ -290,6 +290,8 @@ class Daemon:
                 "pipeline": loops.process(self._queue, p, view, saver, self.notifier, self._status)}
         if self.profiler is not None:
             jobs["profiles"] = loops.profiles(p, self.profiler, self._config)
+        p.cards, p.manager.card_hold_s = True, loops.CARD_HOLD_S
+        jobs["cards"] = loops.cards(p, view)
         if self.pods is not None and cfg.kubernetes is not None:
             jobs["kubelet"] = loops.kubelet(self.pods, cfg.kubernetes.refresh)
         if cfg.reload_on_change:

@@ -149,7 +149,7 @@ class DaemonView:
             models_evicted=self.pipeline.anomaly.baselines.evicted,
             delivery={name: {"sent": x.sent, "messages": x.messages, "retried": x.retried, "failed": x.failed,
                              "dropped": x.dropped} for name, x in manager.delivery_stats().items()},
-            outbox_pending=manager.outbox_pending(),
+            outbox_pending=manager.outbox_pending(), cards=dict(c.cards),
             profiles={} if self.profile_stats is None else {
                 k: int(v) for k, v in asdict(self.profile_stats).items()},
             kubelet={} if self.kubelet_stats is None else {

@@ -3,7 +3,8 @@
 Each alert has labels ``alertname`` (the rule), ``container``, ``severity``,
 ``instance`` (the host) over the rule's own labels, annotations ``summary``
 and ``description`` (and ``profile``, ``profile_url`` when a CPU profile was
-taken: its top functions, one per line), ``startsAt`` and, for a resolved alert only,
+taken: its top functions, one per line; ``card``, what changed around the onset, one
+part per line, on a first firing notice), ``startsAt`` and, for a resolved alert only,
 ``endsAt``, in RFC 3339 UTC. Alertmanager resolves a firing alert by itself
 after its ``resolve_timeout`` (5m) unless it is sent again, so this sink's
 ``repeat`` defaults to 1m (Prometheus re-sends every minute too); a rule's
@@ -86,6 +87,8 @@ def alert(n: Notification) -> dict[str, Any]:
         annotations["profile"] = n.profile_text()
         if n.profile.get("url"):
             annotations["profile_url"] = str(n.profile["url"])
+    if n.card:
+        annotations["card"] = "\n".join(n.card_lines()) or "nothing changed that cgwatch could see"
     out: dict[str, Any] = {"labels": labels, "annotations": annotations, "startsAt": rfc3339(n.starts_at)}
     if n.state == "resolved":
         out["endsAt"] = rfc3339(n.ends_at if n.ends_at is not None else n.ts)

@@ -16,6 +16,7 @@ can block while journald is stalled, so it runs in a worker thread
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import Literal
 
@@ -63,6 +64,9 @@ def fields(n: Notification) -> dict[str, str]:
         out["CGWATCH_PROFILE"] = n.profile_text()
         if n.profile.get("url"):
             out["CGWATCH_PROFILE_URL"] = str(n.profile["url"])
+    if n.card:
+        out["CGWATCH_CARD"] = "\n".join(n.card_lines())
+        out["CGWATCH_CARD_JSON"] = json.dumps(dict(n.card), separators=(",", ":"), default=str)
     return out
 
 

@@ -136,6 +136,10 @@ def payload(group: Sequence[Notification], cfg: SlackConfig | None = None) -> di
                  ("State", n.state), ("Host", n.host)]
         blocks.append({"type": "section", "fields": [
             {"type": "mrkdwn", "text": _cut(f"*{k}*\n{esc(v)}", 2000)} for k, v in facts]})
+        if n.card and n.card_lines():
+            body = esc("\n".join(n.card_lines())).replace("`", "'")
+            blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                       "text": _cut(f"*Around the onset*\n```{body}```", MAX_SECTION)}})
         if n.profile:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _profile(n)}})
     else:

@@ -173,6 +173,10 @@ class ViewCollector:
             yield CounterMetricFamily("cgwatch_profile_lost_samples_total",
                                       "Profile samples whose stack the kernel's stack map could not hold.",
                                       value=st.profiles.get("lost_samples", 0))
+        if st.cards:
+            yield labelled(CounterMetricFamily, "cgwatch_cards_total",
+                           "Root-cause cards of first firing notices by outcome (attached, late, gone, failed).",
+                           "outcome", st.cards)
         yield GaugeMetricFamily("cgwatch_rules_loaded", "Rules running now.", value=st.rules_loaded)
         yield GaugeMetricFamily("cgwatch_config_reload_ok", "1 if the last config reload worked, else 0.",
                                 value=1 if st.reload_ok else 0)

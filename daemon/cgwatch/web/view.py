@@ -164,6 +164,11 @@ class Stats:
     """``started``, ``finished``, ``partial``, ``skipped_busy``, ``skipped_cap``,
     ``lost_samples`` (samples whose stack the kernel could not store) since start."""
 
+    # root-cause cards
+    cards: Mapping[str, int] = field(default_factory=dict)
+    """Cards of first firing notices by outcome: ``attached``, ``late`` (every sink had the
+    notice already), ``gone`` (the alert resolved first), ``failed`` (could not be built)."""
+
     # Kubernetes
     kubelet: Mapping[str, int] = field(default_factory=dict)
     """``fetches``, ``errors`` (reads of the kubelet's pods that failed: the last good list

@@ -1,0 +1,45 @@
+"""The root-cause card from what the dashboard keeps (cgwatch.daemon.card); end to end through
+the daemon and a webhook in tests/daemon/test_card_e2e.py."""
+
+from __future__ import annotations
+
+from cgwatch.daemon.card import BEFORE_S, EVENTS, TOP, build_card
+from cgwatch.model import Container, Event
+from cgwatch.web.history import History
+
+WEB = Container(id="w" * 64, name="web-1", runtime="docker")
+ONSET = 3000.0
+
+
+def history(metrics: dict[str, tuple[float, float]], seconds: int = 3060) -> History:
+    """Each metric at its first level, then its second from ONSET on, one sample a second."""
+    h = History(interval_s=1.0)
+    for t in range(seconds):
+        for m, (before, after) in metrics.items():
+            h.add(float(t), WEB.id, m, before + (t % 2) * 0.01 * before if t < ONSET else after)
+    return h
+
+
+def test_what_moved_is_ranked_the_rules_own_metrics_left_out_and_at_most_five() -> None:
+    moved = {f"m.{i}": (10.0, 10.0 + 5 * i) for i in range(1, 9)}       # m.8 moved most
+    h = history({**moved, "flat": (3.0, 3.03), "cpu.usage_cores": (0.1, 2.0)})
+    card = build_card(h, WEB.id, ONSET, ONSET + 60, skip={"cpu.usage_cores"})
+    names = [c["metric"] for c in card["changed"]]
+    assert names == [f"m.{i}" for i in (8, 7, 6, 5, 4)][:TOP]
+    assert round(card["changed"][0]["before"], 2) == 10.05 and card["changed"][0]["now"] == 50.0   # 10 and 10.1 in turn
+    assert card["missing"] == []
+
+
+def test_events_of_the_window_the_neighbours_text_and_what_is_missing() -> None:
+    h = history({"m": (1.0, 1.0)})
+    h.event(Event(ONSET - BEFORE_S - 5, WEB, "oom_kill", {"pid": 1}))           # too early
+    for i in range(EVENTS + 2):
+        h.event(Event(ONSET - 100 + i, WEB, "exit", {"code": i + 1}))
+    h.event(Event(ONSET - 30, WEB, "neighbours", {"text": "80% behind batch-7"}))
+    h.event(Event(ONSET + 120, WEB, "exit", {"code": 99}))                      # after it fired
+    card = build_card(h, WEB.id, ONSET, ONSET + 60)
+    assert [e["fields"]["code"] for e in card["events"]] == list(range(3, EVENTS + 3))   # the last ten
+    assert card["neighbours"] == "80% behind batch-7"
+    assert card["changed"] == [] and card["missing"] == [
+        "no metric moved away from where it was before the onset (or too little history)"]
+    assert build_card(History(), WEB.id, ONSET)["missing"] == ["no history of this container"]

@@ -1,0 +1,62 @@
+"""The root-cause card end to end: ``cgwatch run`` watches a real Docker container that runs
+quietly, has a command fail, then burns a core; the rule's first firing notice reaches a real
+webhook receiver on loopback with a ``card`` saying what moved (its CPU, from near 0 to a
+core, though the rule's own metric is left out) and what happened before (the failed
+command), and ``/metrics`` counts the card as attached."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.running import Daemon
+from tests.receiver import Receiver, free_port, hook_sink
+
+pytestmark = pytest.mark.bpf
+
+PREFIX = "card-" + secrets.token_hex(3)
+#: 20 s quiet (its normal), a command that fails with code 3, then a busy core
+WORK = "sleep 20; sh -c 'exit 3'; sleep 5; while :; do :; done"
+
+
+def test_the_first_firing_notice_carries_what_changed_and_what_happened(tmp_path: Path, docker) -> None:
+    port, listen = free_port(), free_port()
+    (tmp_path / "rules.yaml").write_text(f"""
+rules:
+  - name: card-cpu-hot
+    select: {{name: "{PREFIX}*"}}
+    expr: cpu.usage_cores > 0.5
+    for: 3s
+    severity: warning
+""")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"""interval: 1s
+state_dir: {tmp_path / 'state'}
+listen: 127.0.0.1:{listen}
+rules: [{tmp_path / 'rules.yaml'}]
+notify:
+{hook_sink(port, timeout="2s")}""")
+    with Receiver(port) as rx:
+        d = Daemon(tmp_path, cfg)
+        try:
+            d.ready()
+            name = f"{PREFIX}-1"
+            docker.run(cmd=WORK, cname=name)
+            firing = lambda al: [a for a in al if a["container"] == name and a["state"] == "firing"]  # noqa: E731
+            assert rx.wait_for(firing, 90.0), d.log_text()
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{listen}/metrics", timeout=5).read().decode()
+        finally:
+            d.stop(signal.SIGTERM)
+    [a] = firing(rx.alerts)
+    card = a.get("card")
+    assert card is not None, a
+    moved = {c["metric"]: c for c in card["changed"]}
+    assert "cpu.usage_cores" not in moved                 # the rule's own metric: the alert says it
+    cpu = moved.get("cpu.cgroup_usage_cores")
+    assert cpu is not None and cpu["before"] < 0.2 and cpu["now"] > 0.5 and cpu["z"] >= 3, card
+    assert any(e["kind"] == "exit" and e["fields"].get("code") == 3 for e in card["events"]), card
+    assert 'cgwatch_cards_total{outcome="attached"} 1.0' in metrics, metrics[-3000:]
