@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cgwatch.alerts.state import AlertManager, notification_id
 from cgwatch.alerts.store import Store
 from cgwatch.rules.load import Rule
@@ -201,13 +203,25 @@ def test_a_first_notice_waits_for_its_card_and_goes_with_it(tmp_path):
     assert m.store.take("list", t + 1.0, 10) == []                   # both held for their cards
     card = {"changed": [{"metric": "mem.usage_bytes", "before": 1.0, "now": 9.0, "z": 40.0}], "events": [],
             "neighbours": None, "missing": []}
-    assert m.attach_card(plain.fingerprint, plain.id, card) == "attached"
-    assert m.attach_card(both.fingerprint, both.id, card) == "attached"
+    assert m.attach_card(plain, card) == "attached"
+    assert m.attach_card(both, card) == "attached"
     due = m.store.take("list", clock() + 0.5, 10)
     assert [r.notification.id for r in due] == [plain.id]            # the profile's one waits on
     assert due[0].notification.card == card
     assert due[0].notification.card_lines() == ["changed: mem.usage_bytes 1B → 9B (z 40)"]
     assert m.store.get_alert(both.fingerprint)[0].card == card       # what the dashboard shows too
-    assert m.attach_card(both.fingerprint, "another-notice", card) == "gone"
+    assert m.attach_card(replace(both, id="another-notice"), card) == "gone"
     m.store.mark_sent([r.seq for r in due])
-    assert m.attach_card(plain.fingerprint, plain.id, card) == "late"   # every sink had it: counted as late
+    assert m.attach_card(plain, card) == "late"     # every sink had it: counted as late
+
+
+def test_an_event_rules_notice_waits_for_its_card_too(tmp_path):
+    m = manager(tmp_path, rules=[Rule("oom-kill", "critical", event="oom_kill")])
+    m.card_hold_s = 5.0
+    clock = m.store.clock
+    [n] = m.handle(fire("oom-kill", box(1), ts=100.0))
+    assert m.store.take("list", clock() + 1.0, 10) == []                  # held for its card
+    card = {"changed": [], "events": [], "neighbours": None, "missing": ["no history of this container"]}
+    assert m.attach_card(n, card) == "attached"
+    [row] = m.store.take("list", clock() + 0.5, 10)
+    assert row.notification.id == n.id and row.notification.card == card

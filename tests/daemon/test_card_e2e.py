@@ -2,10 +2,12 @@
 quietly, has a command fail, then burns a core; the rule's first firing notice reaches a real
 webhook receiver on loopback with a ``card`` saying what moved (its CPU, from near 0 to a
 core, though the rule's own metric is left out) and what happened before (the failed
-command), and ``/metrics`` counts the card as attached."""
+command); the dashboard's alerts API gives the same card (tests/web/test_browser.py draws
+one), and ``/metrics`` counts it as attached."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 import urllib.request
@@ -49,6 +51,7 @@ notify:
             firing = lambda al: [a for a in al if a["container"] == name and a["state"] == "firing"]  # noqa: E731
             assert rx.wait_for(firing, 90.0), d.log_text()
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{listen}/metrics", timeout=5).read().decode()
+            api = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{listen}/api/v1/alerts", timeout=5).read())
         finally:
             d.stop(signal.SIGTERM)
     [a] = firing(rx.alerts)
@@ -60,3 +63,5 @@ notify:
     assert cpu is not None and cpu["before"] < 0.2 and cpu["now"] > 0.5 and cpu["z"] >= 3, card
     assert any(e["kind"] == "exit" and e["fields"].get("code") == 3 for e in card["events"]), card
     assert 'cgwatch_cards_total{outcome="attached"} 1.0' in metrics, metrics[-3000:]
+    [shown] = [x for x in api["alerts"] if x["container"] == name]     # what the dashboard's alerts page draws
+    assert shown["card"] == card

@@ -21,6 +21,11 @@ from tests.web.conftest import MemoryView, alert, container
 
 GIB = 1024 ** 3
 
+#: the root-cause card web-1's alert got (docs/alerts.md)
+CARD = {"changed": [{"metric": "mem.usage_bytes", "before": 104857600.0, "now": 314572800.0, "z": 20.0}],
+        "events": [{"ts": 1732492800.0, "kind": "exit", "fields": {"code": 3, "comm": "app"}}],
+        "neighbours": "80% behind batch-7", "missing": []}
+
 
 class FakeDaemon:
     """``n`` containers; ``web-1`` is hot (a firing cpu-hog alert), ``db-0`` gets an OOM kill."""
@@ -75,7 +80,7 @@ class FakeDaemon:
             view.records_.append(AlertRecord(now, "cpu-hog", "web-1", "firing", "warning",
                                              "web-1 used 1.9 cores for 30s"))
             view.alerts_ = [alert("cpu-hog", "web-1", container_id=web.id, since=now, value=1.9,
-                                  summary="web-1 used 1.9 cores for 30s")]
+                                  summary="web-1 used 1.9 cores for 30s", card=CARD)]
         view.containers_ = infos
         view.stats_.last_tick_at = now
         view.hub.update(now, samples + verdict_samples(verdicts)[1], events, changes)

@@ -117,6 +117,7 @@ def test_overview_container_and_alerts_pages() -> None:
             assert int(await page.get_attribute(cpu, "data-anomalous") or 0) > 0
             assert await page.locator('.chart[data-metric*="~"]').count() == 0     # no chart of its own
             assert "cpu-hog" in await page.text_content("#rules")
+            assert "waited behind: 80% behind batch-7" in await page.text_content("#active .card-lines")
             assert "firing" in await page.text_content("#changes")
             await until(page, "window.cgwatchStats.refreshes >= 1")
             await page.screenshot(path=str(ARTEFACTS / "container.png"), full_page=True)
@@ -129,6 +130,9 @@ def test_overview_container_and_alerts_pages() -> None:
             await page.click("nav a[href='/alerts']")
             await until(page, "document.body.dataset.loads >= 1")
             assert "cpu-hog" in await page.text_content("#active")
+            card = await page.text_content("#active .card-lines")       # the firing alert's root-cause card
+            assert "Around the onset" in card and "mem.usage_bytes 100 MiB \u2192 300 MiB (z 20)" in card, card
+            assert "exit (code=3 comm=app)" in card and "waited behind: 80% behind batch-7" in card, card
             assert "load test" in await page.text_content("#silences")
             await page.screenshot(path=str(ARTEFACTS / "alerts.png"))
             assert errors == []

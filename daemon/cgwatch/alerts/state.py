@@ -147,15 +147,18 @@ class AlertManager:
         self.delivery.wake()
         return True
 
-    def attach_card(self, fingerprint: str, notice_id: str, card: Mapping[str, Any]) -> str:
-        """Add the root-cause card to the first notice ``notice_id`` where it waits (held up to
-        :attr:`card_hold_s` for it) and send it, unless it waits for a profile too.
-        ``attached``; ``late`` when every sink had it already (the record gets the card all the
-        same); ``gone`` when that notice is no longer the alert's."""
-        current = self.store.get_alert(fingerprint)
-        if current is None or current[0].id != notice_id:
-            return "gone"
-        n = replace(current[0], card=dict(card))
+    def attach_card(self, notice: Notification, card: Mapping[str, Any]) -> str:
+        """Add the root-cause card to the first firing notice ``notice`` (or an event rule's
+        notice) where it waits (held up to :attr:`card_hold_s` for it) and send it, unless it
+        waits for a profile too. ``attached``; ``late`` when every sink had it already (the
+        record gets the card all the same); ``gone`` when that notice is no longer the alert's."""
+        if getattr(self.rules.get(notice.rule), "event", None) is not None:
+            n = replace(notice, card=dict(card))        # an event's notice: in its rows and the history only
+        else:
+            current = self.store.get_alert(notice.fingerprint)
+            if current is None or current[0].id != notice.id:
+                return "gone"
+            n = replace(current[0], card=dict(card))
         # it goes now, unless it also waits for a profile (which sends it, or its hold's end)
         waiting = self.store.rewrite(n, math.inf if self.profile_hold_s(n.rule) else self.store.clock())
         self.delivery.wake()
@@ -277,7 +280,7 @@ class AlertManager:
             return []
         sinks = self.route(n.rule, n.severity)
         self.store.add_history(n, sinks)
-        due = self.store.clock()
+        due = self.store.clock() + self.card_hold_s      # it waits for its card too
         for s in sinks:
             self.store.enqueue(n, s, due + self.sinks[s].policy.group_wait_s)
         return [(s, n) for s in sinks]

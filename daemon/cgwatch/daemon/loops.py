@@ -179,7 +179,7 @@ async def cards(pipeline: Pipeline, view: DaemonView) -> None:
         for n, container, onset in requests:
             try:
                 card = build_card(view.hub.history, container.id, onset, n.ts, skip=_own_metrics(p, n.rule))
-                outcome = p.manager.attach_card(n.fingerprint, n.id, card)
+                outcome = p.manager.attach_card(n, card)
             except StoreError as e:
                 log.warning("card of %s on %s: not attached: %s", n.rule, n.container, e)
                 outcome = "failed"

@@ -140,8 +140,8 @@ class Pipeline:
                             continue
                         if m.profile_hold_s(n.rule) > 0:
                             self.profile_requests.append((n, a.container))
-                        rule = m.rules.get(n.rule)
-                        if self.cards and getattr(rule, "event", None) is None:    # event alerts: not yet
+                        if self.cards:      # the onset: when its condition began to hold
+                            rule = m.rules.get(n.rule)
                             self.card_requests.append((n, a.container, a.ts - float(getattr(rule, "for_s", 0.0) or 0.0)))
                 m.tick(now)
         except StoreError as e:

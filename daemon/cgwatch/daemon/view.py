@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..alerts.state import fingerprint
 from ..model import Alert, Container, Event, Sample, Verdict, rows_of
 from ..profile.store import ProfileStore
 from ..web.history import History
@@ -131,10 +132,15 @@ class DaemonView:
         return out
 
     def alerts(self) -> list[AlertInfo]:
+        """The engine's pending and firing alerts, a firing one with the card its first notice
+        got (from alerts.db: one query)."""
+        p = self.pipeline
+        cards = {n.fingerprint: n.card for n in p.manager.active_alerts() if n.card} if p.manager else {}
         out = []
-        for r, c, state, since, value, summary in self.pipeline.engine.alerts():
+        for r, c, state, since, value, summary in p.engine.alerts():
             out.append(AlertInfo(rule=r.name, container=c.name, container_id=c.id, runtime=c.runtime, state=state,
-                                 severity=r.severity, since=since, value=value, summary=summary))
+                                 severity=r.severity, since=since, value=value, summary=summary,
+                                 card=cards.get(fingerprint(r.name, c.workload))))
         return out
 
     def stats(self) -> Stats:

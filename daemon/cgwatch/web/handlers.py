@@ -102,11 +102,14 @@ def alert_json(a: AlertInfo) -> dict[str, Any]:
     ...                      state="firing", severity="critical", since=5.0, value=None, summary="OOM"))
     {'rule': 'oom-kill', 'container': 'db', 'container_id': 'ab12', 'runtime': 'podman', 'state': 'firing', 'severity': 'critical', 'since': 5.0, 'value': None, 'summary': 'OOM'}
     """
-    return {
+    out = {
         "rule": a.rule, "container": a.container, "container_id": a.container_id, "runtime": a.runtime,
         "state": a.state, "severity": a.severity, "since": _num(a.since), "value": _num(a.value),
         "summary": a.summary,
     }
+    if a.card:
+        out["card"] = a.card
+    return out
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..profile.store import ProfileStore
@@ -98,6 +98,8 @@ class AlertInfo:
     """The expression's latest value; None for event rules."""
     summary: str
     """The rendered summary template."""
+    card: Mapping[str, Any] | None = None
+    """Its root-cause card, once it fired (``cgwatch.daemon.card``; docs/alerts.md)."""
 
 
 @dataclass(slots=True)

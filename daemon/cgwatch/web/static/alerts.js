@@ -26,7 +26,7 @@
           el("td", {}, [containerLink(a.container, a.container_id)]),
           el("td", { class: "state-" + a.state, text: a.state }), el("td", {}, [cg.severityBadge(a.severity)]),
           el("td", { text: cg.ago(a.since) }), el("td", { class: "num", text: cg.num(a.value) }),
-          el("td", { class: "wrap", text: a.summary })]));
+          el("td", { class: "wrap" }, [a.summary, cg.cardBlock(a.card)])]));
       });
       rowsOr(active, alerts.length, 7, "nothing firing");
       var hist = cg.clear(document.querySelector("#history tbody"));

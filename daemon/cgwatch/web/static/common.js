@@ -41,6 +41,32 @@ var cg = (function () {
     return d.toLocaleString(undefined, { hour12: false });
   }
 
+  /* An alert's root-cause card (docs/alerts.md) as short lines, as the text sinks write it. */
+  function cardLines(card) {
+    if (!card) return [];
+    var out = [], shown = function (m, v) { return /_bytes$/.test(m) ? bytes(v) : num(v); };
+    var changed = (card.changed || []).map(function (c) {
+      return c.metric + " " + shown(c.metric, c.before) + " \u2192 " + shown(c.metric, c.now) + " (z " + String(Number(Number(c.z).toPrecision(3))) + ")";
+    });
+    if (changed.length) out.push("changed: " + changed.join("; "));
+    var events = (card.events || []).map(function (e) {
+      var f = e.fields || {}, keys = Object.keys(f);
+      return e.kind + (keys.length ? " (" + keys.map(function (k) { return k + "=" + f[k]; }).join(" ") + ")" : "");
+    });
+    if (events.length) out.push("events: " + events.join("; "));
+    if (card.neighbours) out.push("waited behind: " + card.neighbours);
+    if (!out.length && card.missing && card.missing.length) out.push(card.missing.join("; "));
+    return out;
+  }
+
+  /* the card as a block under an alert's summary (an empty text node without one) */
+  function cardBlock(card) {
+    var lines = cardLines(card);
+    if (!lines.length) return document.createTextNode("");
+    return el("div", { class: "card-lines" }, [el("div", { class: "muted", text: "Around the onset" })].concat(
+      lines.map(function (l) { return el("div", { text: l }); })));
+  }
+
   /* el("td", {class: "x", title: "t"}, [child or text, ...]) */
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -151,5 +177,6 @@ var cg = (function () {
   }
 
   return { num: num, bytes: bytes, pct: pct, ago: ago, clock: clock, el: el, clear: clear, getJSON: getJSON,
+           cardLines: cardLines, cardBlock: cardBlock,
            severityBadge: severityBadge, live: live, spark: spark };
 })();

@@ -136,7 +136,7 @@
     var active = cg.clear(document.getElementById("active"));
     detail.alerts.forEach(function (a) {
       active.appendChild(el("div", { class: "alert-line" }, [cg.severityBadge(a.severity, a.rule),
-        el("span", { class: "state-" + a.state, text: " " + a.state + " " }), a.summary]));
+        el("span", { class: "state-" + a.state, text: " " + a.state + " " }), a.summary, cg.cardBlock(a.card)]));
     });
     var rules = cg.clear(document.querySelector("#rules tbody"));
     detail.rules.forEach(function (r) {
