@@ -43,3 +43,25 @@ def test_events_of_the_window_the_neighbours_text_and_what_is_missing() -> None:
     assert card["changed"] == [] and card["missing"] == [
         "no metric moved away from where it was before the onset (or too little history)"]
     assert build_card(History(), WEB.id, ONSET)["missing"] == ["no history of this container"]
+
+
+def test_a_profile_is_compared_with_the_containers_profile_before(tmp_path) -> None:
+    from cgwatch.daemon.loops import _diff
+    from cgwatch.profile.model import Profile
+    from cgwatch.profile.profiler import Done
+    from cgwatch.profile.store import ProfileStore
+
+    store = ProfileStore(tmp_path)
+
+    def saved(pid: str, started: float, stacks: dict) -> Done:
+        p = Profile(id=f"{pid}-{WEB.id[:12]}", container=WEB, started=started, duration_s=10.0, requested_s=10.0,
+                    hz=49, stacks=stacks)
+        return Done(p, store.save(p), None)
+
+    first = saved("a", 100.0, {("app", "main", "serve"): 80, ("app", "main", "gc"): 20})
+    assert _diff(store, first) is None                     # nothing before it
+    second = saved("b", 200.0, {("app", "main", "serve"): 30, ("app", "main", "gc"): 70})
+    d = _diff(store, second)
+    assert d["against"] == first.profile.id and d["started"] == 100.0
+    assert d["grew"] == [{"function": "gc", "before": 0.2, "now": 0.7}]
+    assert d["shrank"] == [{"function": "serve", "before": 0.8, "now": 0.3}]

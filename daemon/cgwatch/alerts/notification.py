@@ -67,7 +67,8 @@ class Notification:
     """0 for the first notice of a state, n for the n-th repeat while firing."""
     profile: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
     """The CPU profile taken when it fired: ``id``, ``url``, ``samples``, ``partial`` and
-    ``top`` (``[{"function", "share"}]``, inclusive share 0..1), where the rule asked for one."""
+    ``top`` (``[{"function", "share"}]``, inclusive share 0..1), where the rule asked for one;
+    ``diff`` (``{against, started, grew, shrank}``) when the container had a profile before."""
     card: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
     """What changed around the onset (first firing notices): ``changed`` (``[{metric, before,
     now, z}]``), ``events`` (``[{ts, kind, fields}]``), ``neighbours`` and ``missing``
@@ -144,10 +145,21 @@ class Notification:
         ...                  starts_at=0.0, host="h", profile={"top": [{"function": "hot", "share": 0.7}]})
         >>> n.profile_text()
         ' 70%  hot'
+        >>> from dataclasses import replace
+        >>> print(replace(n, profile={"top": [{"function": "gc", "share": 0.6}], "diff": {"grew": [
+        ...     {"function": "gc", "before": 0.2, "now": 0.6}], "shrank": []}}).profile_text())
+         60%  gc
+        grew since the profile before: gc 20% → 60%
         """
         if not self.profile:
             return ""
-        return top_text((str(t["function"]), float(t["share"])) for t in self.profile.get("top", ()))
+        text = top_text((str(t["function"]), float(t["share"])) for t in self.profile.get("top", ()))
+        diff = self.profile.get("diff") or {}
+        for side in ("grew", "shrank"):
+            moved = [f"{d['function']} {float(d['before']):.0%} → {float(d['now']):.0%}" for d in diff.get(side, ())]
+            if moved:
+                text += f"\n{side} since the profile before: " + ", ".join(moved)
+        return text
 
 
 def _shown(metric: str, v: float) -> str:

@@ -30,7 +30,7 @@ from ..alerts.store import StoreError
 from ..anomaly.store import Saver
 from ..config import Config
 from ..identity.kubelet import PodIndex
-from ..profile.formats import top_functions, top_json
+from ..profile.formats import profile_diff, top_functions, top_json
 from ..profile.profiler import Profiler
 from .card import build_card
 from .host import trim_heap, watched
@@ -147,11 +147,27 @@ async def profiles(pipeline: Pipeline, profiler: Profiler, config: Callable[[], 
                 p.manager.release_held(n.id)
         if prof.sessions:
             for done in await asyncio.to_thread(prof.poll):
-                _attach(p.manager, done, config().dashboard_url())
+                diff = await asyncio.to_thread(_diff, prof.store, done) if prof.store is not None else None
+                _attach(p.manager, done, config().dashboard_url(), diff)
         await asyncio.sleep(PROFILE_POLL_S)
 
 
-def _attach(manager: AlertManager, done: Any, dashboard_url: str) -> None:
+def _diff(store: Any, done: Any) -> dict[str, Any] | None:
+    """What grew and shrank in a stored profile against the container's previous one (None
+    without one): :func:`~cgwatch.profile.formats.profile_diff`, with that one's id and time."""
+    pr = done.profile
+    if done.info is None or not pr.samples:
+        return None
+    for info in store.list(pr.container.id):
+        if info.id != pr.id and info.started < pr.started:
+            earlier = store.load(info.id)
+            if earlier is None or not earlier.samples:
+                return None
+            return {"against": info.id, "started": info.started, **profile_diff(earlier, pr)}
+    return None
+
+
+def _attach(manager: AlertManager, done: Any, dashboard_url: str, diff: dict[str, Any] | None = None) -> None:
     fp, notice = done.tag
     pr = done.profile
     top = done.info.top if done.info is not None else top_functions(pr)   # the store computed them
@@ -159,6 +175,8 @@ def _attach(manager: AlertManager, done: Any, dashboard_url: str) -> None:
                            "partial": pr.partial, "top": top_json(top)}
     if done.info is not None:
         doc["url"] = f"{dashboard_url}/containers/{pr.container.id}#profile={pr.id}"
+    if diff:
+        doc["diff"] = diff
     try:
         attached = manager.attach_profile(fp, notice, doc)
     except StoreError as e:     # the notice goes at the end of its hold, without the profile

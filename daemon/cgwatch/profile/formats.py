@@ -196,6 +196,37 @@ def nameless(frame: str) -> bool:
     return frame in (UNKNOWN, UNKNOWN + KERNEL_SUFFIX) or frame.startswith(LOST_FRAME)
 
 
+#: a function is in a profile diff when its share moved by at least this much (of all samples)
+DIFF_MIN = 0.05
+
+
+def profile_diff(before: Profile, now: Profile, n: int = 3) -> dict[str, Any]:
+    """What grew and what shrank in ``now`` against the earlier ``before`` of the same
+    container: up to ``n`` functions each way whose inclusive share (:func:`top_functions`,
+    every function) moved by :data:`DIFF_MIN` or more, largest move first.
+
+    >>> from ..model import Container
+    >>> c = Container(id="ab" * 32, name="box", runtime="docker")
+    >>> def prof(stacks): return Profile(id="p", container=c, started=0.0, duration_s=1.0, requested_s=1.0,
+    ...                                   hz=49, stacks=stacks)
+    >>> old = prof({("app", "main", "serve"): 80, ("app", "main", "gc"): 20})
+    >>> new = prof({("app", "main", "serve"): 30, ("app", "main", "gc"): 60, ("app", "main", "parse"): 10})
+    >>> d = profile_diff(old, new)
+    >>> d["grew"], d["shrank"]
+    ([{'function': 'gc', 'before': 0.2, 'now': 0.6}, {'function': 'parse', 'before': 0.0, 'now': 0.1}], [{'function': 'serve', 'before': 0.8, 'now': 0.3}])
+    """
+    was = dict(top_functions(before, n=10**6))
+    is_ = dict(top_functions(now, n=10**6))
+    moves = [(is_.get(f, 0.0) - was.get(f, 0.0), f) for f in set(was) | set(is_)]
+    moves = [m for m in moves if abs(m[0]) >= DIFF_MIN]
+
+    def side(grew: bool) -> list[dict[str, Any]]:
+        picked = sorted((m for m in moves if (m[0] > 0) == grew), key=lambda m: (-abs(m[0]), m[1]))[:n]
+        return [{"function": f, "before": round(was.get(f, 0.0), 4), "now": round(is_.get(f, 0.0), 4)}
+                for _, f in picked]
+    return {"grew": side(True), "shrank": side(False)}
+
+
 def top_json(top: Iterable[tuple[str, float]]) -> list[dict[str, Any]]:
     """The top functions as alerts, the store and the API carry them.
 
