@@ -1,10 +1,10 @@
-"""The root-cause card from what the dashboard keeps (cgwatch.daemon.card); end to end through
+"""The root-cause card from what the dashboard keeps (cgwatch.web.card); end to end through
 the daemon and a webhook in tests/daemon/test_card_e2e.py."""
 
 from __future__ import annotations
 
-from cgwatch.daemon.card import BEFORE_S, EVENTS, TOP, build_card
 from cgwatch.model import Container, Event
+from cgwatch.web.card import BEFORE_S, EVENTS, TOP, build_card
 from cgwatch.web.history import History
 
 WEB = Container(id="w" * 64, name="web-1", runtime="docker")

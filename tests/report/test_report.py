@@ -168,3 +168,25 @@ def test_bad_input_is_one_line_and_exit_2(recording: Recording, tmp_path: Path, 
 def test_bad_format_via_the_real_command(recording: Recording) -> None:
     p = run("report", "-i", str(recording.path), "-o", "x.pdf", "--format", "pdf")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "use html or md" in p.stderr
+
+
+def test_a_report_runs_the_forecast_and_gives_each_firing_its_card() -> None:
+    """The recorded real leak (tests/testdata/leak): the report's alerts are the daemon's,
+    the memory forecast included, and each firing has a root-cause card."""
+    from cgwatch.config import default_rules
+    from cgwatch.report.markdown import render_markdown
+    from cgwatch.report.summary import summarize
+    from cgwatch.rules.load import load_rules
+
+    rules, errors = load_rules(default_rules())
+    assert errors == []
+    leak = Path(__file__).resolve().parents[1] / "testdata" / "leak" / "leak.jsonl.gz"
+    r = summarize(str(leak), rules)
+    firing = [(i, a.rule, a.container.name) for i, a in enumerate(r.alerts or []) if a.state == "firing"]
+    assert [(rule, name) for _, rule, name in firing] == [("memory-limit-forecast", "cgw-leak"),
+                                                          ("oom-kill", "cgw-leak")]
+    assert sorted(r.cards) == [i for i, _, _ in firing]
+    assert [e["kind"] for e in r.cards[firing[0][0]]["events"]] == ["container_start"]
+    assert "oom_kill" not in [e["kind"] for e in r.cards[firing[1][0]]["events"]]   # its own event is the alert
+    text = render_markdown(r)
+    assert "#### Around the onset" in text and "**memory-limit-forecast** on **cgw-leak**" in text

@@ -72,7 +72,7 @@ class Notification:
     card: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
     """What changed around the onset (first firing notices): ``changed`` (``[{metric, before,
     now, z}]``), ``events`` (``[{ts, kind, fields}]``), ``neighbours`` and ``missing``
-    (``cgwatch.daemon.card``)."""
+    (``cgwatch.web.card``)."""
 
     def to_json(self) -> dict[str, Any]:
         """DESIGN.md's alert line (ts, rule, container, state, severity, value,
@@ -111,31 +111,8 @@ class Notification:
         return out
 
     def card_lines(self) -> list[str]:
-        """The card as short lines for text sinks ([] without a card).
-
-        >>> n = Notification(id="a", fingerprint="r/c", ts=0.0, rule="r", state="firing", severity="info",
-        ...                  value=None, summary="s", container="c", container_id="c", runtime="docker",
-        ...                  starts_at=0.0, host="h", card={"changed": [{"metric": "mem.usage_bytes",
-        ...                  "before": 104857600.0, "now": 314572800.0, "z": 27.0}], "events": [{"ts": 0.0,
-        ...                  "kind": "exit", "fields": {"code": 3, "comm": "app"}}], "neighbours": None, "missing": []})
-        >>> n.card_lines()
-        ['changed: mem.usage_bytes 100.00MiB → 300.00MiB (z 27)', 'events: exit (code=3 comm=app)']
-        """
-        card = self.card
-        if not card:
-            return []
-        out = []
-        changed = [f"{c['metric']} {_shown(c['metric'], c['before'])} → {_shown(c['metric'], c['now'])} "
-                   f"(z {float(c['z']):.3g})" for c in card.get("changed", ())]
-        if changed:
-            out.append("changed: " + "; ".join(changed))
-        events = [e["kind"] + (" (" + " ".join(f"{k}={v}" for k, v in dict(e.get("fields") or {}).items()) + ")"
-                               if e.get("fields") else "") for e in card.get("events", ())]
-        if events:
-            out.append("events: " + "; ".join(events))
-        if card.get("neighbours"):
-            out.append(f"waited behind: {card['neighbours']}")
-        return out
+        """The card as short lines for text sinks ([] without a card): :func:`card_lines`."""
+        return card_lines(self.card)
 
     def profile_text(self) -> str:
         """The profile's top functions as aligned lines ("" without a profile).
@@ -160,6 +137,32 @@ class Notification:
             if moved:
                 text += f"\n{side} since the profile before: " + ", ".join(moved)
         return text
+
+
+def card_lines(card: Mapping[str, Any] | None) -> list[str]:
+    """A root-cause card (``cgwatch.web.card``) as short lines, for text sinks and reports ([] without one).
+
+    >>> card_lines({"changed": [{"metric": "mem.usage_bytes", "before": 104857600.0, "now": 314572800.0,
+    ...             "z": 27.0}], "events": [{"ts": 0.0, "kind": "exit", "fields": {"code": 3, "comm": "app"}}],
+    ...             "neighbours": None, "missing": []})
+    ['changed: mem.usage_bytes 100.00MiB → 300.00MiB (z 27)', 'events: exit (code=3 comm=app)']
+    """
+    if not card:
+        return []
+    out = []
+    changed = [f"{c['metric']} {_shown(c['metric'], c['before'])} → {_shown(c['metric'], c['now'])} "
+               f"(z {float(c['z']):.3g})" for c in card.get("changed", ())]
+    if changed:
+        out.append("changed: " + "; ".join(changed))
+    events = [e["kind"] + (" (" + " ".join(f"{k}={v}" for k, v in dict(e.get("fields") or {}).items()) + ")"
+                           if e.get("fields") else "") for e in card.get("events", ())]
+    if events:
+        out.append("events: " + "; ".join(events))
+    if card.get("neighbours"):
+        out.append(f"waited behind: {card['neighbours']}")
+    if not out and card.get("missing"):
+        out.append("; ".join(card["missing"]))
+    return out
 
 
 def _shown(metric: str, v: float) -> str:

@@ -32,7 +32,7 @@ from ..config import Config
 from ..identity.kubelet import PodIndex
 from ..profile.formats import profile_diff, top_functions, top_json
 from ..profile.profiler import Profiler
-from .card import build_card
+from ..web.card import build_card
 from .host import trim_heap, watched
 from .pipeline import Counters, Pipeline
 from .sdnotify import Notifier
@@ -188,7 +188,7 @@ def _attach(manager: AlertManager, done: Any, dashboard_url: str, diff: dict[str
 
 async def cards(pipeline: Pipeline, view: DaemonView) -> None:
     """Build the root-cause card of each first firing notice (from what the dashboard keeps of
-    its container: :func:`~cgwatch.daemon.card.build_card`) and attach it while the notice is
+    its container: :func:`~cgwatch.web.card.build_card`) and attach it while the notice is
     held for it (:data:`CARD_HOLD_S` at most; then it goes without). Off the sample path; one
     card per firing; each outcome is counted (``cgwatch_cards_total``)."""
     p = pipeline

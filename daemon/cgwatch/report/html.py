@@ -21,6 +21,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
+from ..alerts.notification import card_lines
 from . import fmt
 from .summary import Report
 
@@ -130,6 +131,7 @@ def render_html(report: Report) -> str:
     return _environment().get_template("report.html.j2").render(
         r=report,
         alerts=alerts[:MAX_ALERT_ROWS],
+        cards={i: card_lines(c) for i, c in report.cards.items() if i < MAX_ALERT_ROWS},
         alerts_hidden=max(0, len(alerts) - MAX_ALERT_ROWS),
         alert_counts=report.alert_counts(),
         uplot_js=uplot_js, uplot_css=uplot_css,

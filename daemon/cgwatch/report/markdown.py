@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from ..alerts.notification import card_lines
 from . import fmt
 from .summary import Report
 
@@ -83,6 +84,12 @@ def render_markdown(report: Report) -> str:
                       for a in r.alerts[:MAX_ALERT_ROWS]], right=[5])
         if len(r.alerts) > MAX_ALERT_ROWS:
             out += ["", f"… and {len(r.alerts) - MAX_ALERT_ROWS} more (see the HTML report)."]
+        shown = [(r.alerts[i], card_lines(c)) for i, c in sorted(r.cards.items()) if i < MAX_ALERT_ROWS]
+        shown = [(a, lines) for a, lines in shown if lines]
+        if shown:
+            out += ["", "#### Around the onset", ""]
+            out += [f"- **{cell(a.rule)}** on **{cell(a.container.name)}** at {fmt.utc(a.ts)}: "
+                    + "; ".join(cell(x) for x in lines) for a, lines in shown]
     if r.containers:
         out += ["", "#### Containers", ""]
         header = ["container"] + [f"{m} {how}" for m, how in MAIN] + ["events"]

@@ -23,9 +23,12 @@ from typing import Any
 import numpy as np
 
 from ..anomaly.stage import AnomalyStage
+from ..forecast import Forecast
 from ..model import Alert, Event, Sample
 from ..record import read_recording
-from ..rules.engine import Engine
+from ..rules.engine import Engine, intervals
+from ..web.card import build_card
+from ..web.history import History
 from .fmt import unit_of
 
 PERCENTILE_METHOD = "linear"
@@ -134,6 +137,8 @@ class Report:
     offenders: list[Offenders]
     alerts: list[Alert] | None          # None: no rules were evaluated
     rules: int = 0
+    #: index in ``alerts`` -> the root-cause card of that firing (web/card.py), as the daemon makes it
+    cards: dict[int, dict[str, Any]] = field(default_factory=dict)
     percentile_method: str = PERCENTILE_METHOD
 
     @property
@@ -303,16 +308,42 @@ def summarize(path: str, rules: Sequence[Any] | None = None, *, host: str | None
     agg = Aggregator(max_points)
     items = agg.observe(read_recording(path, on_error=skipped.add))
     alerts: list[Alert] | None = None
+    cards: dict[int, dict[str, Any]] = {}
     if rules is not None:
         rules = list(rules)
-        alerts = list(Engine(rules).feed(items, AnomalyStage.for_rules(rules)))
+        alerts = replay(rules, items, cards)
     else:
         for _ in items:
             pass
     containers = agg.containers()
     return Report(source=os.path.basename(path), host=host, start=agg.start, end=agg.end,
                   samples=agg.samples, events=agg.events, containers=containers, skipped=skipped,
-                  offenders=top_offenders(containers), alerts=alerts, rules=len(rules or ()))
+                  offenders=top_offenders(containers), alerts=alerts, rules=len(rules or ()), cards=cards)
+
+
+def replay(rules: Sequence[Any], items: Iterable[Sample | Event], cards: dict[int, dict[str, Any]]) -> list[Alert]:
+    """The alerts of ``rules`` over a recording, through the daemon's stages in its order (the
+    forecast, the anomaly stage, the rules: ``cgwatch replay`` gives the same); each firing's
+    root-cause card goes into ``cards`` under its index, built as the daemon builds it, from a
+    :class:`~cgwatch.web.history.History` that the replay feeds as the dashboard's is fed."""
+    engine, anomaly, forecast, history = Engine(rules), AnomalyStage.for_rules(rules), Forecast(), History()
+    by_name = {r.name: r for r in rules}
+    alerts: list[Alert] = []
+    for now, samples, events in intervals(items):
+        samples = forecast.step(now, samples, events)
+        out = engine.step(now, samples, events, anomaly.step(now, samples))
+        history.add_many(samples)
+        if events:
+            history.events(events)
+        history.expire(now)
+        for a in out:
+            if a.state == "firing":
+                r = by_name.get(a.rule)
+                expr = getattr(r, "expr", None)
+                cards[len(alerts)] = build_card(history, a.container.id, a.ts - float(getattr(r, "for_s", 0.0) or 0.0),
+                                                a.ts, skip=getattr(expr, "metrics", ()) or ())
+            alerts.append(a)
+    return alerts
 
 
 __all__ = ["Aggregator", "Report", "Stats", "Series", "Skipped", "Offenders", "summarize", "downsample",

@@ -99,7 +99,7 @@ class AlertInfo:
     summary: str
     """The rendered summary template."""
     card: Mapping[str, Any] | None = None
-    """Its root-cause card, once it fired (``cgwatch.daemon.card``; docs/alerts.md)."""
+    """Its root-cause card, once it fired (``cgwatch.web.card``; docs/alerts.md)."""
 
 
 @dataclass(slots=True)

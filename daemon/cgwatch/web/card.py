@@ -1,5 +1,8 @@
 """A root-cause card: what changed around an alert's onset, for that container.
 
+The daemon builds one for each first firing notice (``cgwatch.daemon.loops.cards``), and
+``cgwatch report`` for each firing in a recording, both from a :class:`History`.
+
 :func:`build_card` reads what the dashboard's :class:`~cgwatch.web.history.History` keeps of
 the container (its metrics' last hour, its notable events) and gives a small, bounded dict:
 
@@ -9,8 +12,9 @@ the container (its metrics' last hour, its notable events) and gives a small, bo
   standard deviations of those (``z``: the median absolute deviation, but at least 5 % of
   the larger level, so a move from 0 is 20): ``{metric, before, now, z}``; the rule's own metrics are left
   out (the alert says those moved);
-* ``events``: its notable events from :data:`BEFORE_S` before the onset on (restarts, OOM
-  kills, fatal signals, failed exits, exec storms), newest last, at most :data:`EVENTS`;
+* ``events``: its notable events from :data:`BEFORE_S` before the onset until it fired
+  (restarts, OOM kills, fatal signals, failed exits, exec storms), newest last, at most
+  :data:`EVENTS`;
 * ``neighbours``: who it waited behind for a CPU (the latest ``neighbours`` event's text);
 * ``missing``: why a part is empty where it is (no history before the onset, ...).
 
@@ -49,6 +53,8 @@ TOP, MIN_Z = 5, 3.0
 EVENTS = 10
 #: metrics the card never ranks (the dashboard's own drawings of verdicts)
 _SKIP_PREFIX = ("anomaly.",)
+#: event fields a card leaves out (the cgroup's path says nothing the container's name does not)
+_QUIET_FIELDS = frozenset({"cgroup"})
 
 
 def _median(xs: list[float]) -> float:
@@ -102,10 +108,11 @@ def build_card(history: Any, container_id: str, onset: float, now: float | None 
         missing.append("no metric moved away from where it was before the onset (or too little history)")
     events, neighbours = [], None
     for e in history.recent_events(container_id):
-        if e["ts"] < onset - BEFORE_S or e["ts"] > now:
+        if e["ts"] < onset - BEFORE_S or e["ts"] >= now:      # (an event rule's own event is the alert)
             continue
         if e["kind"] == "neighbours":
             neighbours = e["fields"].get("text") or neighbours
         else:
-            events.append({"ts": e["ts"], "kind": e["kind"], "fields": dict(e["fields"])})
+            events.append({"ts": e["ts"], "kind": e["kind"],
+                           "fields": {k: v for k, v in e["fields"].items() if k not in _QUIET_FIELDS}})
     return {"changed": ranked[:TOP], "events": events[-EVENTS:], "neighbours": neighbours, "missing": missing}
