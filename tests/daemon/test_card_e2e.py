@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.running import Daemon
-from tests.receiver import Receiver, free_port, hook_sink
+from tests.daemon.test_daemon_e2e import write_config
+from tests.receiver import Receiver, free_port
 
 pytestmark = pytest.mark.bpf
 
@@ -27,7 +28,7 @@ WORK = "sleep 20; sh -c 'exit 3'; sleep 5; while :; do :; done"
 
 def test_the_first_firing_notice_carries_what_changed_and_what_happened(tmp_path: Path, docker) -> None:
     port, listen = free_port(), free_port()
-    (tmp_path / "rules.yaml").write_text(f"""
+    cfg = write_config(tmp_path, port, listen, f"""
 rules:
   - name: card-cpu-hot
     select: {{name: "{PREFIX}*"}}
@@ -35,13 +36,6 @@ rules:
     for: 3s
     severity: warning
 """)
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"""interval: 1s
-state_dir: {tmp_path / 'state'}
-listen: 127.0.0.1:{listen}
-rules: [{tmp_path / 'rules.yaml'}]
-notify:
-{hook_sink(port, timeout="2s")}""")
     with Receiver(port) as rx:
         d = Daemon(tmp_path, cfg)
         try:

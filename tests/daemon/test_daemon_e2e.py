@@ -20,8 +20,10 @@ from tests.receiver import Receiver, free_port, hook_sink
 pytestmark = pytest.mark.bpf
 
 
-def write_config(tmp: Path, port: int, listen: int) -> Path:
-    (tmp / "rules.yaml").write_text(RULES)
+def write_config(tmp: Path, port: int, listen: int, rules: str | None = None) -> Path:
+    """config.yaml (1 s interval, a webhook to ``port``, the API on ``listen``) and its rules
+    (:data:`RULES` unless given)."""
+    (tmp / "rules.yaml").write_text(RULES if rules is None else rules)
     cfg = tmp / "config.yaml"
     cfg.write_text(f"""interval: 1s
 state_dir: {tmp / 'state'}
