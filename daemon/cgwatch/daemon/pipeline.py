@@ -3,8 +3,10 @@ anomaly stage and the rules engine into the alert manager.
 
 :class:`Pipeline` is fed one batch per interval (:meth:`~Pipeline.process`,
 which returns the alert changes, the anomaly verdicts and the samples with the
-forecasts added); it owns the forecast, the anomaly stage, the engine and the alert manager and counts what the ``/metrics`` page
-reports. ``replay`` runs the same stages in the same order. It knows nothing of the web side:
+forecasts added); it owns the forecast, the anomaly stage, the engine and the
+alert manager and counts what the ``/metrics`` page reports. ``replay`` and
+``report`` run the same stages in the same order; the daemon's ``cards`` task
+takes the first firing notices it queues (:attr:`~Pipeline.card_requests`). It knows nothing of the web side:
 the daemon hands each batch and its alert changes on to
 :class:`~cgwatch.daemon.view.DaemonView`, which is what the dashboard reads.
 
