@@ -65,3 +65,16 @@ def test_a_profile_is_compared_with_the_containers_profile_before(tmp_path) -> N
     assert d["against"] == first.profile.id and d["started"] == 100.0
     assert d["grew"] == [{"function": "gc", "before": 0.2, "now": 0.7}]
     assert d["shrank"] == [{"function": "serve", "before": 0.8, "now": 0.3}]
+
+
+def test_a_neighbours_event_from_the_cpu_source_reaches_the_card() -> None:
+    """The dashboard keeps a few scalar fields of each event: the text must be among them."""
+    from cgwatch.sources.blame import QUOTA, Blame
+
+    batch = Container(id="b" * 64, name="batch-7", runtime="docker")
+    b = Blame(lambda cgid, now: {10: WEB, 20: batch}[cgid])
+    b.read(ONSET - 20, [(10, 20)], [(0, 0)])
+    _, events = b.read(ONSET - 10, [(10, 20), (10, QUOTA)], [(900_000_000, 9), (100_000_000, 1)])
+    h = history({"m": (1.0, 1.0)})
+    h.events(events)
+    assert build_card(h, WEB.id, ONSET, ONSET + 5)["neighbours"] == "90% behind batch-7, 10% held back by its CPU quota"

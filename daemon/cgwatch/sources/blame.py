@@ -136,9 +136,9 @@ class Blame:
         if told is not None and told[1] == main and now - told[0] < TELL_EVERY_S:
             return None
         self._told[victim.id] = (now, main)
-        return Event(now, victim, "neighbours", {
-            "window_s": EVERY_S * len(self._window), "wait_ms": round(total / 1e6, 3), "main": main,
+        return Event(now, victim, "neighbours", {      # text and main first: what a short view keeps
+            "text": ", ".join(f"{s:.0%} {what}" for s, what, _ in said), "main": main,
+            "window_s": EVERY_S * len(self._window), "wait_ms": round(total / 1e6, 3),
             "neighbours": round(share, 4), **{k: round(v, 4) for k, v in mine.items()},
             "top": [{"container": c.name, "id": c.id, "share": round(s, 4)} for s, c in top],
-            "text": ", ".join(f"{s:.0%} {what}" for s, what, _ in said),
         })
