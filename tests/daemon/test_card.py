@@ -78,3 +78,14 @@ def test_a_neighbours_event_from_the_cpu_source_reaches_the_card() -> None:
     h = history({"m": (1.0, 1.0)})
     h.events(events)
     assert build_card(h, WEB.id, ONSET, ONSET + 5)["neighbours"] == "90% behind batch-7, 10% held back by its CPU quota"
+
+
+def test_a_binary_the_container_never_ran_is_in_its_card() -> None:
+    h = history({"m": (1.0, 1.0)})
+    run = lambda ts, path: h.events([Event(ts, WEB, "exec", {"pid": 7, "comm": path.rsplit("/", 1)[-1],  # noqa: E731
+                                                              "filename": path})])
+    run(100.0, "/bin/sh")                   # learnt while cgwatch got to know it
+    run(ONSET - 50, "/tmp/.x/miner")        # new to it, after 10 minutes of watching
+    run(ONSET - 40, "/bin/sh")              # it ran that before
+    card = build_card(h, WEB.id, ONSET, ONSET + 5)
+    assert [(e["kind"], e["fields"]["filename"]) for e in card["events"]] == [("exec", "/tmp/.x/miner")]

@@ -51,6 +51,10 @@ HOUR_S = 3600.0
 EVENTS_KEPT = 200
 #: exec events in one batch of one container that count as an exec storm
 EXEC_STORM = 20
+#: an exec of a binary a container had not run is kept once it has been watched this long
+#: (before that, every binary is new to us), at most NEW_EXECS of them a batch, and the
+#: binaries it ran are remembered up to EXECS_KNOWN per container
+NEW_EXEC_AFTER_S, NEW_EXECS, EXECS_KNOWN = 600.0, 3, 1024
 _NAN = float("nan")
 
 
@@ -68,6 +72,8 @@ class _Ring:
     coarse: dict[str, array[float]]
     events: deque[dict[str, Any]]
     alerts: deque[dict[str, Any]]
+    born: float = 0.0            # when the container was first seen
+    execs: set[str] | None = None  # the binaries it ran (see NEW_EXEC_AFTER_S)
 
 
 def _nan_array(n: int) -> array[float]:
@@ -103,7 +109,7 @@ class History:
             b = int(ts // COARSE_S)
             r = self._rings[cid] = _Ring(None, array("d", [_NAN]) * self.fine_n, 0, ts, {}, b, 0,
                                          array("d", [_NAN]) * self.coarse_n, 0, {},
-                                         deque(maxlen=EVENTS_KEPT), deque(maxlen=EVENTS_KEPT))
+                                         deque(maxlen=EVENTS_KEPT), deque(maxlen=EVENTS_KEPT), ts)
             r.ts[0] = ts
         return r
 
@@ -213,11 +219,16 @@ class History:
 
     def events(self, batch: Sequence[Event]) -> list[dict[str, Any]]:
         """:meth:`event` for one interval's Events, plus one ``exec_storm`` per container with at
-        least ``EXEC_STORM`` execs in the batch; returns the entries kept.
+        least ``EXEC_STORM`` execs in the batch, else its execs of a binary it had not run
+        (:data:`NEW_EXEC_AFTER_S`); returns the entries kept.
 
         >>> web = Container(id="4f1c", name="web-1", runtime="docker")
-        >>> [e["kind"] for e in History().events([Event(1.0, web, "exec")] * 25)]
+        >>> h = History()
+        >>> [e["kind"] for e in h.events([Event(1.0, web, "exec")] * 25)]
         ['exec_storm']
+        >>> def ran(ts, path): return h.events([Event(ts, web, "exec", {"filename": path, "comm": "x"})])
+        >>> ran(2.0, "/bin/sh"), ran(700.0, "/bin/sh"), [e["fields"]["filename"] for e in ran(700.0, "/tmp/x")]
+        ([], [], ['/tmp/x'])
         """
         kept = []
         execs: dict[str, list[Event]] = {}
@@ -227,6 +238,7 @@ class History:
             elif (entry := self.event(e)) is not None:
                 kept.append(entry)
         for group in execs.values():
+            kept += self._new_execs(group, keep=len(group) < EXEC_STORM)   # a storm is one entry
             if len(group) >= EXEC_STORM:
                 comms: dict[str, int] = {}
                 for e in group:
@@ -236,6 +248,24 @@ class History:
                 kept.append(self._keep_event(group[-1].ts, group[-1].container, "exec_storm",
                                              {"execs": len(group), "comm": top}))
         return kept
+
+    def _new_execs(self, group: list[Event], keep: bool) -> list[dict[str, Any]]:
+        """Learn the binaries one container ran; with ``keep``, keep the execs of those it had
+        not run, once it was watched long enough to know (at most :data:`NEW_EXECS`)."""
+        c = group[0].container
+        r = self._rings.get(c.id) or self._ring(c.id, group[0].ts)
+        if r.execs is None:
+            r.execs = set()
+        out = []
+        for e in group:
+            path = str(e.fields.get("filename") or e.fields.get("comm") or "")
+            if not path or path in r.execs:
+                continue
+            if len(r.execs) < EXECS_KNOWN:
+                r.execs.add(path)
+            if keep and e.ts - r.born >= NEW_EXEC_AFTER_S and len(out) < NEW_EXECS:
+                out.append(self._keep_event(e.ts, c, "exec", e.fields))
+        return out
 
     def alert_change(self, a: Alert) -> dict[str, Any]:
         """Keep one alert state change; returns the entry kept.
