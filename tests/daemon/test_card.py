@@ -89,3 +89,17 @@ def test_a_binary_the_container_never_ran_is_in_its_card() -> None:
     run(ONSET - 40, "/bin/sh")              # it ran that before
     card = build_card(h, WEB.id, ONSET, ONSET + 5)
     assert [(e["kind"], e["fields"]["filename"]) for e in card["events"]] == [("exec", "/tmp/.x/miner")]
+
+
+def test_a_container_made_again_from_another_image_has_it_in_its_card() -> None:
+    from cgwatch.model import Sample
+
+    h = History(interval_s=1.0)
+    old = Container(id="a" * 64, name="web-1", runtime="docker", image="shop/web:1.4")
+    new = Container(id="b" * 64, name="web-1", runtime="docker", image="shop/web:1.5")   # re-created
+    h.add_many([Sample(float(t), old, "m", 1.0) for t in range(0, 100)])
+    h.add_many([Sample(float(t), new, "m", 1.0) for t in range(100, 200)])
+    card = build_card(h, new.id, 150.0, 160.0)
+    assert [(e["kind"], e["fields"]) for e in card["events"]] == [
+        ("image_change", {"from": "shop/web:1.4", "to": "shop/web:1.5"})]
+    assert build_card(h, old.id, 50.0, 60.0)["events"] == []

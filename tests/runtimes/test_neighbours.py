@@ -5,7 +5,7 @@ cpu source's BPF program (CGW_BLAME; sources/blame.py).
   waking one's wait is mostly behind the spinning one, its ``neighbours`` event says so
   first, and the run-queue rule's alert names it. The shipped rule fires above 50 ms at
   p99 for 2 minutes, which needs a more crowded CPU than a test can make reliably; the
-  rule here is the shipped one with its threshold at 1 ms and 30 s (its summary as shipped).
+  rule here is the shipped one with its threshold at 1 ms and 15 s (its summary as shipped).
 * A spinning container alone under a CPU quota of 0.2: its waits are its quota's doing,
   and its event names the quota first, not a neighbour.
 """
@@ -38,7 +38,7 @@ def shipped_runq_rule(tmp_path: Path) -> list:
     """The shipped runq-latency-high, with a threshold a test can reach (see the module)."""
     doc = yaml.safe_load(Path(default_rules()[0], "default.yaml").read_text())
     rule = next(r for r in doc["rules"] if r["name"] == "runq-latency-high")
-    rule.update(expr="cpu.runq_latency_p99_ms > 1", **{"for": "30s"})
+    rule.update(expr="cpu.runq_latency_p99_ms > 1", **{"for": "15s"})
     (tmp_path / "runq.yaml").write_text(yaml.safe_dump({"rules": [rule]}))
     rules, errors = load_rules([str(tmp_path / "runq.yaml")])
     assert errors == []

@@ -55,6 +55,8 @@ EXEC_STORM = 20
 #: (before that, every binary is new to us), at most NEW_EXECS of them a batch, and the
 #: binaries it ran are remembered up to EXECS_KNOWN per container
 NEW_EXEC_AFTER_S, NEW_EXECS, EXECS_KNOWN = 600.0, 3, 1024
+#: containers whose last image is remembered (to tell an image change), at most
+IMAGES_KNOWN = 10_000
 _NAN = float("nan")
 
 
@@ -97,6 +99,8 @@ class History:
         self.dropped = 0
         self._rings: OrderedDict[str, _Ring] = OrderedDict()
         self._last_expire = 0.0
+        #: container name (a pod's container: its workload) -> the image it ran last
+        self._images: OrderedDict[str, str] = OrderedDict()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -190,8 +194,21 @@ class History:
         """
         for c, ts, values in rows_of(samples):
             r = self._put(c.id, ts, values)
-            if r is not None:
+            if r is not None and r.container is not c:
+                if c.image and (r.container is None or r.container.image != c.image):
+                    self._image(c, ts)
                 r.container = c
+
+    def _image(self, c: Container, ts: float) -> None:
+        """Note the image ``c`` runs; one other than the last its name (its pod and container
+        name in Kubernetes: a re-created container keeps it) ran is an ``image_change``."""
+        key = c.workload if c.pod else c.name
+        was = self._images.pop(key, None)
+        self._images[key] = c.image
+        if len(self._images) > IMAGES_KNOWN:
+            self._images.popitem(last=False)
+        if was is not None and was != c.image:
+            self._keep_event(ts, c, "image_change", {"from": was, "to": c.image})
 
     def event(self, e: Event) -> dict[str, Any] | None:
         """Keep ``e`` if the dashboard marks it (not every exec or clean exit); returns the entry kept.
