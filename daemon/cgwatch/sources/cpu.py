@@ -127,13 +127,17 @@ class CpuSource(KernelSource):
         self._usage, self._paths = {}, {}
         self.probes = (Probe("sched", "sched_switch", "CGW_HAVE_SWITCH", self.metrics),)
         if runq:
+            waits = (*self.RUNQ_METRICS, BLAME_METRIC) if blame else self.RUNQ_METRICS
             self.probes += (
-                Probe("sched", "sched_wakeup", "CGW_HAVE_WAKEUP", self.RUNQ_METRICS),
-                Probe("sched", "sched_wakeup_new", "CGW_HAVE_WAKEUP_NEW", self.RUNQ_METRICS),
+                Probe("sched", "sched_wakeup", "CGW_HAVE_WAKEUP", waits),
+                Probe("sched", "sched_wakeup_new", "CGW_HAVE_WAKEUP_NEW", waits),
             )
         self.tables = ("cpu_stats",)
         super().__init__(resolver, cflags)
         if not self.runq_enabled:
+            if runq and not self.absent & set(self.RUNQ_METRICS):    # the tracepoints are there: no raw ones
+                log.warning("cpu: this kernel has no raw tracepoints; run-queue latency and who waited "
+                            "behind whom (%s) will be absent", ", ".join((*self.RUNQ_METRICS, BLAME_METRIC)))
             self.absent |= set(self.RUNQ_METRICS)
         if "-DCGW_BLAME" in self.cflags and "pair_wait" in self.bpf:
             self._blame, self._pairs = Blame(resolver.container), PerCpuTable(self.bpf["pair_wait"])
