@@ -32,7 +32,7 @@ from ..config import Config
 from ..identity.kubelet import PodIndex
 from ..profile.formats import profile_diff, top_functions, top_json
 from ..profile.profiler import Profiler
-from ..web.card import build_card
+from ..web.card import card_of
 from .host import trim_heap, watched
 from .pipeline import Counters, Pipeline
 from .sdnotify import Notifier
@@ -188,15 +188,15 @@ def _attach(manager: AlertManager, done: Any, dashboard_url: str, diff: dict[str
 
 async def cards(pipeline: Pipeline, view: DaemonView) -> None:
     """Build the root-cause card of each first firing notice (from what the dashboard keeps of
-    its container: :func:`~cgwatch.web.card.build_card`) and attach it while the notice is
+    its container: :func:`~cgwatch.web.card.card_of`) and attach it while the notice is
     held for it (:data:`CARD_HOLD_S` at most; then it goes without). Off the sample path; one
     card per firing; each outcome is counted (``cgwatch_cards_total``)."""
     p = pipeline
     while True:
         requests, p.card_requests = p.card_requests, []
-        for n, container, onset in requests:
+        for n, container in requests:
             try:
-                card = build_card(view.hub.history, container.id, onset, n.ts, skip=_own_metrics(p, n.rule))
+                card = card_of(view.hub.history, p.manager.rules.get(n.rule), container.id, n.ts)
                 outcome = p.manager.attach_card(n, card)
             except StoreError as e:
                 log.warning("card of %s on %s: not attached: %s", n.rule, n.container, e)
@@ -206,13 +206,6 @@ async def cards(pipeline: Pipeline, view: DaemonView) -> None:
                 outcome = "failed"
             p.counters.cards[outcome] = p.counters.cards.get(outcome, 0) + 1
         await asyncio.sleep(CARD_POLL_S)
-
-
-def _own_metrics(p: Pipeline, rule: str) -> frozenset[str]:
-    """The metrics the rule itself reads: the alert already says those moved."""
-    r = p.manager.rules.get(rule)
-    expr = getattr(r, "expr", None)
-    return frozenset(getattr(expr, "metrics", ()) or ())
 
 
 async def kubelet(pods: PodIndex, every: float) -> None:

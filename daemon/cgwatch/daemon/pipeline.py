@@ -87,9 +87,9 @@ class Pipeline:
         #: firing notices waiting for a CPU profile, and their containers (the daemon takes them)
         self.profile_requests: list[tuple[Notification, Container]] = []
         #: with ``cards`` on (the daemon's), first firing notices waiting for their root-cause
-        #: card: the notice, its container and when its condition began to hold
+        #: card, and their containers
         self.cards = False
-        self.card_requests: list[tuple[Notification, Container, float]] = []
+        self.card_requests: list[tuple[Notification, Container]] = []
         #: alert changes not yet in alerts.db because writing it failed (tried again each interval)
         self._unrecorded: list[Alert] = []
         self._reconciled = False
@@ -142,9 +142,8 @@ class Pipeline:
                             continue
                         if m.profile_hold_s(n.rule) > 0:
                             self.profile_requests.append((n, a.container))
-                        if self.cards:      # the onset: when its condition began to hold
-                            rule = m.rules.get(n.rule)
-                            self.card_requests.append((n, a.container, a.ts - float(getattr(rule, "for_s", 0.0) or 0.0)))
+                        if self.cards:
+                            self.card_requests.append((n, a.container))
                 m.tick(now)
         except StoreError as e:
             del self.profile_requests[requests:]

@@ -27,7 +27,7 @@ from ..forecast import Forecast
 from ..model import Alert, Event, Sample
 from ..record import read_recording
 from ..rules.engine import Engine, intervals
-from ..web.card import build_card
+from ..web.card import card_of
 from ..web.history import History
 from .fmt import unit_of
 
@@ -338,10 +338,7 @@ def replay(rules: Sequence[Any], items: Iterable[Sample | Event], cards: dict[in
         history.expire(now)
         for a in out:
             if a.state == "firing":
-                r = by_name.get(a.rule)
-                expr = getattr(r, "expr", None)
-                cards[len(alerts)] = build_card(history, a.container.id, a.ts - float(getattr(r, "for_s", 0.0) or 0.0),
-                                                a.ts, skip=getattr(expr, "metrics", ()) or ())
+                cards[len(alerts)] = card_of(history, by_name.get(a.rule), a.container.id, a.ts)
             alerts.append(a)
     return alerts
 

@@ -82,6 +82,15 @@ def moved(before: list[float], after: list[float]) -> tuple[float, float, float]
     return b, a, round((a - b) / scale, 2)
 
 
+def card_of(history: Any, rule: Any, container_id: str, fired_at: float) -> dict[str, Any]:
+    """The card of ``rule`` firing at ``fired_at`` on a container: its onset is when the
+    condition began to hold (``fired_at`` less the rule's ``for:``), and the metrics the
+    rule reads are not ranked (the alert says those moved)."""
+    onset = fired_at - float(getattr(rule, "for_s", 0.0) or 0.0)
+    expr = getattr(rule, "expr", None)
+    return build_card(history, container_id, onset, fired_at, skip=getattr(expr, "metrics", ()) or ())
+
+
 def build_card(history: Any, container_id: str, onset: float, now: float | None = None,
                skip: Iterable[str] = ()) -> dict[str, Any]:
     """The card of an alert on ``container_id`` whose condition began to hold at ``onset``
